@@ -1,0 +1,781 @@
+//! The local cache: a size-limited LRU store of objects on local disk, shared by every
+//! project of the user.
+//!
+//! Objects enter through a private staging folder (`tmp/<id>/`) on the same filesystem,
+//! are hashed from the bytes actually written there, made durable, and only then renamed
+//! into `objects/<hex[0:2]>/<hex[2:]>`: an object file whose bytes do not hash to its name
+//! never appears. Every read verifies the bytes it serves, so a corrupt object is
+//! quarantined instead of served.
+//!
+//! Processes coordinate through `lock` in the root: every process holds it shared while
+//! it uses the cache; eviction, verify and clear need it exclusive, so no object is
+//! removed while another process may be materializing it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use tempfile::TempPath;
+
+use crate::config::{CacheConfig, IndexKind, LinkKind};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, FileLock, LockMode};
+use crate::index::{self, Entry, Index, IndexError};
+use crate::oid::{self, Oid, MMAP_THRESHOLD};
+
+/// A source of "now" in milliseconds, replaceable so tests can order LRU use exactly.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the czc cache; backup tools may skip this folder.\n";
+
+/// An object written to staging and hashed, not yet visible in the cache.
+#[derive(Debug)]
+pub struct Staged {
+    temp: TempPath,
+    pub oid: Oid,
+    pub size: u64,
+}
+
+/// The result of admitting one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub oid: Oid,
+    pub size: u64,
+    /// False when the cache already held the object.
+    pub added: bool,
+}
+
+/// What an eviction did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EvictReport {
+    pub removed: Vec<Oid>,
+    pub freed: u64,
+    pub size_after: u64,
+    /// True when another process was using the cache, so eviction was left to it.
+    pub deferred: bool,
+}
+
+/// What `verify` found and repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub checked: usize,
+    /// Corrupt objects and where they were moved.
+    pub corrupt: Vec<(Oid, PathBuf)>,
+    /// Objects on disk the index did not know.
+    pub index_added: usize,
+    /// Index entries whose object file was gone.
+    pub index_dropped: usize,
+    /// The index could not be read and was rebuilt from the objects.
+    pub index_rebuilt: bool,
+}
+
+/// Figures for `czc cache info`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheInfo {
+    pub root: PathBuf,
+    pub index: String,
+    pub index_path: PathBuf,
+    pub objects: usize,
+    pub size: u64,
+    pub size_limit: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// The size-limited LRU object cache over a local folder plus an [`Index`].
+pub struct LocalCache {
+    root: PathBuf,
+    index: Box<dyn Index>,
+    size_limit: u64,
+    links: Vec<LinkKind>,
+    clock: Clock,
+    usage: Mutex<Option<FileLock>>,
+    staging: PathBuf,
+    _staging_lock: FileLock,
+    reflink_unsupported: AtomicBool,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for LocalCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCache")
+            .field("root", &self.root)
+            .field("index", &self.index.kind())
+            .field("size_limit", &self.size_limit)
+            .finish()
+    }
+}
+
+impl LocalCache {
+    /// Opens (creating if needed) the cache a configuration names.
+    pub fn open(config: &CacheConfig) -> Result<LocalCache> {
+        let root = config.dir.clone();
+        fs::create_dir_all(root.join("objects")).at(&root)?;
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).at(&tmp)?;
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            fsutil::write_atomic(&tag, CACHEDIR_TAG.as_bytes()).at(&tag)?;
+        }
+        let usage_path = root.join("lock");
+        let usage = FileLock::acquire(&usage_path, LockMode::Shared, "the cache").at(&usage_path)?;
+        sweep_stale_staging(&tmp);
+        let staging = tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .tempdir_in(&tmp)
+            .at(&tmp)?
+            .keep();
+        let staging_lock_path = staging.with_extension("lock");
+        let staging_lock = FileLock::acquire(&staging_lock_path, LockMode::Exclusive, "staging")
+            .at(&staging_lock_path)?;
+        let index = index::open_index(&root, config.index)?;
+        Ok(LocalCache {
+            root,
+            index,
+            size_limit: config.size_limit,
+            links: config.link.clone(),
+            clock: Arc::new(fsutil::now_millis),
+            usage: Mutex::new(Some(usage)),
+            staging,
+            _staging_lock: staging_lock,
+            reflink_unsupported: AtomicBool::new(false),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Replaces the clock (tests use it to order LRU use exactly).
+    pub fn with_clock(mut self, clock: Clock) -> LocalCache {
+        self.clock = clock;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn size_limit(&self) -> u64 {
+        self.size_limit
+    }
+
+    pub fn index(&self) -> &dyn Index {
+        self.index.as_ref()
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Where an object's file lives (whether or not it is there).
+    pub fn object_path(&self, oid: &Oid) -> PathBuf {
+        self.root.join(oid.object_key())
+    }
+
+    /// Whether the object's file is on disk (the index is not asked).
+    pub fn contains(&self, oid: &Oid) -> bool {
+        self.object_path(oid).is_file()
+    }
+
+    /// Refuses a size the whole cache could never hold, before anything is written.
+    pub fn check_fits(&self, path: &Path, size: u64) -> Result<()> {
+        if size > self.size_limit {
+            return Err(Error::TooLarge {
+                path: path.into(),
+                size,
+                limit: self.size_limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("obj-")
+            .tempfile_in(&self.staging)
+            .at(&self.staging)
+    }
+
+    /// Copies a file into staging and hashes the copy.
+    pub fn stage_file(&self, src: &Path) -> Result<Staged> {
+        let mut file = File::open(src).at(src)?;
+        let meta = file.metadata().at(src)?;
+        if !meta.is_file() {
+            return Err(Error::Unsupported {
+                path: src.into(),
+                reason: "not a regular file".into(),
+            });
+        }
+        self.check_fits(src, meta.len())?;
+        if meta.len() < MMAP_THRESHOLD {
+            let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+            file.read_to_end(&mut bytes).at(src)?;
+            return self.stage_bytes(&bytes);
+        }
+        let mut temp = self.new_temp()?;
+        // std's copy uses copy_file_range: the kernel moves the bytes.
+        let size = io::copy(&mut file, temp.as_file_mut()).at(src)?;
+        self.check_fits(src, size)?;
+        let temp = temp.into_temp_path();
+        // Hash what landed in the cache, not the source, which may change meanwhile.
+        let (oid, _) = oid::hash_file(&temp).at(&*temp)?;
+        Ok(Staged { temp, oid, size })
+    }
+
+    /// Stages bytes already in memory (manifests, small files).
+    pub fn stage_bytes(&self, bytes: &[u8]) -> Result<Staged> {
+        let mut temp = self.new_temp()?;
+        temp.write_all(bytes).at(temp.path())?;
+        Ok(Staged {
+            temp: temp.into_temp_path(),
+            oid: Oid::of_bytes(bytes),
+            size: bytes.len() as u64,
+        })
+    }
+
+    /// Stages a stream (a pipe, git's filter input), hashing while writing.
+    pub fn stage_reader(&self, reader: &mut impl Read, name: &Path) -> Result<Staged> {
+        let mut temp = self.new_temp()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err).at(name),
+            };
+            hasher.update(&buf[..n]);
+            temp.write_all(&buf[..n]).at(temp.path())?;
+            size += n as u64;
+            self.check_fits(name, size)?;
+        }
+        Ok(Staged {
+            temp: temp.into_temp_path(),
+            oid: Oid::from_hash(hasher.finalize()),
+            size,
+        })
+    }
+
+    /// Makes staged objects durable and visible, records them in the index, then evicts
+    /// least-recently-used objects if the cache is over its limit.
+    pub fn commit(&self, staged: Vec<Staged>) -> Result<Vec<Admitted>> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total: u64 = staged.iter().map(|s| s.size).sum();
+        self.check_fits(&self.staging, total)?;
+        // Data reaches the disk before any rename makes it visible.
+        self.sync_staged(&staged)?;
+        let now = self.now();
+        let mut admitted = Vec::with_capacity(staged.len());
+        let mut entries = Vec::with_capacity(staged.len());
+        for item in staged {
+            let dest = self.object_path(&item.oid);
+            let added = if dest.is_file() {
+                false // the temp file is removed on drop
+            } else {
+                let parent = fsutil::parent_dir(&dest);
+                fs::create_dir_all(parent).at(parent)?;
+                fs::set_permissions(&*item.temp, fs::Permissions::from_mode(0o444))
+                    .at(&*item.temp)?;
+                item.temp.persist(&dest).map_err(|err| Error::Io {
+                    path: dest.clone(),
+                    source: err.error,
+                })?;
+                true
+            };
+            entries.push(Entry {
+                oid: item.oid,
+                size: item.size,
+                added_at: now,
+                last_used_at: now,
+                hits: 0,
+            });
+            admitted.push(Admitted {
+                oid: item.oid,
+                size: item.size,
+                added,
+            });
+        }
+        if admitted.iter().any(|a| a.added) {
+            // Make the renames durable too.
+            sync_filesystem(&self.root)?;
+        }
+        self.index.insert(&entries)?;
+        self.evict_to(self.size_limit)?;
+        Ok(admitted)
+    }
+
+    fn sync_staged(&self, staged: &[Staged]) -> Result<()> {
+        if let [one] = staged {
+            File::open(&*one.temp)
+                .and_then(|file| file.sync_all())
+                .at(&*one.temp)
+        } else {
+            // One syncfs instead of thousands of fsyncs for a folder of small files.
+            sync_filesystem(&self.staging)
+        }
+    }
+
+    /// Stages and commits one file.
+    pub fn admit_file(&self, src: &Path) -> Result<Admitted> {
+        let staged = self.stage_file(src)?;
+        Ok(self.commit(vec![staged])?.remove(0))
+    }
+
+    /// Stages and commits bytes.
+    pub fn admit_bytes(&self, bytes: &[u8]) -> Result<Admitted> {
+        let staged = self.stage_bytes(bytes)?;
+        Ok(self.commit(vec![staged])?.remove(0))
+    }
+
+    /// Records that objects were used now (LRU order and hit counts).
+    pub fn touch(&self, oids: &[Oid]) -> Result<()> {
+        if oids.is_empty() {
+            return Ok(());
+        }
+        self.index.touch(oids, self.now())?;
+        Ok(())
+    }
+
+    /// Counts requests for objects the cache did not have.
+    pub fn record_miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn not_cached(&self, oid: &Oid, path: &Path) -> Error {
+        self.record_miss();
+        Error::NotCached {
+            path: path.into(),
+            oid: *oid,
+        }
+    }
+
+    /// Rehashes an object; a corrupt one is quarantined and reported, never returned.
+    pub fn verified_path(&self, oid: &Oid, for_path: &Path) -> Result<PathBuf> {
+        let path = self.object_path(oid);
+        match oid::hash_file(&path) {
+            Ok((actual, _)) if actual == *oid => Ok(path),
+            Ok(_) => Err(self.quarantine(oid)?),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(self.not_cached(oid, for_path)),
+            Err(err) => Err(err).at(&path),
+        }
+    }
+
+    /// Streams a verified object into `out`.
+    pub fn copy_to_writer(&self, oid: &Oid, for_path: &Path, out: &mut impl Write) -> Result<u64> {
+        let path = self.verified_path(oid, for_path)?;
+        let mut file = File::open(&path).at(&path)?;
+        let copied = io::copy(&mut file, out).at(&path)?;
+        self.touch(&[*oid])?;
+        Ok(copied)
+    }
+
+    /// Moves a corrupt object aside and forgets it; returns the error to report.
+    pub fn quarantine(&self, oid: &Oid) -> Result<Error> {
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).at(&dir)?;
+        let dest = dir.join(oid.hex());
+        let src = self.object_path(oid);
+        match fs::rename(&src, &dest) {
+            Ok(()) => {}
+            // Someone else quarantined it first.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).at(&src),
+        }
+        self.index.remove(&[*oid])?;
+        Ok(Error::Corrupt {
+            oid: *oid,
+            quarantine: dest,
+        })
+    }
+
+    /// Puts a read-only copy of an object at `dest` (replacing what is there), trying the
+    /// configured link kinds in order, and verifying the bytes placed. Returns the kind used.
+    pub fn materialize(&self, oid: &Oid, dest: &Path, executable: bool) -> Result<LinkKind> {
+        let src = self.object_path(oid);
+        let src_meta = match fs::metadata(&src) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(self.not_cached(oid, dest))
+            }
+            Err(err) => return Err(err).at(&src),
+        };
+        let dir = fsutil::parent_dir(dest);
+        fs::create_dir_all(dir).at(dir)?;
+        let mode = if executable { 0o555 } else { 0o444 };
+        let temp = temp_path_in(dir);
+        let mut used = None;
+        for kind in &self.links {
+            let placed = match kind {
+                LinkKind::Reflink => {
+                    if self.reflink_unsupported.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    match reflink_copy::reflink(&src, &temp) {
+                        Ok(()) => fs::set_permissions(&temp, fs::Permissions::from_mode(mode))
+                            .and_then(|()| verify_file(&temp, oid)),
+                        Err(_) => {
+                            // This filesystem cannot; don't ask again for every file.
+                            let _ = fs::remove_file(&temp);
+                            self.reflink_unsupported.store(true, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                }
+                LinkKind::Hardlink => {
+                    // The link shares the object's inode and mode: no execute bit.
+                    if executable {
+                        continue;
+                    }
+                    match fs::hard_link(&src, &temp) {
+                        Ok(()) => verify_file(&temp, oid),
+                        // EXDEV across filesystems, EMLINK, EPERM: try the next kind.
+                        Err(_) => continue,
+                    }
+                }
+                LinkKind::Copy => copy_verified(&src, &temp, src_meta.len(), mode, oid),
+            };
+            match placed {
+                Ok(true) => {
+                    used = Some(*kind);
+                    break;
+                }
+                Ok(false) => {
+                    let _ = fs::remove_file(&temp);
+                    return Err(self.quarantine(oid)?);
+                }
+                Err(err) => {
+                    let _ = fs::remove_file(&temp);
+                    return Err(err).at(dest);
+                }
+            }
+        }
+        let Some(kind) = used else {
+            return Err(Error::Unsupported {
+                path: dest.into(),
+                reason: format!(
+                    "none of the link kinds {:?} in cache.link worked here; add \"copy\"",
+                    self.links
+                ),
+            });
+        };
+        if let Err(err) = fs::rename(&temp, dest) {
+            let _ = fs::remove_file(&temp);
+            return Err(err).at(dest);
+        }
+        Ok(kind)
+    }
+
+    /// Evicts least-recently-used objects until the cache holds at most `target` bytes.
+    /// Needs the cache to itself: if another process is using it, nothing is removed and
+    /// the report says it was deferred (that process evicts when it finishes).
+    pub fn evict_to(&self, target: u64) -> Result<EvictReport> {
+        let entries = self.live_entries()?;
+        let mut size: u64 = entries.iter().map(|e| e.size).sum();
+        if size <= target {
+            return Ok(EvictReport {
+                size_after: size,
+                ..EvictReport::default()
+            });
+        }
+        let Some(_exclusive) = self.exclusive(false)? else {
+            return Ok(EvictReport {
+                size_after: size,
+                deferred: true,
+                ..EvictReport::default()
+            });
+        };
+        // Re-read under the exclusive lock: others may have evicted meanwhile.
+        let mut entries = self.live_entries()?;
+        size = entries.iter().map(|e| e.size).sum();
+        entries.sort_by(|a, b| {
+            (a.last_used_at, a.added_at, a.oid).cmp(&(b.last_used_at, b.added_at, b.oid))
+        });
+        let mut report = EvictReport::default();
+        for entry in entries {
+            if size <= target {
+                break;
+            }
+            let path = self.object_path(&entry.oid);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).at(&path),
+            }
+            size -= entry.size;
+            report.freed += entry.size;
+            report.removed.push(entry.oid);
+        }
+        self.index.remove(&report.removed)?;
+        report.size_after = size;
+        Ok(report)
+    }
+
+    /// Index entries whose object file exists: no command trusts one whose file is gone.
+    fn live_entries(&self) -> Result<Vec<Entry>> {
+        let entries = self.index.entries()?;
+        let (live, gone): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| self.contains(&e.oid));
+        if !gone.is_empty() {
+            let oids: Vec<Oid> = gone.iter().map(|e| e.oid).collect();
+            self.index.remove(&oids)?;
+        }
+        Ok(live)
+    }
+
+    /// Swaps this process's shared lock for an exclusive one; the guard swaps back.
+    fn exclusive(&self, wait: bool) -> Result<Option<ExclusiveGuard<'_>>> {
+        let path = self.root.join("lock");
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        *usage = None;
+        drop(usage);
+        let lock = if wait {
+            Some(FileLock::acquire(&path, LockMode::Exclusive, "the cache (exclusive)").at(&path)?)
+        } else {
+            FileLock::try_acquire(&path, LockMode::Exclusive).at(&path)?
+        };
+        match lock {
+            Some(lock) => Ok(Some(ExclusiveGuard {
+                cache: self,
+                lock: Some(lock),
+            })),
+            None => {
+                self.reacquire_shared()?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn reacquire_shared(&self) -> Result<()> {
+        let path = self.root.join("lock");
+        let lock = FileLock::acquire(&path, LockMode::Shared, "the cache").at(&path)?;
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
+        Ok(())
+    }
+
+    /// Every object file on disk, by oid (files with other names are skipped).
+    fn disk_objects(&self) -> Result<Vec<(Oid, PathBuf, fs::Metadata)>> {
+        let objects = self.root.join("objects");
+        let mut found = Vec::new();
+        for shard in fs::read_dir(&objects).at(&objects)? {
+            let shard = shard.at(&objects)?;
+            let Some(prefix) = shard.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if prefix.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(shard.path()).at(shard.path())? {
+                let file = file.at(shard.path())?;
+                let name = file.file_name();
+                let Some(rest) = name.to_str() else { continue };
+                let Ok(oid) = Oid::from_hex(&format!("{prefix}{rest}")) else {
+                    continue;
+                };
+                let meta = file.metadata().at(file.path())?;
+                if meta.is_file() {
+                    found.push((oid, file.path(), meta));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Rehashes every object, quarantines corrupt ones, and rebuilds the index from the
+    /// disk (adding objects it missed, dropping entries whose file is gone).
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _exclusive = self.exclusive(true)?;
+        let mut report = VerifyReport::default();
+        let known: std::collections::HashMap<Oid, Entry> = match self.index.entries() {
+            Ok(entries) => entries.into_iter().map(|e| (e.oid, e)).collect(),
+            Err(IndexError::Corrupt { .. }) => {
+                report.index_rebuilt = true;
+                Default::default()
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let objects = self.disk_objects()?;
+        report.checked = objects.len();
+        let checked: Vec<(Oid, fs::Metadata, io::Result<bool>)> = objects
+            .into_par_iter()
+            .map(|(oid, path, meta)| {
+                let ok = oid::hash_file(&path).map(|(actual, _)| actual == oid);
+                (oid, meta, ok)
+            })
+            .collect();
+        let mut entries = Vec::new();
+        for (oid, meta, ok) in checked {
+            if !ok.at(self.object_path(&oid))? {
+                if let Error::Corrupt { quarantine, .. } = self.quarantine(&oid)? {
+                    report.corrupt.push((oid, quarantine));
+                }
+                continue;
+            }
+            let entry = known.get(&oid).cloned().unwrap_or_else(|| {
+                report.index_added += 1;
+                let mtime = mtime_millis(&meta);
+                Entry {
+                    oid,
+                    size: meta.len(),
+                    added_at: mtime,
+                    last_used_at: mtime,
+                    hits: 0,
+                }
+            });
+            entries.push(Entry {
+                size: meta.len(),
+                ..entry
+            });
+        }
+        let live: std::collections::HashSet<Oid> = entries.iter().map(|e| e.oid).collect();
+        report.index_dropped = known.keys().filter(|oid| !live.contains(oid)).count();
+        self.index.replace(&entries)?;
+        Ok(report)
+    }
+
+    /// Removes every object.
+    pub fn clear(&self) -> Result<usize> {
+        let _exclusive = self.exclusive(true)?;
+        let objects = self.disk_objects()?;
+        for (_, path, _) in &objects {
+            fs::remove_file(path).at(path)?;
+        }
+        self.index.replace(&[])?;
+        Ok(objects.len())
+    }
+
+    /// Location, size, limit, counts.
+    pub fn info(&self) -> Result<CacheInfo> {
+        let entries = self.live_entries()?;
+        Ok(CacheInfo {
+            root: self.root.clone(),
+            index: match self.index.kind() {
+                IndexKind::Csv => "csv",
+                IndexKind::Json => "json",
+                IndexKind::Sqlite => "sqlite",
+            }
+            .into(),
+            index_path: self.index.path().into(),
+            objects: entries.len(),
+            size: entries.iter().map(|e| e.size).sum(),
+            size_limit: self.size_limit,
+            hits: entries.iter().map(|e| e.hits).sum(),
+            misses: self.misses.load(Ordering::Relaxed) + self.persisted_misses(),
+        })
+    }
+
+    fn misses_path(&self) -> PathBuf {
+        self.root.join("misses")
+    }
+
+    fn persisted_misses(&self) -> u64 {
+        fs::read_to_string(self.misses_path())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for LocalCache {
+    fn drop(&mut self) {
+        let misses = self.misses.load(Ordering::Relaxed);
+        if misses > 0 {
+            let lock_path = self.root.join("misses.lock");
+            if let Ok(_lock) = FileLock::acquire(&lock_path, LockMode::Exclusive, "the counters") {
+                let total = self.persisted_misses() + misses;
+                let _ = fsutil::write_atomic(&self.misses_path(), format!("{total}\n").as_bytes());
+            }
+        }
+        let _ = fs::remove_dir_all(&self.staging);
+    }
+}
+
+struct ExclusiveGuard<'a> {
+    cache: &'a LocalCache,
+    lock: Option<FileLock>,
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        // Release exclusive before retaking shared: flock would block on our own lock.
+        drop(self.lock.take());
+        let _ = self.cache.reacquire_shared();
+    }
+}
+
+/// Removes staging folders of processes that died (their lock is free).
+fn sweep_stale_staging(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "lock") {
+            if let Ok(Some(_lock)) = FileLock::try_acquire(&path, LockMode::Exclusive) {
+                let _ = fs::remove_dir_all(path.with_extension(""));
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// syncfs(2) on the filesystem holding `path`.
+fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = File::open(path).at(path)?;
+    rustix::fs::syncfs(&dir)
+        .map_err(io::Error::from)
+        .at(path)
+}
+
+/// A name for a temp file in `dir` that nothing else will pick.
+fn temp_path_in(dir: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    dir.join(format!(".czc-tmp-{}-{n}-{nanos}", std::process::id()))
+}
+
+/// Whether a file's bytes hash to `oid`.
+fn verify_file(path: &Path, oid: &Oid) -> io::Result<bool> {
+    Ok(oid::hash_file(path)?.0 == *oid)
+}
+
+/// Copies `src` to a new file `dest` with `mode`, hashing the bytes placed.
+fn copy_verified(src: &Path, dest: &Path, size: u64, mode: u32, oid: &Oid) -> io::Result<bool> {
+    if size < MMAP_THRESHOLD {
+        let bytes = fs::read(src)?;
+        if Oid::of_bytes(&bytes) != *oid {
+            return Ok(false);
+        }
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(dest)?;
+        out.write_all(&bytes)?;
+        // The umask may have dropped bits from `mode` at creation.
+        if fs::metadata(dest)?.permissions().mode() & 0o777 != mode {
+            out.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        return Ok(true);
+    }
+    fs::copy(src, dest)?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
+    verify_file(dest, oid)
+}
+
+fn mtime_millis(meta: &fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

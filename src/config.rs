@@ -1,0 +1,469 @@
+//! Configuration: built-in defaults, the user file, the project's `.czcache.toml`, then
+//! `CZC_*` environment variables, each layer overriding the one before. Flags are applied
+//! by the caller on the result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// The project file at the repo root.
+pub const PROJECT_FILE: &str = ".czcache.toml";
+/// The default cache size limit.
+pub const DEFAULT_SIZE_LIMIT: u64 = 20 << 30;
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: String,
+        message: String,
+    },
+    #[error("{origin}: bad value '{value}' for {key}: {reason}")]
+    Value {
+        origin: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot find a home folder: set HOME or CZC_CACHE_DIR")]
+    NoHome,
+}
+
+/// Which index backend records the cache's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    Csv,
+    Json,
+    Sqlite,
+}
+
+impl FromStr for IndexKind {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "csv" => Ok(IndexKind::Csv),
+            "json" => Ok(IndexKind::Json),
+            "sqlite" => Ok(IndexKind::Sqlite),
+            _ => Err("expected csv, json or sqlite".into()),
+        }
+    }
+}
+
+/// How a file is materialized from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    Reflink,
+    Hardlink,
+    Copy,
+}
+
+impl FromStr for LinkKind {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "reflink" => Ok(LinkKind::Reflink),
+            "hardlink" => Ok(LinkKind::Hardlink),
+            "copy" => Ok(LinkKind::Copy),
+            _ => Err("expected reflink, hardlink or copy".into()),
+        }
+    }
+}
+
+/// How a chain of read remotes picks the copy to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPolicy {
+    #[default]
+    First,
+    Newest,
+}
+
+/// The `[cache]` section, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub size_limit: u64,
+    pub index: IndexKind,
+    pub link: Vec<LinkKind>,
+}
+
+/// The `[remote]` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    pub default: Option<String>,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub policy: ReadPolicy,
+}
+
+/// One `[remotes.<name>]` entry.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteEntry {
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    #[serde(default)]
+    pub anonymous: bool,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The whole configuration after layering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub cache: CacheConfig,
+    pub remote: RemoteConfig,
+    pub remotes: BTreeMap<String, RemoteEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLayer {
+    cache: Option<CacheLayer>,
+    remote: Option<RemoteConfig>,
+    remotes: Option<BTreeMap<String, RemoteEntry>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheLayer {
+    dir: Option<String>,
+    size_limit: Option<toml::Value>,
+    index: Option<IndexKind>,
+    link: Option<Vec<LinkKind>>,
+}
+
+/// Where the environment says things are; injected so tests never read the real home.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The process environment.
+    pub fn from_process() -> Env {
+        Env {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    }
+
+    fn home(&self) -> Result<PathBuf, ConfigError> {
+        self.get("HOME").map(PathBuf::from).ok_or(ConfigError::NoHome)
+    }
+
+    /// `$XDG_CONFIG_HOME/czcache/config.toml`, else `~/.config/czcache/config.toml`.
+    pub fn user_config_path(&self) -> Option<PathBuf> {
+        let base = match self.get("XDG_CONFIG_HOME") {
+            Some(dir) => PathBuf::from(dir),
+            None => self.home().ok()?.join(".config"),
+        };
+        Some(base.join("czcache").join("config.toml"))
+    }
+
+    fn default_cache_dir(&self) -> Result<PathBuf, ConfigError> {
+        match self.get("XDG_CACHE_HOME") {
+            Some(dir) => Ok(PathBuf::from(dir).join("czcache")),
+            None => Ok(self.home()?.join(".cache").join("czcache")),
+        }
+    }
+
+    fn expand_tilde(&self, path: &str) -> Result<PathBuf, ConfigError> {
+        match path.strip_prefix("~/") {
+            Some(rest) => Ok(self.home()?.join(rest)),
+            None if path == "~" => self.home(),
+            None => Ok(PathBuf::from(path)),
+        }
+    }
+}
+
+impl Config {
+    /// Layers defaults, the user file, the project file (if `project_root` has one) and
+    /// the environment.
+    pub fn load(project_root: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
+        let mut config = Config {
+            cache: CacheConfig {
+                dir: PathBuf::new(),
+                size_limit: DEFAULT_SIZE_LIMIT,
+                index: IndexKind::Sqlite,
+                link: vec![LinkKind::Reflink, LinkKind::Copy],
+            },
+            remote: RemoteConfig::default(),
+            remotes: BTreeMap::new(),
+        };
+        let mut dir: Option<PathBuf> = None;
+        let mut files = Vec::new();
+        if let Some(path) = env.user_config_path() {
+            files.push(path);
+        }
+        if let Some(root) = project_root {
+            files.push(root.join(PROJECT_FILE));
+        }
+        for path in files {
+            let Some(layer) = read_layer(&path)? else {
+                continue;
+            };
+            let origin = path.display().to_string();
+            if let Some(cache) = layer.cache {
+                if let Some(value) = cache.dir {
+                    let expanded = env.expand_tilde(&value)?;
+                    // A relative dir in the project file is relative to the project.
+                    dir = Some(match path.parent() {
+                        Some(parent) if expanded.is_relative() => parent.join(expanded),
+                        _ => expanded,
+                    });
+                }
+                if let Some(value) = cache.size_limit {
+                    config.cache.size_limit = size_from_toml(&value, &origin)?;
+                }
+                if let Some(index) = cache.index {
+                    config.cache.index = index;
+                }
+                if let Some(link) = cache.link {
+                    config.cache.link = checked_links(link, &origin)?;
+                }
+            }
+            if let Some(remote) = layer.remote {
+                config.remote = remote;
+            }
+            if let Some(remotes) = layer.remotes {
+                config.remotes.extend(remotes);
+            }
+        }
+        if let Some(value) = env.get("CZC_CACHE_DIR") {
+            dir = Some(env.expand_tilde(value)?);
+        }
+        if let Some(value) = env.get("CZC_CACHE_SIZE_LIMIT") {
+            config.cache.size_limit = parse_size(value).map_err(|reason| ConfigError::Value {
+                origin: "environment".into(),
+                key: "CZC_CACHE_SIZE_LIMIT".into(),
+                value: value.into(),
+                reason,
+            })?;
+        }
+        if let Some(value) = env.get("CZC_CACHE_INDEX") {
+            config.cache.index = value.parse().map_err(|reason| ConfigError::Value {
+                origin: "environment".into(),
+                key: "CZC_CACHE_INDEX".into(),
+                value: value.into(),
+                reason,
+            })?;
+        }
+        if let Some(value) = env.get("CZC_CACHE_LINK") {
+            let links = value
+                .split(',')
+                .map(|part| part.trim().parse::<LinkKind>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| ConfigError::Value {
+                    origin: "environment".into(),
+                    key: "CZC_CACHE_LINK".into(),
+                    value: value.into(),
+                    reason,
+                })?;
+            config.cache.link = checked_links(links, "environment")?;
+        }
+        config.cache.dir = match dir {
+            Some(dir) => dir,
+            None => env.default_cache_dir()?,
+        };
+        Ok(config)
+    }
+}
+
+fn checked_links(links: Vec<LinkKind>, origin: &str) -> Result<Vec<LinkKind>, ConfigError> {
+    if links.is_empty() {
+        return Err(ConfigError::Value {
+            origin: origin.into(),
+            key: "cache.link".into(),
+            value: "[]".into(),
+            reason: "name at least one of reflink, hardlink, copy".into(),
+        });
+    }
+    Ok(links)
+}
+
+fn read_layer(path: &Path) -> Result<Option<FileLayer>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|err: toml::de::Error| {
+            let line = err
+                .span()
+                .map(|span| format!(" line {}", text[..span.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            ConfigError::Syntax {
+                path: path.into(),
+                line,
+                message: err.message().replace('\n', " "),
+            }
+        })
+}
+
+fn size_from_toml(value: &toml::Value, origin: &str) -> Result<u64, ConfigError> {
+    let result = match value {
+        toml::Value::Integer(bytes) if *bytes >= 0 => Ok(*bytes as u64),
+        toml::Value::String(text) => parse_size(text),
+        _ => Err("expected a size such as \"20GiB\"".to_string()),
+    };
+    result.map_err(|reason| ConfigError::Value {
+        origin: origin.into(),
+        key: "cache.size_limit".into(),
+        value: value.to_string(),
+        reason,
+    })
+}
+
+/// Parses a human size: `1048576`, `512MiB`, `20GiB`, `1.5GB`, `10k`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| "expected a size such as 20GiB".to_string())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown unit '{other}' (use B, KiB, MiB, GiB, TiB)")),
+    };
+    let bytes = number * multiplier as f64;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err("too large".into());
+    }
+    Ok(bytes as u64)
+}
+
+/// Formats bytes for people: `1.5 GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(dir: &Path) -> Env {
+        let mut env = Env::default();
+        env.vars
+            .insert("HOME".into(), dir.join("home").display().to_string());
+        env
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("20GiB").unwrap(), 20 << 30);
+        assert_eq!(parse_size("1.5 KiB").unwrap(), 1536);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("2mb").unwrap(), 2_000_000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+        assert_eq!(format_size(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let env_ = env(dir.path());
+        let defaults = Config::load(None, &env_).unwrap();
+        assert_eq!(defaults.cache.dir, dir.path().join("home/.cache/czcache"));
+        assert_eq!(defaults.cache.index, IndexKind::Sqlite);
+
+        let user = dir.path().join("home/.config/czcache");
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(
+            user.join("config.toml"),
+            "[cache]\nindex = \"csv\"\nsize_limit = \"1GiB\"\n",
+        )
+        .unwrap();
+        let project = dir.path().join("proj");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(
+            project.join(PROJECT_FILE),
+            "[cache]\nindex = \"json\"\nlink = [\"copy\"]\n[remotes.team]\nurl = \"/srv/czc\"\n",
+        )
+        .unwrap();
+        let mut env_ = env_;
+        env_.vars.insert("CZC_CACHE_DIR".into(), "/tmp/x".into());
+        let config = Config::load(Some(&project), &env_).unwrap();
+        assert_eq!(config.cache.index, IndexKind::Json);
+        assert_eq!(config.cache.size_limit, 1 << 30);
+        assert_eq!(config.cache.link, vec![LinkKind::Copy]);
+        assert_eq!(config.cache.dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.remotes["team"].url, "/srv/czc");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(PROJECT_FILE),
+            "[cache]\nsise_limit = \"1GiB\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(dir.path()), &env(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sise_limit") && err.contains(".czcache.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+
+        std::fs::write(
+            dir.path().join(PROJECT_FILE),
+            "[cache]\nsize_limit = \"many\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(dir.path()), &env(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.size_limit") && err.contains("many"), "{err}");
+    }
+}

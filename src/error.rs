@@ -1,0 +1,73 @@
+//! The library's error type: every variant names the file, oid or value at fault.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::index::IndexError;
+use crate::marker::MarkerError;
+use crate::oid::Oid;
+
+/// Everything a czc operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("marker {path}: {source}")]
+    Marker {
+        path: PathBuf,
+        #[source]
+        source: MarkerError,
+    },
+    #[error("manifest {oid} of {path}: {source}")]
+    Manifest {
+        path: PathBuf,
+        oid: Oid,
+        #[source]
+        source: MarkerError,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{path} is {size} bytes, larger than the whole cache limit of {limit} bytes; raise cache.size_limit")]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    #[error("object {oid} for {path} is not in the local cache and no remote has it")]
+    NotCached { path: PathBuf, oid: Oid },
+    #[error("object {oid} in the cache is corrupt and was moved to {quarantine}; save or fetch it again")]
+    Corrupt { oid: Oid, quarantine: PathBuf },
+    #[error("{path} has changes that are not saved; use --force to overwrite it, or `czc save` it first")]
+    Modified { path: PathBuf },
+    #[error("{path}: no such file, folder or marker")]
+    NotFound { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("{failed} of {total} {what} failed (see the errors above)")]
+    Partial {
+        failed: usize,
+        total: usize,
+        what: &'static str,
+    },
+    #[error("'{0}' is neither an oid, a marker nor a saved path")]
+    BadTarget(String),
+}
+
+/// Short for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path to an I/O error.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! File-system helpers shared by every module: the one atomic write, locks with a
+//! waiting message and timeout, and read-only modes.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long to wait for a lock before giving up, unless `CZC_LOCK_TIMEOUT` (seconds) says.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
+/// A crash leaves either the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = parent_dir(path);
+    let mut temp = tempfile::Builder::new()
+        .prefix(".czc-tmp-")
+        .tempfile_in(parent)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|err| err.error)?;
+    Ok(())
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes every write bit from a file's mode.
+pub fn make_read_only(file: &File) -> io::Result<()> {
+    let mode = file.metadata()?.permissions().mode();
+    file.set_permissions(Permissions::from_mode(mode & !0o222))
+}
+
+/// Whether a mode has any write bit.
+pub fn is_writable_mode(mode: u32) -> bool {
+    mode & 0o222 != 0
+}
+
+/// Whether a mode has the owner's execute bit.
+pub fn is_executable_mode(mode: u32) -> bool {
+    mode & 0o100 != 0
+}
+
+/// Which kind of lock to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// An advisory lock on a file, released on drop.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Takes the lock: tries at once, says on stderr that it is waiting, then polls until
+    /// `CZC_LOCK_TIMEOUT` seconds (default 300) have passed.
+    pub fn acquire(path: &Path, mode: LockMode, what: &str) -> io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        if try_lock(&file, mode)? {
+            return Ok(FileLock {
+                file,
+                path: path.into(),
+            });
+        }
+        let timeout = lock_timeout();
+        eprintln!("czc: waiting for the lock on {what} ({})", path.display());
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            std::thread::sleep(pause);
+            if try_lock(&file, mode)? {
+                return Ok(FileLock {
+                    file,
+                    path: path.into(),
+                });
+            }
+            if start.elapsed() >= timeout {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "timed out after {}s waiting for the lock on {what}; another czc is using it (raise CZC_LOCK_TIMEOUT to wait longer)",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Takes the lock only if nobody holds a conflicting one.
+    pub fn try_acquire(path: &Path, mode: LockMode) -> io::Result<Option<FileLock>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(try_lock(&file, mode)?.then(|| FileLock {
+            file,
+            path: path.into(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+// std's File locks (flock on Unix) are what fs4 wraps; since Rust 1.89 they are in std.
+fn try_lock(file: &File, mode: LockMode) -> io::Result<bool> {
+    let result = match mode {
+        LockMode::Shared => file.try_lock_shared(),
+        LockMode::Exclusive => file.try_lock(),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(err)) => Err(err),
+    }
+}
+
+fn lock_timeout() -> Duration {
+    std::env::var("CZC_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two!").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two!");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn exclusive_lock_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = FileLock::acquire(&path, LockMode::Exclusive, "test").unwrap();
+        assert!(FileLock::try_acquire(&path, LockMode::Shared)
+            .unwrap()
+            .is_none());
+        drop(held);
+        let shared = FileLock::try_acquire(&path, LockMode::Shared).unwrap();
+        assert!(shared.is_some());
+        assert!(FileLock::try_acquire(&path, LockMode::Shared)
+            .unwrap()
+            .is_some());
+        assert!(FileLock::try_acquire(&path, LockMode::Exclusive)
+            .unwrap()
+            .is_none());
+    }
+}

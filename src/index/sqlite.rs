@@ -1,0 +1,174 @@
+//! The SQLite index (the default): WAL mode, so readers never wait for a writer, and
+//! batched transactions, so touching 20,000 objects is one commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Entry, Index, IndexError};
+use crate::config::IndexKind;
+use crate::oid::Oid;
+
+/// An index kept in `index.sqlite`.
+pub struct SqliteIndex {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteIndex {
+    pub fn open(path: PathBuf) -> Result<SqliteIndex, IndexError> {
+        let err = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS objects (
+                oid TEXT PRIMARY KEY,
+                size INTEGER NOT NULL,
+                added_at INTEGER NOT NULL,
+                last_used_at INTEGER NOT NULL,
+                hits INTEGER NOT NULL
+            ) WITHOUT ROWID;",
+        )
+        .map_err(err)?;
+        Ok(SqliteIndex {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> IndexError {
+        IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn with_tx<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T, IndexError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|poison| poison.into_inner());
+        // IMMEDIATE takes the write lock up front, so busy_timeout applies instead of a
+        // deadlock error when two processes upgrade at once.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let value = work(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(value)
+    }
+
+    fn row_to_entry(row: &rusqlite::Row) -> rusqlite::Result<Entry> {
+        let text: String = row.get(0)?;
+        let oid: Oid = text.parse().map_err(|err| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
+        })?;
+        Ok(Entry {
+            oid,
+            size: row.get::<_, i64>(1)? as u64,
+            added_at: row.get(2)?,
+            last_used_at: row.get(3)?,
+            hits: row.get::<_, i64>(4)? as u64,
+        })
+    }
+}
+
+const INSERT: &str = "INSERT INTO objects (oid, size, added_at, last_used_at, hits)
+    VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT(oid) DO UPDATE SET size = excluded.size,
+        last_used_at = max(last_used_at, excluded.last_used_at)";
+
+impl Index for SqliteIndex {
+    fn kind(&self) -> IndexKind {
+        IndexKind::Sqlite
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn insert(&self, entries: &[Entry]) -> Result<(), IndexError> {
+        self.with_tx(|tx| {
+            let mut stmt = tx.prepare_cached(INSERT)?;
+            for e in entries {
+                stmt.execute(params![
+                    e.oid.to_string(),
+                    e.size as i64,
+                    e.added_at,
+                    e.last_used_at,
+                    e.hits as i64
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn touch(&self, oids: &[Oid], now: i64) -> Result<(), IndexError> {
+        self.with_tx(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE objects SET last_used_at = ?2, hits = hits + 1 WHERE oid = ?1",
+            )?;
+            for oid in oids {
+                stmt.execute(params![oid.to_string(), now])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove(&self, oids: &[Oid]) -> Result<(), IndexError> {
+        self.with_tx(|tx| {
+            let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE oid = ?1")?;
+            for oid in oids {
+                stmt.execute(params![oid.to_string()])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&self, oid: &Oid) -> Result<Option<Entry>, IndexError> {
+        let conn = self.conn.lock().unwrap_or_else(|poison| poison.into_inner());
+        conn.query_row(
+            "SELECT oid, size, added_at, last_used_at, hits FROM objects WHERE oid = ?1",
+            params![oid.to_string()],
+            Self::row_to_entry,
+        )
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    fn entries(&self) -> Result<Vec<Entry>, IndexError> {
+        let conn = self.conn.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut stmt = conn
+            .prepare("SELECT oid, size, added_at, last_used_at, hits FROM objects")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], Self::row_to_entry)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    fn replace(&self, entries: &[Entry]) -> Result<(), IndexError> {
+        self.with_tx(|tx| {
+            tx.execute("DELETE FROM objects", [])?;
+            let mut stmt = tx.prepare_cached(INSERT)?;
+            for e in entries {
+                stmt.execute(params![
+                    e.oid.to_string(),
+                    e.size as i64,
+                    e.added_at,
+                    e.last_used_at,
+                    e.hits as i64
+                ])?;
+            }
+            Ok(())
+        })
+    }
+}

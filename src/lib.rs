@@ -1,0 +1,20 @@
+//! czc: a content-addressed cache and version-control sidecar for large data files.
+//!
+//! The library holds all the logic; the `czc` binary only parses arguments and prints.
+//! Start from [`workspace::Workspace`] (what the CLI drives) or [`cache::LocalCache`]
+//! (to embed the object cache in another tool).
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod index;
+pub mod marker;
+pub mod oid;
+
+pub use cache::LocalCache;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use index::{Entry, Index};
+pub use marker::{Manifest, ManifestEntry, Marker, MarkerKind};
+pub use oid::Oid;

@@ -1,0 +1,344 @@
+//! Markers (the small text files committed in place of big ones) and manifests (the
+//! object a directory marker names). Both have one canonical form, so re-saving
+//! unchanged content rewrites them byte for byte.
+
+use std::collections::HashSet;
+
+use crate::oid::{Oid, OidError};
+
+/// The marker format version this build reads and writes.
+pub const VERSION: &str = "czc/1";
+/// A marker is never larger than this; anything larger is content, not a marker.
+pub const MAX_MARKER_BYTES: usize = 1024;
+/// File name suffix of sidecar markers.
+pub const SUFFIX: &str = ".czc";
+const MANIFEST_VERSION: &str = "czc-manifest/1";
+
+/// What a marker stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerKind {
+    File,
+    /// A folder; the oid names a [`Manifest`] listing `files` entries.
+    Dir { files: u64 },
+}
+
+/// The parsed content of a marker file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub oid: Oid,
+    /// Bytes of the file, or for a folder the total bytes of its files.
+    pub size: u64,
+    pub kind: MarkerKind,
+}
+
+/// Why a marker's text is not a valid marker.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    #[error("is {0} bytes, over the {MAX_MARKER_BYTES}-byte limit for a marker")]
+    TooLarge(usize),
+    #[error("is not UTF-8 text")]
+    NotText,
+    #[error("is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("unknown key '{0}'")]
+    UnknownKey(String),
+    #[error("missing key '{0}'")]
+    MissingKey(&'static str),
+    #[error("unsupported version '{0}' (this czc reads '{VERSION}'; upgrade czc)")]
+    UnsupportedVersion(String),
+    #[error("key '{key}' has a bad value: {reason}")]
+    BadValue { key: &'static str, reason: String },
+    #[error("bad oid: {0}")]
+    Oid(#[from] OidError),
+}
+
+impl Marker {
+    pub fn file(oid: Oid, size: u64) -> Marker {
+        Marker {
+            oid,
+            size,
+            kind: MarkerKind::File,
+        }
+    }
+
+    /// The canonical text: fixed key order, LF line ends, no timestamps.
+    pub fn to_text(&self) -> String {
+        let mut text = format!(
+            "version = \"{VERSION}\"\noid = \"{}\"\nsize = {}\n",
+            self.oid, self.size
+        );
+        if let MarkerKind::Dir { files } = self.kind {
+            text.push_str(&format!("kind = \"dir\"\nfiles = {files}\n"));
+        }
+        text
+    }
+
+    /// Parses marker bytes, naming the offending key or value on error.
+    pub fn parse(bytes: &[u8]) -> Result<Marker, MarkerError> {
+        if bytes.len() > MAX_MARKER_BYTES {
+            return Err(MarkerError::TooLarge(bytes.len()));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| MarkerError::NotText)?;
+        if text.contains('\0') {
+            return Err(MarkerError::NotText);
+        }
+        let table: toml::Table = text
+            .parse()
+            .map_err(|err: toml::de::Error| MarkerError::Syntax(err.message().to_string()))?;
+        for key in table.keys() {
+            if !matches!(key.as_str(), "version" | "oid" | "size" | "kind" | "files") {
+                return Err(MarkerError::UnknownKey(key.clone()));
+            }
+        }
+        let version = string_key(&table, "version")?;
+        if version != VERSION {
+            return Err(MarkerError::UnsupportedVersion(version.to_string()));
+        }
+        let oid: Oid = string_key(&table, "oid")?.parse()?;
+        let size = count_key(&table, "size")?;
+        let kind = match table.get("kind") {
+            None => {
+                if table.contains_key("files") {
+                    return Err(MarkerError::BadValue {
+                        key: "files",
+                        reason: "only a marker with kind = \"dir\" has files".into(),
+                    });
+                }
+                MarkerKind::File
+            }
+            Some(toml::Value::String(kind)) if kind == "dir" => MarkerKind::Dir {
+                files: count_key(&table, "files")?,
+            },
+            Some(toml::Value::String(kind)) if kind == "file" => MarkerKind::File,
+            Some(other) => {
+                return Err(MarkerError::BadValue {
+                    key: "kind",
+                    reason: format!("expected \"dir\", found {other}"),
+                })
+            }
+        };
+        Ok(Marker { oid, size, kind })
+    }
+
+    /// Whether some bytes are a valid marker (cheap: anything over 1 KiB is content).
+    pub fn looks_like_marker(bytes: &[u8]) -> bool {
+        bytes.len() <= MAX_MARKER_BYTES && Marker::parse(bytes).is_ok()
+    }
+}
+
+fn string_key<'a>(table: &'a toml::Table, key: &'static str) -> Result<&'a str, MarkerError> {
+    match table.get(key) {
+        None => Err(MarkerError::MissingKey(key)),
+        Some(toml::Value::String(value)) => Ok(value),
+        Some(other) => Err(MarkerError::BadValue {
+            key,
+            reason: format!("expected a string, found {other}"),
+        }),
+    }
+}
+
+fn count_key(table: &toml::Table, key: &'static str) -> Result<u64, MarkerError> {
+    match table.get(key) {
+        None => Err(MarkerError::MissingKey(key)),
+        Some(toml::Value::Integer(value)) if *value >= 0 => Ok(*value as u64),
+        Some(other) => Err(MarkerError::BadValue {
+            key,
+            reason: format!("expected a whole number of bytes or files, found {other}"),
+        }),
+    }
+}
+
+/// One file of a folder marker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEntry {
+    /// Relative, `/`-separated, never `..` or absolute.
+    pub path: String,
+    pub oid: Oid,
+    pub size: u64,
+    #[serde(default)]
+    pub executable: bool,
+}
+
+/// The object a directory marker names: every file of the folder.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Manifest {
+    /// Sorted by path, no duplicates.
+    pub files: Vec<ManifestEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestDoc {
+    version: String,
+    files: Vec<ManifestEntry>,
+}
+
+impl serde::Serialize for Oid {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Oid {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Oid, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Manifest {
+    /// Builds a manifest, sorting entries so the text is canonical.
+    pub fn new(mut files: Vec<ManifestEntry>) -> Result<Manifest, MarkerError> {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let manifest = Manifest { files };
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|entry| entry.size).sum()
+    }
+
+    /// Canonical JSON, one file per line so diffs of manifests stay readable.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!("{{\"version\":\"{MANIFEST_VERSION}\",\"files\":[\n");
+        for (i, entry) in self.files.iter().enumerate() {
+            // serde_json of a plain struct cannot fail.
+            out.push_str(&serde_json::to_string(entry).unwrap_or_default());
+            out.push_str(if i + 1 < self.files.len() { ",\n" } else { "\n" });
+        }
+        out.push_str("]}\n");
+        out.into_bytes()
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, MarkerError> {
+        let doc: ManifestDoc = serde_json::from_slice(bytes)
+            .map_err(|err| MarkerError::Syntax(format!("manifest: {err}")))?;
+        if doc.version != MANIFEST_VERSION {
+            return Err(MarkerError::UnsupportedVersion(doc.version));
+        }
+        let manifest = Manifest { files: doc.files };
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), MarkerError> {
+        let mut seen = HashSet::with_capacity(self.files.len());
+        for entry in &self.files {
+            check_relative_path(&entry.path)?;
+            if !seen.insert(entry.path.as_str()) {
+                return Err(MarkerError::BadValue {
+                    key: "path",
+                    reason: format!("'{}' is listed twice", entry.path),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A manifest path must stay inside its folder on every platform.
+fn check_relative_path(path: &str) -> Result<(), MarkerError> {
+    let bad = |reason: &str| MarkerError::BadValue {
+        key: "path",
+        reason: format!("'{path}' {reason}"),
+    };
+    if path.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
+        return Err(bad("is not a relative '/'-separated path"));
+    }
+    if path.len() >= 2 && path.as_bytes()[1] == b':' {
+        return Err(bad("is an absolute Windows path"));
+    }
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(bad("has an empty, '.' or '..' component"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid() -> Oid {
+        Oid::of_bytes(b"data")
+    }
+
+    #[test]
+    fn file_marker_round_trips_canonically() {
+        let marker = Marker::file(oid(), 42);
+        let text = marker.to_text();
+        assert_eq!(
+            text,
+            format!("version = \"czc/1\"\noid = \"{}\"\nsize = 42\n", oid())
+        );
+        assert_eq!(Marker::parse(text.as_bytes()).unwrap(), marker);
+    }
+
+    #[test]
+    fn dir_marker_round_trips() {
+        let marker = Marker {
+            oid: oid(),
+            size: 7,
+            kind: MarkerKind::Dir { files: 3 },
+        };
+        assert_eq!(Marker::parse(marker.to_text().as_bytes()).unwrap(), marker);
+        assert!(marker.to_text().ends_with("kind = \"dir\"\nfiles = 3\n"));
+    }
+
+    #[test]
+    fn errors_name_the_key_or_value() {
+        let good = Marker::file(oid(), 1).to_text();
+        let unknown = format!("{good}color = \"red\"\n");
+        assert_eq!(
+            Marker::parse(unknown.as_bytes()).unwrap_err().to_string(),
+            "unknown key 'color'"
+        );
+        let future = good.replace("czc/1", "czc/9");
+        assert!(Marker::parse(future.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("'czc/9'"));
+        let no_size = good.replace("size = 1\n", "");
+        assert_eq!(
+            Marker::parse(no_size.as_bytes()).unwrap_err().to_string(),
+            "missing key 'size'"
+        );
+        let negative = good.replace("size = 1", "size = -1");
+        assert!(Marker::parse(negative.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("'size'"));
+        assert!(matches!(
+            Marker::parse(&[0xff, 0xfe, 0x00]),
+            Err(MarkerError::NotText)
+        ));
+        assert!(matches!(
+            Marker::parse(&vec![b'#'; 2000]),
+            Err(MarkerError::TooLarge(2000))
+        ));
+    }
+
+    #[test]
+    fn manifest_is_sorted_and_rejects_escapes() {
+        let entry = |path: &str| ManifestEntry {
+            path: path.into(),
+            oid: oid(),
+            size: 1,
+            executable: false,
+        };
+        let manifest = Manifest::new(vec![entry("b"), entry("a/c")]).unwrap();
+        assert_eq!(manifest.files[0].path, "a/c");
+        let bytes = manifest.to_bytes();
+        assert_eq!(Manifest::parse(&bytes).unwrap(), manifest);
+        for bad in ["../x", "/etc/passwd", "a/../../b", "a//b", "C:/x", ""] {
+            assert!(Manifest::new(vec![entry(bad)]).is_err(), "{bad}");
+        }
+        assert!(Manifest::new(vec![entry("a"), entry("a")]).is_err());
+    }
+}
