@@ -11,6 +11,8 @@ pub mod fsutil;
 pub mod index;
 pub mod marker;
 pub mod oid;
+pub mod statcache;
+pub mod workspace;
 
 pub use cache::LocalCache;
 pub use config::Config;

@@ -1,0 +1,443 @@
+//! Command-line parsing (clap) and output. Nothing here decides policy: it turns flags
+//! into library calls and library results into lines.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use czcache::cache::LocalCache;
+use czcache::config::{format_size, parse_size, Config, Env};
+use czcache::workspace::{self, CheckoutReport, State, Workspace};
+use czcache::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "czc",
+    version,
+    about = "Version large data files next to git: a content-addressed cache with markers"
+)]
+struct Cli {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only problems.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print more detail.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Parallel jobs for hashing and copying (default: one per core).
+    #[arg(short = 'j', long = "jobs", global = true, value_name = "N")]
+    jobs: Option<usize>,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write .czcache.toml at the project root (if absent).
+    Init,
+    /// Hash files or folders into the cache and write their markers.
+    Save {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the path of a read-only copy of a saved file (or place one with --to).
+    Open {
+        /// A marker, a saved path, or an oid.
+        target: String,
+        /// Materialize a read-only copy here instead.
+        #[arg(long, value_name = "DEST")]
+        to: Option<PathBuf>,
+        /// Overwrite DEST even if it holds unsaved changes.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Stream a saved file to stdout.
+    Cat {
+        /// A marker, a saved path, or an oid.
+        target: String,
+    },
+    /// Restore every marker under the paths (default: the whole project) as read-only files.
+    Checkout {
+        paths: Vec<PathBuf>,
+        /// Overwrite files with unsaved changes.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Replace materialized files with private writable copies.
+    Unprotect {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show each marker's state: ok, modified, missing, not-cached.
+    Status { paths: Vec<PathBuf> },
+    /// Inspect and maintain the local cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Location, index, size and limit, object count, hits and misses.
+    Info,
+    /// Evict least-recently-used objects down to a size (default: the limit).
+    Evict {
+        /// Target size, e.g. 5GiB.
+        #[arg(long, value_name = "SIZE")]
+        to: Option<String>,
+    },
+    /// Rehash every object, quarantine corrupt ones, rebuild the index from disk.
+    Verify,
+    /// Remove every object.
+    Clear,
+}
+
+/// Runs the CLI; returns the exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = err.exit_code();
+            let _ = err.print();
+            return if code == 0 { 0 } else { 2 };
+        }
+    };
+    match execute(&cli) {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => 0,
+        Err(err) => {
+            report(&err);
+            1
+        }
+    }
+}
+
+fn report(err: &Error) {
+    eprintln!("czc: error: {}", err.to_string().replace('\n', " "));
+}
+
+fn is_broken_pipe(err: &Error) -> bool {
+    matches!(err, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+}
+
+fn cwd(cli: &Cli) -> Result<PathBuf, Error> {
+    let here = std::env::current_dir().map_err(|source| Error::Io {
+        path: ".".into(),
+        source,
+    })?;
+    let dir = match &cli.dir {
+        Some(dir) => here.join(dir),
+        None => here,
+    };
+    if !dir.is_dir() {
+        return Err(Error::NotFound { path: dir });
+    }
+    Ok(dir)
+}
+
+fn load_config(cli: &Cli) -> Result<(PathBuf, Config), Error> {
+    let dir = cwd(cli)?;
+    let root = workspace::find_root(&dir);
+    let config = Config::load(Some(&root), &Env::from_process())?;
+    Ok((dir, config))
+}
+
+fn open_workspace(cli: &Cli, force: bool) -> Result<Workspace, Error> {
+    let (dir, config) = load_config(cli)?;
+    Ok(Workspace::open(&dir, &config)?
+        .with_force(force)
+        .with_progress(!cli.no_progress && !cli.quiet && !cli.json))
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    println!("{text}");
+}
+
+fn execute(cli: &Cli) -> Result<i32, Error> {
+    if let Some(jobs) = cli.jobs {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build_global();
+    }
+    match &cli.command {
+        Command::Init => {
+            let dir = cwd(cli)?;
+            let root = workspace::find_root(&dir);
+            let created = workspace::init(&root)?;
+            if cli.json {
+                print_json(&serde_json::json!({ "root": root, "created": created }));
+            } else if !cli.quiet {
+                let what = if created { "initialized" } else { "already initialized" };
+                println!("{what} {}", root.join(czcache::config::PROJECT_FILE).display());
+            }
+            Ok(0)
+        }
+        Command::Save { paths } => {
+            let ws = open_workspace(cli, false)?;
+            let results = ws.save(paths);
+            ws.finish();
+            let mut failed = 0;
+            let mut saved = Vec::new();
+            for (_, result) in results {
+                match result {
+                    Ok(item) => {
+                        if !cli.json && !cli.quiet {
+                            println!("saved {} {} {}", ws.display(&item.path), item.oid, item.size);
+                        }
+                        saved.push(item);
+                    }
+                    Err(err) => {
+                        failed += 1;
+                        report(&err);
+                    }
+                }
+            }
+            if cli.json {
+                print_json(&saved);
+            }
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+        Command::Open { target, to, force } => {
+            let ws = open_workspace(cli, *force)?;
+            let target = ws.target(target)?;
+            let code = match to {
+                Some(dest) => {
+                    let report = ws.open_to(&target, dest)?;
+                    let code = print_failures(&report);
+                    if cli.json {
+                        print_json(&report);
+                    } else if !cli.quiet {
+                        println!("{}", dest.display());
+                    }
+                    code
+                }
+                None => {
+                    let path = ws.open_path(&target)?;
+                    if cli.json {
+                        print_json(&serde_json::json!({ "path": path }));
+                    } else {
+                        println!("{}", path.display());
+                    }
+                    0
+                }
+            };
+            ws.finish();
+            Ok(code)
+        }
+        Command::Cat { target } => {
+            let ws = open_workspace(cli, false)?;
+            let target = ws.target(target)?;
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            ws.cat(&target, &mut out)?;
+            out.flush().map_err(|source| Error::Io {
+                path: "<stdout>".into(),
+                source,
+            })?;
+            ws.finish();
+            Ok(0)
+        }
+        Command::Checkout { paths, force } => {
+            let ws = open_workspace(cli, *force)?;
+            let report = ws.checkout(paths)?;
+            ws.finish();
+            let code = print_failures(&report);
+            if cli.json {
+                print_json(&report);
+            } else if !cli.quiet {
+                let links: Vec<String> =
+                    report.links.iter().map(|(k, n)| format!("{n} by {k}")).collect();
+                let how = if cli.verbose > 0 && !links.is_empty() {
+                    format!(" ({})", links.join(", "))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "restored {} file{}{how}, {} already up to date",
+                    report.restored,
+                    if report.restored == 1 { "" } else { "s" },
+                    report.unchanged
+                );
+            }
+            Ok(code)
+        }
+        Command::Unprotect { paths } => {
+            let ws = open_workspace(cli, false)?;
+            let count = ws.unprotect(paths)?;
+            if cli.json {
+                print_json(&serde_json::json!({ "unprotected": count }));
+            } else if !cli.quiet {
+                println!("unprotected {count} file{}", if count == 1 { "" } else { "s" });
+            }
+            Ok(0)
+        }
+        Command::Status { paths } => {
+            let ws = open_workspace(cli, false)?;
+            let (statuses, errors) = ws.status(paths)?;
+            ws.finish();
+            for err in &errors {
+                report(err);
+            }
+            if cli.json {
+                print_json(&statuses);
+            } else {
+                for status in &statuses {
+                    if cli.quiet && status.state == State::Ok {
+                        continue;
+                    }
+                    let mut line = format!("{:<11} {}", status.state.as_str(), ws.display(&status.path));
+                    if let Some(counts) = &status.files {
+                        line.push_str(&folder_summary(counts));
+                    }
+                    println!("{line}");
+                }
+            }
+            Ok(if errors.is_empty() { 0 } else { 1 })
+        }
+        Command::Cache { command } => cache_command(cli, command),
+    }
+}
+
+fn folder_summary(counts: &workspace::FolderCounts) -> String {
+    let total = counts.ok + counts.modified + counts.missing + counts.not_cached;
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (counts.modified, "modified"),
+        (counts.missing, "missing"),
+        (counts.not_cached, "not-cached"),
+        (counts.added, "added"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if parts.is_empty() {
+        format!("/ ({total} files)")
+    } else {
+        format!("/ ({} of {total} files)", parts.join(", "))
+    }
+}
+
+fn print_failures(report: &CheckoutReport) -> i32 {
+    for err in &report.failures {
+        report_err(err);
+    }
+    if report.failures.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+fn report_err(err: &Error) {
+    report(err)
+}
+
+fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
+    let (_, config) = load_config(cli)?;
+    let cache = LocalCache::open(&config.cache)?;
+    match command {
+        CacheCommand::Info => {
+            let info = cache.info()?;
+            if cli.json {
+                print_json(&info);
+            } else {
+                let percent = if info.size_limit > 0 {
+                    info.size as f64 * 100.0 / info.size_limit as f64
+                } else {
+                    0.0
+                };
+                println!("location:  {}", info.root.display());
+                println!("index:     {} ({})", info.index, info.index_path.display());
+                println!("objects:   {}", info.objects);
+                println!(
+                    "size:      {} of {} ({percent:.1}%)",
+                    format_size(info.size),
+                    format_size(info.size_limit)
+                );
+                println!("hits:      {}", info.hits);
+                println!("misses:    {}", info.misses);
+            }
+            Ok(0)
+        }
+        CacheCommand::Evict { to } => {
+            let target = match to {
+                Some(text) => parse_size(text).map_err(|reason| {
+                    Error::Config(czcache::config::ConfigError::Value {
+                        origin: "--to".into(),
+                        key: "--to".into(),
+                        value: text.clone(),
+                        reason,
+                    })
+                })?,
+                None => cache.size_limit(),
+            };
+            let report = cache.evict_to(target)?;
+            if report.deferred {
+                eprintln!(
+                    "czc: error: another czc process is using the cache; nothing was evicted, try again when it is done"
+                );
+                return Ok(1);
+            }
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "evicted": report.removed.len(),
+                    "freed": report.freed,
+                    "size": report.size_after,
+                }));
+            } else if !cli.quiet {
+                println!(
+                    "evicted {} objects, freed {}; cache holds {}",
+                    report.removed.len(),
+                    format_size(report.freed),
+                    format_size(report.size_after)
+                );
+            }
+            Ok(0)
+        }
+        CacheCommand::Verify => {
+            let report = cache.verify()?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "checked": report.checked,
+                    "corrupt": report.corrupt.iter().map(|(oid, path)| serde_json::json!({"oid": oid, "quarantine": path})).collect::<Vec<_>>(),
+                    "index_added": report.index_added,
+                    "index_dropped": report.index_dropped,
+                    "index_rebuilt": report.index_rebuilt,
+                }));
+            } else if !cli.quiet {
+                println!(
+                    "checked {} objects: {} corrupt, index +{} -{}{}",
+                    report.checked,
+                    report.corrupt.len(),
+                    report.index_added,
+                    report.index_dropped,
+                    if report.index_rebuilt { " (rebuilt)" } else { "" }
+                );
+            }
+            for (oid, path) in &report.corrupt {
+                eprintln!("czc: error: object {oid} is corrupt; moved to {}", path.display());
+            }
+            Ok(if report.corrupt.is_empty() { 0 } else { 1 })
+        }
+        CacheCommand::Clear => {
+            let removed = cache.clear()?;
+            if cli.json {
+                print_json(&serde_json::json!({ "removed": removed }));
+            } else if !cli.quiet {
+                println!("removed {removed} objects");
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,937 @@
+//! The workspace: a project folder holding markers next to (or instead of) the data they
+//! stand for. This is what the CLI drives: save, checkout, status, open, cat, unprotect.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::cache::{LocalCache, Staged};
+use crate::config::{self, Config, LinkKind};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, is_executable_mode};
+use crate::marker::{self, Manifest, ManifestEntry, Marker, MarkerKind};
+use crate::oid::{self, Oid};
+use crate::statcache::{now_ns, StatCache};
+
+/// What `save` did for one path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Saved {
+    pub path: PathBuf,
+    pub marker: PathBuf,
+    pub oid: Oid,
+    pub size: u64,
+    /// Files in a folder marker, `None` for a file.
+    pub files: Option<u64>,
+}
+
+/// The state of one file (or folder) against its marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Ok,
+    NotCached,
+    Missing,
+    Modified,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::NotCached => "not-cached",
+            State::Missing => "missing",
+            State::Modified => "modified",
+        }
+    }
+}
+
+/// Per-file counts inside a folder marker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FolderCounts {
+    pub ok: usize,
+    pub modified: usize,
+    pub missing: usize,
+    pub not_cached: usize,
+    /// Files in the folder that the marker does not list.
+    pub added: usize,
+}
+
+/// `status` of one marker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MarkerStatus {
+    pub path: PathBuf,
+    pub marker: PathBuf,
+    pub state: State,
+    pub oid: Oid,
+    pub files: Option<FolderCounts>,
+}
+
+/// What `checkout` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckoutReport {
+    /// Files written from the cache.
+    pub restored: usize,
+    /// Files that already matched their marker.
+    pub unchanged: usize,
+    /// How the restored files were placed.
+    pub links: BTreeMap<String, usize>,
+    /// Markers or files that could not be restored; the rest were.
+    #[serde(skip)]
+    pub failures: Vec<Error>,
+}
+
+/// What `open` or `cat` was pointed at.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Oid(Oid),
+    Marker {
+        marker_path: PathBuf,
+        data_path: PathBuf,
+        marker: Marker,
+    },
+}
+
+/// A project folder plus the local cache it uses.
+pub struct Workspace {
+    root: PathBuf,
+    cwd: PathBuf,
+    cache: LocalCache,
+    stats: StatCache,
+    force: bool,
+    progress: indicatif::ProgressBar,
+}
+
+/// The project root for `start`: the nearest folder holding `.czcache.toml` or `.git`,
+/// else `start` itself.
+pub fn find_root(start: &Path) -> PathBuf {
+    for dir in start.ancestors() {
+        if dir.join(config::PROJECT_FILE).is_file() || dir.join(".git").exists() {
+            return dir.to_path_buf();
+        }
+    }
+    start.to_path_buf()
+}
+
+/// Writes `.czcache.toml` at the project root; returns false if it was already there.
+pub fn init(root: &Path) -> Result<bool> {
+    let path = root.join(config::PROJECT_FILE);
+    if path.exists() {
+        return Ok(false);
+    }
+    let text = "# czc project settings (committed). Every key: see .czcache.toml.example.\n\
+                [cache]\n\
+                # size_limit = \"20GiB\"\n\
+                # index = \"sqlite\"        # csv | json | sqlite\n";
+    fsutil::write_atomic(&path, text.as_bytes()).at(&path)?;
+    Ok(true)
+}
+
+impl Workspace {
+    /// Opens the workspace around `cwd` with the cache its configuration names.
+    pub fn open(cwd: &Path, config: &Config) -> Result<Workspace> {
+        let cwd = absolute(cwd)?;
+        let root = find_root(&cwd);
+        let cache = LocalCache::open(&config.cache)?;
+        let state_name = format!("{}.tsv", &Oid::of_bytes(root.as_os_str().as_encoded_bytes()).hex()[..16]);
+        let stats = StatCache::load(cache.root().join("state").join(state_name));
+        Ok(Workspace {
+            root,
+            cwd,
+            cache,
+            stats,
+            force: false,
+            progress: indicatif::ProgressBar::hidden(),
+        })
+    }
+
+    /// Lets `checkout` and `open --to` overwrite files with unsaved changes.
+    pub fn with_force(mut self, force: bool) -> Workspace {
+        self.force = force;
+        self
+    }
+
+    /// Shows a byte progress bar on stderr (only when stderr is a terminal).
+    pub fn with_progress(mut self, enabled: bool) -> Workspace {
+        if enabled && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            self.progress = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+        }
+        self
+    }
+
+    fn progress_start(&self, message: &'static str, total: u64) {
+        self.progress.set_message(message);
+        self.progress.inc_length(total);
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn cache(&self) -> &LocalCache {
+        &self.cache
+    }
+
+    /// A path as the user should see it: relative to the current folder when inside it.
+    pub fn display(&self, path: &Path) -> String {
+        path.strip_prefix(&self.cwd)
+            .ok()
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        normalize(&self.cwd.join(path))
+    }
+
+    /// Writes the stat cache; call once at the end of a command.
+    pub fn finish(&self) {
+        self.progress.finish_and_clear();
+        self.stats.save();
+    }
+
+    /// The oid of a workspace file, from the stat cache when its stamp is unchanged.
+    fn current_oid(&self, path: &Path, meta: &fs::Metadata) -> Result<Oid> {
+        if let Some(oid) = self.stats.lookup(path, meta) {
+            return Ok(oid);
+        }
+        let started = now_ns();
+        let (oid, _) = oid::hash_file(path).at(path)?;
+        self.stats.record(path, meta, oid, started);
+        Ok(oid)
+    }
+
+    // ---- save ----
+
+    /// Saves each path (file or folder) into the cache and writes its marker. Failures of
+    /// one path do not stop the others.
+    pub fn save(&self, paths: &[PathBuf]) -> Vec<(PathBuf, Result<Saved>)> {
+        paths
+            .iter()
+            .map(|path| {
+                let (data, marker_path) = split_marker(&self.resolve(path));
+                (data.clone(), self.save_one(&data, &marker_path))
+            })
+            .collect()
+    }
+
+    fn save_one(&self, data: &Path, marker_path: &Path) -> Result<Saved> {
+        let meta = match fs::symlink_metadata(data) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotFound { path: data.into() })
+            }
+            Err(err) => return Err(err).at(data),
+        };
+        if data.components().any(|c| c.as_os_str() == ".git") {
+            return Err(Error::Unsupported {
+                path: data.into(),
+                reason: "is inside .git".into(),
+            });
+        }
+        let (marker, files) = if meta.is_dir() {
+            let (marker, count) = self.save_folder(data)?;
+            (marker, Some(count))
+        } else if meta.is_file() {
+            (self.save_file(data, &meta)?, None)
+        } else {
+            return Err(Error::Unsupported {
+                path: data.into(),
+                reason: "is not a regular file or folder (symlinks are not saved)".into(),
+            });
+        };
+        write_marker(marker_path, &marker)?;
+        add_to_gitignore(data)?;
+        Ok(Saved {
+            path: data.into(),
+            marker: marker_path.into(),
+            oid: marker.oid,
+            size: marker.size,
+            files,
+        })
+    }
+
+    fn save_file(&self, data: &Path, meta: &fs::Metadata) -> Result<Marker> {
+        if let Some(oid) = self.stats.lookup(data, meta) {
+            if self.cache.contains(&oid) {
+                self.cache.touch(&[oid])?;
+                return Ok(Marker::file(oid, meta.len()));
+            }
+        }
+        self.progress_start("saving", meta.len());
+        let started = now_ns();
+        let admitted = self.cache.admit_file(data)?;
+        self.progress.inc(meta.len());
+        self.stats.record(data, meta, admitted.oid, started);
+        Ok(Marker::file(admitted.oid, admitted.size))
+    }
+
+    fn save_folder(&self, dir: &Path) -> Result<(Marker, u64)> {
+        let files = list_folder(dir)?;
+        let total: u64 = files.iter().map(|(_, _, meta)| meta.len()).sum();
+        self.cache.check_fits(dir, total)?;
+        self.progress_start("saving", total);
+        let staged: Vec<(ManifestEntry, Option<Staged>)> = files
+            .par_iter()
+            .map(|(rel, path, meta)| {
+                let executable = is_executable_mode(meta.mode());
+                let known = self
+                    .stats
+                    .lookup(path, meta)
+                    .filter(|oid| self.cache.contains(oid));
+                let (oid, size, staged) = match known {
+                    Some(oid) => (oid, meta.len(), None),
+                    None => {
+                        let started = now_ns();
+                        let staged = self.cache.stage_file(path)?;
+                        self.stats.record(path, meta, staged.oid, started);
+                        (staged.oid, staged.size, Some(staged))
+                    }
+                };
+                self.progress.inc(meta.len());
+                let entry = ManifestEntry {
+                    path: rel.clone(),
+                    oid,
+                    size,
+                    executable,
+                };
+                Ok((entry, staged))
+            })
+            .collect::<Result<_>>()?;
+        let mut entries = Vec::with_capacity(staged.len());
+        let mut to_commit = Vec::new();
+        let mut reused = Vec::new();
+        for (entry, staged) in staged {
+            match staged {
+                Some(staged) => to_commit.push(staged),
+                None => reused.push(entry.oid),
+            }
+            entries.push(entry);
+        }
+        let manifest = Manifest::new(entries).map_err(|source| Error::Unsupported {
+            path: dir.into(),
+            reason: source.to_string(),
+        })?;
+        // Touch reused objects first so the commit's eviction sees them as fresh.
+        self.cache.touch(&reused)?;
+        to_commit.push(self.cache.stage_bytes(&manifest.to_bytes())?);
+        let admitted = self.cache.commit(to_commit)?;
+        let manifest_oid = admitted.last().map(|a| a.oid).unwrap_or(Oid::of_bytes(b""));
+        let count = manifest.files.len() as u64;
+        Ok((
+            Marker {
+                oid: manifest_oid,
+                size: manifest.total_size(),
+                kind: MarkerKind::Dir { files: count },
+            },
+            count,
+        ))
+    }
+
+    // ---- finding markers ----
+
+    /// Every marker under `paths` (the whole project when empty), sorted.
+    pub fn find_markers(&self, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let roots: Vec<PathBuf> = if paths.is_empty() {
+            vec![self.root.clone()]
+        } else {
+            paths.iter().map(|p| self.resolve(p)).collect()
+        };
+        let mut found = Vec::new();
+        for path in roots {
+            let (data, marker_path) = split_marker(&path);
+            if marker_path.is_file() {
+                found.push(marker_path);
+            } else if data.is_dir() {
+                let walker = walkdir::WalkDir::new(&data)
+                    .sort_by_file_name()
+                    .into_iter()
+                    .filter_entry(|entry| {
+                        // Skip .git and the data folders of folder markers.
+                        !(entry.file_type().is_dir()
+                            && entry.depth() > 0
+                            && (entry.file_name() == ".git"
+                                || split_marker(entry.path()).1.is_file()))
+                    });
+                for entry in walker {
+                    let entry = entry.map_err(|err| {
+                        let path = err.path().unwrap_or(&data).to_path_buf();
+                        Error::Io {
+                            path,
+                            source: err.into(),
+                        }
+                    })?;
+                    if entry.file_type().is_file()
+                        && entry.file_name().to_string_lossy().ends_with(marker::SUFFIX)
+                    {
+                        found.push(entry.into_path());
+                    }
+                }
+            } else {
+                return Err(Error::NotFound { path });
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// Reads and parses a marker, naming it on error.
+    pub fn read_marker(&self, marker_path: &Path) -> Result<Marker> {
+        let bytes = read_limited(marker_path)?;
+        Marker::parse(&bytes).map_err(|source| Error::Marker {
+            path: marker_path.into(),
+            source,
+        })
+    }
+
+    /// Loads the manifest a folder marker names from the cache, verified.
+    fn load_manifest(&self, marker_path: &Path, oid: &Oid) -> Result<Manifest> {
+        let path = self.cache.verified_path(oid, marker_path)?;
+        let bytes = fs::read(&path).at(&path)?;
+        Manifest::parse(&bytes).map_err(|source| Error::Manifest {
+            path: marker_path.into(),
+            oid: *oid,
+            source,
+        })
+    }
+
+    // ---- checkout ----
+
+    /// Restores every marker under `paths` as read-only files. One bad marker does not
+    /// stop the others; its error is in the report.
+    pub fn checkout(&self, paths: &[PathBuf]) -> Result<CheckoutReport> {
+        let markers = self.find_markers(paths)?;
+        let mut report = CheckoutReport::default();
+        let mut used = Vec::new();
+        for marker_path in markers {
+            if let Err(err) = self.checkout_marker(&marker_path, &mut report, &mut used) {
+                report.failures.push(err);
+            }
+        }
+        self.cache.touch(&used)?;
+        Ok(report)
+    }
+
+    fn checkout_marker(
+        &self,
+        marker_path: &Path,
+        report: &mut CheckoutReport,
+        used: &mut Vec<Oid>,
+    ) -> Result<()> {
+        let marker = self.read_marker(marker_path)?;
+        let (data, _) = split_marker(marker_path);
+        match marker.kind {
+            MarkerKind::File => {
+                let outcome = self.place(&marker.oid, &data, false)?;
+                used.push(marker.oid);
+                tally(report, outcome);
+            }
+            MarkerKind::Dir { .. } => {
+                let manifest = self.load_manifest(marker_path, &marker.oid)?;
+                used.push(marker.oid);
+                self.progress_start("checking out", manifest.total_size());
+                let outcomes: Vec<Result<Option<LinkKind>>> = manifest
+                    .files
+                    .par_iter()
+                    .map(|entry| {
+                        let outcome =
+                            self.place(&entry.oid, &join_rel(&data, &entry.path), entry.executable);
+                        self.progress.inc(entry.size);
+                        outcome
+                    })
+                    .collect();
+                for (entry, outcome) in manifest.files.iter().zip(outcomes) {
+                    match outcome {
+                        Ok(outcome) => {
+                            used.push(entry.oid);
+                            tally(report, outcome);
+                        }
+                        Err(err) => report.failures.push(err),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts object `oid` at `dest` unless it is already there. Returns the link kind used,
+    /// or `None` when the file already matched.
+    fn place(&self, oid: &Oid, dest: &Path, executable: bool) -> Result<Option<LinkKind>> {
+        match fs::symlink_metadata(dest) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).at(dest),
+            Ok(meta) if meta.is_file() => {
+                let current = self.current_oid(dest, &meta)?;
+                if current == *oid {
+                    return Ok(None);
+                }
+                // Overwriting is safe only when the old content can be restored from the
+                // cache; otherwise it is the user's unsaved work.
+                if !self.force && !self.cache.contains(&current) {
+                    return Err(Error::Modified { path: dest.into() });
+                }
+            }
+            Ok(_) => {
+                return Err(Error::Unsupported {
+                    path: dest.into(),
+                    reason: "is in the way (not a regular file); move it and retry".into(),
+                })
+            }
+        }
+        self.cache.materialize(oid, dest, executable).map(Some)
+    }
+
+    // ---- status ----
+
+    /// The state of every marker under `paths`; markers that cannot be read are returned
+    /// as errors beside the others.
+    pub fn status(&self, paths: &[PathBuf]) -> Result<(Vec<MarkerStatus>, Vec<Error>)> {
+        let markers = self.find_markers(paths)?;
+        let mut statuses = Vec::new();
+        let mut errors = Vec::new();
+        for marker_path in markers {
+            match self.status_of(&marker_path) {
+                Ok(status) => statuses.push(status),
+                Err(err) => errors.push(err),
+            }
+        }
+        Ok((statuses, errors))
+    }
+
+    fn file_state(&self, oid: &Oid, path: &Path) -> Result<State> {
+        match fs::symlink_metadata(path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(if self.cache.contains(oid) {
+                State::Missing
+            } else {
+                State::NotCached
+            }),
+            Err(err) => Err(err).at(path),
+            Ok(meta) if !meta.is_file() => Ok(State::Modified),
+            Ok(meta) => {
+                if self.current_oid(path, &meta)? != *oid {
+                    Ok(State::Modified)
+                } else if self.cache.contains(oid) {
+                    Ok(State::Ok)
+                } else {
+                    // The data lives only in the workspace: `czc save` puts it back.
+                    Ok(State::NotCached)
+                }
+            }
+        }
+    }
+
+    fn status_of(&self, marker_path: &Path) -> Result<MarkerStatus> {
+        let marker = self.read_marker(marker_path)?;
+        let (data, _) = split_marker(marker_path);
+        let (state, files) = match marker.kind {
+            MarkerKind::File => (self.file_state(&marker.oid, &data)?, None),
+            MarkerKind::Dir { .. } if !self.cache.contains(&marker.oid) => (State::NotCached, None),
+            MarkerKind::Dir { .. } => {
+                let manifest = self.load_manifest(marker_path, &marker.oid)?;
+                let states: Vec<State> = manifest
+                    .files
+                    .par_iter()
+                    .map(|entry| self.file_state(&entry.oid, &join_rel(&data, &entry.path)))
+                    .collect::<Result<_>>()?;
+                let mut counts = FolderCounts::default();
+                for state in &states {
+                    match state {
+                        State::Ok => counts.ok += 1,
+                        State::Modified => counts.modified += 1,
+                        State::Missing => counts.missing += 1,
+                        State::NotCached => counts.not_cached += 1,
+                    }
+                }
+                if data.is_dir() {
+                    let listed: HashSet<&str> =
+                        manifest.files.iter().map(|e| e.path.as_str()).collect();
+                    counts.added = list_folder_names(&data)?
+                        .iter()
+                        .filter(|rel| !listed.contains(rel.as_str()))
+                        .count();
+                }
+                let mut state = states.iter().copied().max().unwrap_or(State::Ok);
+                if counts.added > 0 {
+                    state = State::Modified;
+                }
+                (state, Some(counts))
+            }
+        };
+        Ok(MarkerStatus {
+            path: data,
+            marker: marker_path.into(),
+            state,
+            oid: marker.oid,
+            files,
+        })
+    }
+
+    // ---- open, cat, unprotect ----
+
+    /// Resolves what the user named: an oid, a marker, or a saved data path.
+    pub fn target(&self, text: &str) -> Result<Target> {
+        if text.starts_with("blake3:") {
+            return text
+                .parse()
+                .map(Target::Oid)
+                .map_err(|_| Error::BadTarget(text.into()));
+        }
+        let (data_path, marker_path) = split_marker(&self.resolve(Path::new(text)));
+        if !marker_path.is_file() {
+            return Err(Error::NotFound {
+                path: self.resolve(Path::new(text)),
+            });
+        }
+        let marker = self.read_marker(&marker_path)?;
+        Ok(Target::Marker {
+            marker_path,
+            data_path,
+            marker,
+        })
+    }
+
+    fn file_oid(&self, target: &Target) -> Result<(Oid, PathBuf)> {
+        match target {
+            Target::Oid(oid) => Ok((*oid, PathBuf::from(oid.to_string()))),
+            Target::Marker {
+                marker_path,
+                marker,
+                ..
+            } => match marker.kind {
+                MarkerKind::File => Ok((marker.oid, marker_path.clone())),
+                MarkerKind::Dir { .. } => Err(Error::Unsupported {
+                    path: marker_path.clone(),
+                    reason: "is a folder marker: use `czc open --to <dir>` or `czc checkout`"
+                        .into(),
+                }),
+            },
+        }
+    }
+
+    /// The verified, read-only cache path of a file object.
+    pub fn open_path(&self, target: &Target) -> Result<PathBuf> {
+        let (oid, named) = self.file_oid(target)?;
+        let path = self.cache.verified_path(&oid, &named)?;
+        self.cache.touch(&[oid])?;
+        Ok(path)
+    }
+
+    /// Places a read-only copy of the target at `dest` (a folder marker: the whole folder).
+    pub fn open_to(&self, target: &Target, dest: &Path) -> Result<CheckoutReport> {
+        let dest = self.resolve(dest);
+        let mut report = CheckoutReport::default();
+        let mut used = Vec::new();
+        match target {
+            Target::Marker {
+                marker_path,
+                marker:
+                    Marker {
+                        oid,
+                        kind: MarkerKind::Dir { .. },
+                        ..
+                    },
+                ..
+            } => {
+                let manifest = self.load_manifest(marker_path, oid)?;
+                used.push(*oid);
+                for entry in &manifest.files {
+                    match self.place(&entry.oid, &join_rel(&dest, &entry.path), entry.executable) {
+                        Ok(outcome) => {
+                            used.push(entry.oid);
+                            tally(&mut report, outcome);
+                        }
+                        Err(err) => report.failures.push(err),
+                    }
+                }
+            }
+            _ => {
+                let (oid, _) = self.file_oid(target)?;
+                let outcome = self.place(&oid, &dest, false)?;
+                used.push(oid);
+                tally(&mut report, outcome);
+            }
+        }
+        self.cache.touch(&used)?;
+        Ok(report)
+    }
+
+    /// Streams a file object to `out`, verified before the first byte is sent.
+    pub fn cat(&self, target: &Target, out: &mut impl Write) -> Result<u64> {
+        let (oid, named) = self.file_oid(target)?;
+        self.cache.copy_to_writer(&oid, &named, out)
+    }
+
+    /// Replaces each materialized file (or every file of a folder) with a private writable
+    /// copy, so editing it cannot touch the cache. Returns how many files were unprotected.
+    pub fn unprotect(&self, paths: &[PathBuf]) -> Result<usize> {
+        let mut count = 0;
+        for path in paths {
+            let (data, _) = split_marker(&self.resolve(path));
+            let meta = fs::symlink_metadata(&data).map_err(|err| match err.kind() {
+                io::ErrorKind::NotFound => Error::NotFound { path: data.clone() },
+                _ => Error::Io {
+                    path: data.clone(),
+                    source: err,
+                },
+            })?;
+            let files = if meta.is_dir() {
+                list_folder(&data)?.into_iter().map(|(_, p, _)| p).collect()
+            } else {
+                vec![data.clone()]
+            };
+            for file in files {
+                unprotect_file(&file)?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+}
+
+fn tally(report: &mut CheckoutReport, outcome: Option<LinkKind>) {
+    match outcome {
+        None => report.unchanged += 1,
+        Some(kind) => {
+            report.restored += 1;
+            let name = match kind {
+                LinkKind::Reflink => "reflink",
+                LinkKind::Hardlink => "hardlink",
+                LinkKind::Copy => "copy",
+            };
+            *report.links.entry(name.into()).or_default() += 1;
+        }
+    }
+}
+
+/// `(data path, marker path)` for a path naming either.
+pub fn split_marker(path: &Path) -> (PathBuf, PathBuf) {
+    let text = path.as_os_str().to_string_lossy();
+    match text.strip_suffix(marker::SUFFIX) {
+        Some(data) if !data.is_empty() && !data.ends_with('/') => {
+            (PathBuf::from(data), path.to_path_buf())
+        }
+        _ => {
+            let mut marker = path.as_os_str().to_os_string();
+            marker.push(marker::SUFFIX);
+            (path.to_path_buf(), PathBuf::from(marker))
+        }
+    }
+}
+
+fn join_rel(base: &Path, rel: &str) -> PathBuf {
+    let mut path = base.to_path_buf();
+    path.extend(rel.split('/'));
+    path
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).at(path)?;
+    Ok(normalize(&abs))
+}
+
+/// Removes `.` and resolves `..` lexically (no symlinks are followed).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Reads a file that should be a marker, refusing to read far past the marker limit.
+fn read_limited(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => Error::NotFound { path: path.into() },
+        _ => Error::Io {
+            path: path.into(),
+            source: err,
+        },
+    })?;
+    let mut bytes = Vec::new();
+    file.take(marker::MAX_MARKER_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .at(path)?;
+    Ok(bytes)
+}
+
+/// Writes a marker atomically, leaving the file untouched when it already says the same.
+pub fn write_marker(path: &Path, marker: &Marker) -> Result<()> {
+    let text = marker.to_text();
+    if fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    fsutil::write_atomic(path, text.as_bytes()).at(path)
+}
+
+/// Adds `/<name>` to the `.gitignore` beside `data`, once.
+pub fn add_to_gitignore(data: &Path) -> Result<()> {
+    let Some(name) = data.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    let ignore = fsutil::parent_dir(data).join(".gitignore");
+    let line = format!("/{}", escape_gitignore(name));
+    let existing = match fs::read_to_string(&ignore) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(err).at(&ignore),
+    };
+    if existing.lines().any(|l| l.trim_end() == line) {
+        return Ok(());
+    }
+    let mut text = existing;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&line);
+    text.push('\n');
+    fsutil::write_atomic(&ignore, text.as_bytes()).at(&ignore)
+}
+
+fn escape_gitignore(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, c) in name.chars().enumerate() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') || (i == 0 && matches!(c, '#' | '!')) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    if out.ends_with(' ') {
+        out.pop();
+        out.push_str("\\ ");
+    }
+    out
+}
+
+/// Every regular file under `dir` as (relative `/` path, full path, metadata), sorted.
+/// `.git` is skipped; symlinks and special files are refused, naming them.
+fn list_folder(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>> {
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && e.file_name() == ".git"));
+    for entry in walker {
+        let entry = entry.map_err(|err| Error::Io {
+            path: err.path().unwrap_or(dir).to_path_buf(),
+            source: err.into(),
+        })?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        if !entry.file_type().is_file() {
+            return Err(Error::Unsupported {
+                path: path.into(),
+                reason: "is a symlink or special file; czc saves regular files only".into(),
+            });
+        }
+        let rel = relative_slash(dir, path)?;
+        let meta = entry.metadata().map_err(|err| Error::Io {
+            path: path.into(),
+            source: err.into(),
+        })?;
+        files.push((rel, path.to_path_buf(), meta));
+    }
+    Ok(files)
+}
+
+/// Relative `/` paths of the files under `dir` (no metadata), for spotting added files.
+fn list_folder_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && e.file_name() == ".git"))
+    {
+        let entry = entry.map_err(|err| Error::Io {
+            path: err.path().unwrap_or(dir).to_path_buf(),
+            source: err.into(),
+        })?;
+        if !entry.file_type().is_dir() {
+            names.push(relative_slash(dir, entry.path())?);
+        }
+    }
+    Ok(names)
+}
+
+fn relative_slash(base: &Path, path: &Path) -> Result<String> {
+    let rel = path.strip_prefix(base).map_err(|_| Error::Unsupported {
+        path: path.into(),
+        reason: "is outside the folder being saved".into(),
+    })?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    parts.map(|p| p.join("/")).ok_or_else(|| Error::Unsupported {
+        path: path.into(),
+        reason: "name is not UTF-8".into(),
+    })
+}
+
+fn unprotect_file(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path).at(path)?;
+    let dir = fsutil::parent_dir(path);
+    let mut temp = tempfile::Builder::new()
+        .prefix(".czc-tmp-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    let mut src = fs::File::open(path).at(path)?;
+    io::copy(&mut src, temp.as_file_mut()).at(path)?;
+    let mode = if is_executable_mode(meta.mode()) { 0o755 } else { 0o644 };
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .at(temp.path())?;
+    temp.persist(path).map_err(|err| Error::Io {
+        path: path.into(),
+        source: err.error,
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_marker_names_both_sides() {
+        assert_eq!(
+            split_marker(Path::new("/p/data.h5ad")),
+            (PathBuf::from("/p/data.h5ad"), PathBuf::from("/p/data.h5ad.czc"))
+        );
+        assert_eq!(
+            split_marker(Path::new("/p/data.h5ad.czc")),
+            (PathBuf::from("/p/data.h5ad"), PathBuf::from("/p/data.h5ad.czc"))
+        );
+    }
+
+    #[test]
+    fn gitignore_entries_are_escaped_and_added_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a*b.bin");
+        add_to_gitignore(&data).unwrap();
+        add_to_gitignore(&data).unwrap();
+        add_to_gitignore(&dir.path().join("#x")).unwrap();
+        let text = fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+        assert_eq!(text, "/a\\*b.bin\n/\\#x\n");
+    }
+
+    #[test]
+    fn normalize_resolves_dots() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+}
