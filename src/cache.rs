@@ -122,7 +122,8 @@ impl LocalCache {
             fsutil::write_atomic(&tag, CACHEDIR_TAG.as_bytes()).at(&tag)?;
         }
         let usage_path = root.join("lock");
-        let usage = FileLock::acquire(&usage_path, LockMode::Shared, "the cache").at(&usage_path)?;
+        let usage =
+            FileLock::acquire(&usage_path, LockMode::Shared, "the cache").at(&usage_path)?;
         sweep_stale_staging(&tmp);
         let staging = tempfile::Builder::new()
             .prefix(&format!("{}-", std::process::id()))
@@ -361,7 +362,9 @@ impl LocalCache {
         match oid::hash_file(&path) {
             Ok((actual, _)) if actual == *oid => Ok(path),
             Ok(_) => Err(self.quarantine(oid)?),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(self.not_cached(oid, for_path)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                Err(self.not_cached(oid, for_path))
+            }
             Err(err) => Err(err).at(&path),
         }
     }
@@ -692,6 +695,8 @@ impl Drop for LocalCache {
             }
         }
         let _ = fs::remove_dir_all(&self.staging);
+        // Still ours (we hold its lock), so removing it cannot race the sweeper.
+        let _ = fs::remove_file(self._staging_lock.path());
     }
 }
 
@@ -727,9 +732,7 @@ fn sweep_stale_staging(tmp: &Path) {
 /// syncfs(2) on the filesystem holding `path`.
 fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = File::open(path).at(path)?;
-    rustix::fs::syncfs(&dir)
-        .map_err(io::Error::from)
-        .at(path)
+    rustix::fs::syncfs(&dir).map_err(io::Error::from).at(path)
 }
 
 /// A name for a temp file in `dir` that nothing else will pick.

@@ -121,8 +121,13 @@ pub fn run() -> i32 {
     }
 }
 
+/// Prints one `czc: error:` line, with paths shown relative to the current folder.
 fn report(err: &Error) {
-    eprintln!("czc: error: {}", err.to_string().replace('\n', " "));
+    let mut message = err.to_string().replace('\n', " ");
+    if let Ok(here) = std::env::current_dir() {
+        message = message.replace(&format!("{}/", here.display()), "");
+    }
+    eprintln!("czc: error: {message}");
 }
 
 fn is_broken_pipe(err: &Error) -> bool {
@@ -177,8 +182,15 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             if cli.json {
                 print_json(&serde_json::json!({ "root": root, "created": created }));
             } else if !cli.quiet {
-                let what = if created { "initialized" } else { "already initialized" };
-                println!("{what} {}", root.join(czcache::config::PROJECT_FILE).display());
+                let what = if created {
+                    "initialized"
+                } else {
+                    "already initialized"
+                };
+                println!(
+                    "{what} {}",
+                    root.join(czcache::config::PROJECT_FILE).display()
+                );
             }
             Ok(0)
         }
@@ -192,7 +204,12 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 match result {
                     Ok(item) => {
                         if !cli.json && !cli.quiet {
-                            println!("saved {} {} {}", ws.display(&item.path), item.oid, item.size);
+                            println!(
+                                "saved {} {} {}",
+                                ws.display(&item.path),
+                                item.oid,
+                                item.size
+                            );
                         }
                         saved.push(item);
                     }
@@ -255,8 +272,11 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             if cli.json {
                 print_json(&report);
             } else if !cli.quiet {
-                let links: Vec<String> =
-                    report.links.iter().map(|(k, n)| format!("{n} by {k}")).collect();
+                let links: Vec<String> = report
+                    .links
+                    .iter()
+                    .map(|(k, n)| format!("{n} by {k}"))
+                    .collect();
                 let how = if cli.verbose > 0 && !links.is_empty() {
                     format!(" ({})", links.join(", "))
                 } else {
@@ -277,7 +297,10 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             if cli.json {
                 print_json(&serde_json::json!({ "unprotected": count }));
             } else if !cli.quiet {
-                println!("unprotected {count} file{}", if count == 1 { "" } else { "s" });
+                println!(
+                    "unprotected {count} file{}",
+                    if count == 1 { "" } else { "s" }
+                );
             }
             Ok(0)
         }
@@ -295,7 +318,8 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     if cli.quiet && status.state == State::Ok {
                         continue;
                     }
-                    let mut line = format!("{:<11} {}", status.state.as_str(), ws.display(&status.path));
+                    let mut line =
+                        format!("{:<11} {}", status.state.as_str(), ws.display(&status.path));
                     if let Some(counts) = &status.files {
                         line.push_str(&folder_summary(counts));
                     }
@@ -328,19 +352,15 @@ fn folder_summary(counts: &workspace::FolderCounts) -> String {
     }
 }
 
-fn print_failures(report: &CheckoutReport) -> i32 {
-    for err in &report.failures {
-        report_err(err);
+fn print_failures(failures: &CheckoutReport) -> i32 {
+    for err in &failures.failures {
+        report(err);
     }
-    if report.failures.is_empty() {
+    if failures.failures.is_empty() {
         0
     } else {
         1
     }
-}
-
-fn report_err(err: &Error) {
-    report(err)
 }
 
 fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
@@ -422,11 +442,18 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                     report.corrupt.len(),
                     report.index_added,
                     report.index_dropped,
-                    if report.index_rebuilt { " (rebuilt)" } else { "" }
+                    if report.index_rebuilt {
+                        " (rebuilt)"
+                    } else {
+                        ""
+                    }
                 );
             }
             for (oid, path) in &report.corrupt {
-                eprintln!("czc: error: object {oid} is corrupt; moved to {}", path.display());
+                eprintln!(
+                    "czc: error: object {oid} is corrupt; moved to {}",
+                    path.display()
+                );
             }
             Ok(if report.corrupt.is_empty() { 0 } else { 1 })
         }

@@ -170,7 +170,9 @@ impl Env {
     }
 
     fn home(&self) -> Result<PathBuf, ConfigError> {
-        self.get("HOME").map(PathBuf::from).ok_or(ConfigError::NoHome)
+        self.get("HOME")
+            .map(PathBuf::from)
+            .ok_or(ConfigError::NoHome)
     }
 
     /// `$XDG_CONFIG_HOME/czcache/config.toml`, else `~/.config/czcache/config.toml`.
@@ -363,7 +365,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        other => return Err(format!("unknown unit '{other}' (use B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     let bytes = number * multiplier as f64;
     if !bytes.is_finite() || bytes > u64::MAX as f64 {
@@ -453,7 +459,10 @@ mod tests {
         let err = Config::load(Some(dir.path()), &env(dir.path()))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("sise_limit") && err.contains(".czcache.toml"), "{err}");
+        assert!(
+            err.contains("sise_limit") && err.contains(".czcache.toml"),
+            "{err}"
+        );
         assert!(err.contains("line 2"), "{err}");
 
         std::fs::write(
@@ -464,6 +473,9 @@ mod tests {
         let err = Config::load(Some(dir.path()), &env(dir.path()))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cache.size_limit") && err.contains("many"), "{err}");
+        assert!(
+            err.contains("cache.size_limit") && err.contains("many"),
+            "{err}"
+        );
     }
 }

@@ -34,7 +34,11 @@ pub enum Error {
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error("{path} is {size} bytes, larger than the whole cache limit of {limit} bytes; raise cache.size_limit")]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("object {oid} for {path} is not in the local cache and no remote has it")]
     NotCached { path: PathBuf, oid: Oid },
     #[error("object {oid} in the cache is corrupt and was moved to {quarantine}; save or fetch it again")]

@@ -19,7 +19,9 @@ const MANIFEST_VERSION: &str = "czc-manifest/1";
 pub enum MarkerKind {
     File,
     /// A folder; the oid names a [`Manifest`] listing `files` entries.
-    Dir { files: u64 },
+    Dir {
+        files: u64,
+    },
 }
 
 /// The parsed content of a marker file.
@@ -206,7 +208,11 @@ impl Manifest {
         for (i, entry) in self.files.iter().enumerate() {
             // serde_json of a plain struct cannot fail.
             out.push_str(&serde_json::to_string(entry).unwrap_or_default());
-            out.push_str(if i + 1 < self.files.len() { ",\n" } else { "\n" });
+            out.push_str(if i + 1 < self.files.len() {
+                ",\n"
+            } else {
+                "\n"
+            });
         }
         out.push_str("]}\n");
         out.into_bytes()

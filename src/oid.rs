@@ -182,7 +182,10 @@ mod tests {
     fn object_key_is_partitioned() {
         let oid = Oid::of_bytes(b"");
         let key = oid.object_key();
-        assert_eq!(key, format!("objects/{}/{}", &oid.hex()[..2], &oid.hex()[2..]));
+        assert_eq!(
+            key,
+            format!("objects/{}/{}", &oid.hex()[..2], &oid.hex()[2..])
+        );
     }
 
     #[test]

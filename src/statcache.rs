@@ -169,7 +169,12 @@ mod tests {
         cache.record(&file, &meta, oid, FileStamp::of(&meta).mtime_ns + 1);
         assert_eq!(cache.lookup(&file, &meta), None);
         // Hashed a second later: remembered, and survives a reload.
-        cache.record(&file, &meta, oid, FileStamp::of(&meta).mtime_ns + 1_000_000_000);
+        cache.record(
+            &file,
+            &meta,
+            oid,
+            FileStamp::of(&meta).mtime_ns + 1_000_000_000,
+        );
         assert_eq!(cache.lookup(&file, &meta), Some(oid));
         cache.save();
         let reloaded = StatCache::load(state);

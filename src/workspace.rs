@@ -136,7 +136,10 @@ impl Workspace {
         let cwd = absolute(cwd)?;
         let root = find_root(&cwd);
         let cache = LocalCache::open(&config.cache)?;
-        let state_name = format!("{}.tsv", &Oid::of_bytes(root.as_os_str().as_encoded_bytes()).hex()[..16]);
+        let state_name = format!(
+            "{}.tsv",
+            &Oid::of_bytes(root.as_os_str().as_encoded_bytes()).hex()[..16]
+        );
         let stats = StatCache::load(cache.root().join("state").join(state_name));
         Ok(Workspace {
             root,
@@ -372,7 +375,10 @@ impl Workspace {
                         }
                     })?;
                     if entry.file_type().is_file()
-                        && entry.file_name().to_string_lossy().ends_with(marker::SUFFIX)
+                        && entry
+                            .file_name()
+                            .to_string_lossy()
+                            .ends_with(marker::SUFFIX)
                     {
                         found.push(entry.into_path());
                     }
@@ -877,10 +883,12 @@ fn relative_slash(base: &Path, path: &Path) -> Result<String> {
         reason: "is outside the folder being saved".into(),
     })?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    parts.map(|p| p.join("/")).ok_or_else(|| Error::Unsupported {
-        path: path.into(),
-        reason: "name is not UTF-8".into(),
-    })
+    parts
+        .map(|p| p.join("/"))
+        .ok_or_else(|| Error::Unsupported {
+            path: path.into(),
+            reason: "name is not UTF-8".into(),
+        })
 }
 
 fn unprotect_file(path: &Path) -> Result<()> {
@@ -892,7 +900,11 @@ fn unprotect_file(path: &Path) -> Result<()> {
         .at(dir)?;
     let mut src = fs::File::open(path).at(path)?;
     io::copy(&mut src, temp.as_file_mut()).at(path)?;
-    let mode = if is_executable_mode(meta.mode()) { 0o755 } else { 0o644 };
+    let mode = if is_executable_mode(meta.mode()) {
+        0o755
+    } else {
+        0o644
+    };
     temp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
         .at(temp.path())?;
@@ -911,11 +923,17 @@ mod tests {
     fn split_marker_names_both_sides() {
         assert_eq!(
             split_marker(Path::new("/p/data.h5ad")),
-            (PathBuf::from("/p/data.h5ad"), PathBuf::from("/p/data.h5ad.czc"))
+            (
+                PathBuf::from("/p/data.h5ad"),
+                PathBuf::from("/p/data.h5ad.czc")
+            )
         );
         assert_eq!(
             split_marker(Path::new("/p/data.h5ad.czc")),
-            (PathBuf::from("/p/data.h5ad"), PathBuf::from("/p/data.h5ad.czc"))
+            (
+                PathBuf::from("/p/data.h5ad"),
+                PathBuf::from("/p/data.h5ad.czc")
+            )
         );
     }
 

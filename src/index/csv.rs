@@ -17,9 +17,18 @@ impl CsvIndex {
 
 pub(crate) struct CsvFormat;
 
+const HEADER: [&str; 5] = ["oid", "size", "added_at", "last_used_at", "hits"];
+
 impl TableFormat for CsvFormat {
     fn decode(&self, bytes: &[u8]) -> Result<Vec<Entry>, String> {
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut reader = ::csv::Reader::from_reader(bytes);
+        let header = reader.headers().map_err(|err| err.to_string())?;
+        if header.iter().collect::<Vec<_>>() != HEADER {
+            return Err(format!("header is not {}", HEADER.join(",")));
+        }
         reader
             .deserialize()
             .enumerate()
@@ -30,7 +39,7 @@ impl TableFormat for CsvFormat {
     fn encode(&self, entries: &[Entry]) -> Vec<u8> {
         let mut writer = ::csv::Writer::from_writer(Vec::new());
         if entries.is_empty() {
-            let _ = writer.write_record(["oid", "size", "added_at", "last_used_at", "hits"]);
+            let _ = writer.write_record(HEADER);
         }
         for entry in entries {
             // Serializing plain numbers and strings into a Vec cannot fail.

@@ -60,21 +60,14 @@ impl<F: TableFormat> TableFile<F> {
     }
 
     /// Reads, applies `change`, writes back, all under the exclusive lock.
-    pub fn update(
-        &self,
-        change: impl FnOnce(&mut HashMap<Oid, Entry>),
-    ) -> Result<(), IndexError> {
-        let _lock = FileLock::acquire(&self.lock_path, LockMode::Exclusive, "the cache index")
-            .map_err(|err| self.io(err))?;
+    pub fn update(&self, change: impl FnOnce(&mut HashMap<Oid, Entry>)) -> Result<(), IndexError> {
+        let _lock = self.lock()?;
         let mut map: HashMap<Oid, Entry> = HashMap::new();
         for entry in self.read()? {
             merge_entry(&mut map, &entry);
         }
         change(&mut map);
-        let mut entries: Vec<Entry> = map.into_values().collect();
-        // Sorted output keeps the file stable and diffable.
-        entries.sort_by(|a, b| a.oid.cmp(&b.oid));
-        write_atomic(&self.path, &self.format.encode(&entries)).map_err(|err| self.io(err))
+        self.write(map)
     }
 
     pub fn insert(&self, entries: &[Entry]) -> Result<(), IndexError> {
@@ -93,18 +86,37 @@ impl<F: TableFormat> TableFile<F> {
     }
 
     pub fn remove(&self, oids: &[Oid]) -> Result<(), IndexError> {
-        self.update(|map| oids.iter().for_each(|oid| drop(map.remove(oid))))
+        self.update(|map| {
+            for oid in oids {
+                map.remove(oid);
+            }
+        })
     }
 
     pub fn get(&self, oid: &Oid) -> Result<Option<Entry>, IndexError> {
         Ok(self.read()?.into_iter().find(|entry| entry.oid == *oid))
     }
 
+    /// Writes a whole new table without reading the old one, which may be corrupt.
     pub fn replace(&self, entries: &[Entry]) -> Result<(), IndexError> {
-        self.update(|map| {
-            map.clear();
-            entries.iter().for_each(|entry| merge_entry(map, entry));
-        })
+        let _lock = self.lock()?;
+        let mut map = HashMap::new();
+        entries
+            .iter()
+            .for_each(|entry| merge_entry(&mut map, entry));
+        self.write(map)
+    }
+
+    fn lock(&self) -> Result<FileLock, IndexError> {
+        FileLock::acquire(&self.lock_path, LockMode::Exclusive, "the cache index")
+            .map_err(|err| self.io(err))
+    }
+
+    fn write(&self, map: HashMap<Oid, Entry>) -> Result<(), IndexError> {
+        let mut entries: Vec<Entry> = map.into_values().collect();
+        // Sorted output keeps the file stable and diffable.
+        entries.sort_by_key(|entry| entry.oid);
+        write_atomic(&self.path, &self.format.encode(&entries)).map_err(|err| self.io(err))
     }
 }
 

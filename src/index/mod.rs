@@ -170,7 +170,9 @@ mod conformance {
             index
                 .insert(&[entry(1, 1), entry(2, 2), entry(3, 3)])
                 .unwrap();
-            index.remove(&[entry(2, 0).oid, Oid::of_bytes(b"none")]).unwrap();
+            index
+                .remove(&[entry(2, 0).oid, Oid::of_bytes(b"none")])
+                .unwrap();
             let mut oids: Vec<_> = index.entries().unwrap().iter().map(|e| e.oid).collect();
             oids.sort();
             let mut want = vec![entry(1, 0).oid, entry(3, 0).oid];

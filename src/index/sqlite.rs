@@ -25,8 +25,10 @@ impl SqliteIndex {
         };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS objects (
                 oid TEXT PRIMARY KEY,
@@ -54,7 +56,10 @@ impl SqliteIndex {
         &self,
         work: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
     ) -> Result<T, IndexError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         // IMMEDIATE takes the write lock up front, so busy_timeout applies instead of a
         // deadlock error when two processes upgrade at once.
         let tx = conn
@@ -133,7 +138,10 @@ impl Index for SqliteIndex {
     }
 
     fn get(&self, oid: &Oid) -> Result<Option<Entry>, IndexError> {
-        let conn = self.conn.lock().unwrap_or_else(|poison| poison.into_inner());
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         conn.query_row(
             "SELECT oid, size, added_at, last_used_at, hits FROM objects WHERE oid = ?1",
             params![oid.to_string()],
@@ -144,15 +152,17 @@ impl Index for SqliteIndex {
     }
 
     fn entries(&self) -> Result<Vec<Entry>, IndexError> {
-        let conn = self.conn.lock().unwrap_or_else(|poison| poison.into_inner());
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let mut stmt = conn
             .prepare("SELECT oid, size, added_at, last_used_at, hits FROM objects")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], Self::row_to_entry)
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     fn replace(&self, entries: &[Entry]) -> Result<(), IndexError> {

@@ -1,0 +1,211 @@
+//! The test environment: a temp HOME, XDG folders, cache and a git project, so no test
+//! touches the real ~/.cache or ~/.gitconfig.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+use assert_cmd::Command;
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub cache: PathBuf,
+    pub project: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl TestEnv {
+    /// A fresh environment with an empty cache and a `git init`ed project.
+    pub fn new() -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let cache = dir.path().join("cache");
+        let project = dir.path().join("project");
+        fs::create_dir_all(&home).unwrap();
+        fs::create_dir_all(&project).unwrap();
+        let env = TestEnv {
+            dir,
+            home,
+            cache,
+            project,
+            extra_env: Vec::new(),
+        };
+        env.git_init(&env.project);
+        env
+    }
+
+    pub fn git_init(&self, path: &Path) {
+        let status = StdCommand::new("git")
+            .args(["init", "-q"])
+            .arg(path)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .status()
+            .expect("git is installed");
+        assert!(status.success());
+    }
+
+    /// Adds an environment variable to every czc run.
+    pub fn with_env(mut self, key: &str, value: impl Into<String>) -> TestEnv {
+        self.extra_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// `czc` run in the project folder.
+    pub fn czc(&self) -> Command {
+        self.czc_in(&self.project)
+    }
+
+    /// `czc` run in `dir`, with the test's HOME, XDG folders and cache.
+    pub fn czc_in(&self, dir: &Path) -> Command {
+        let mut cmd = Command::cargo_bin("czc").unwrap();
+        cmd.current_dir(dir)
+            .env("HOME", &self.home)
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("CZC_CACHE_DIR", &self.cache)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("CZC_CACHE_SIZE_LIMIT")
+            .env_remove("CZC_CACHE_INDEX")
+            .env_remove("CZC_CACHE_LINK");
+        for (key, value) in &self.extra_env {
+            cmd.env(key, value);
+        }
+        cmd
+    }
+
+    /// The same command as a std Command (for spawning and killing).
+    pub fn czc_std(&self) -> StdCommand {
+        let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("czc"));
+        cmd.current_dir(&self.project)
+            .env("HOME", &self.home)
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("CZC_CACHE_DIR", &self.cache)
+            .env_remove("CZC_CACHE_SIZE_LIMIT")
+            .env_remove("CZC_CACHE_INDEX")
+            .env_remove("CZC_CACHE_LINK");
+        for (key, value) in &self.extra_env {
+            cmd.env(key, value);
+        }
+        cmd
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.project.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        fs::read(self.path(rel)).unwrap()
+    }
+
+    /// The cache path of an object named `blake3:<hex>`.
+    pub fn object(&self, oid: &str) -> PathBuf {
+        let hex = oid.strip_prefix("blake3:").unwrap();
+        self.cache.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// The oid a marker names.
+    pub fn marker_oid(&self, rel: &str) -> String {
+        let text = fs::read_to_string(self.path(rel)).unwrap();
+        let line = text.lines().find(|l| l.starts_with("oid = ")).unwrap();
+        line.trim_start_matches("oid = ")
+            .trim_matches('"')
+            .to_string()
+    }
+
+    /// Every object file in the cache.
+    pub fn cached_objects(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let objects = self.cache.join("objects");
+        if let Ok(shards) = fs::read_dir(objects) {
+            for shard in shards.flatten() {
+                for file in fs::read_dir(shard.path()).unwrap().flatten() {
+                    found.push(file.path());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+/// Mode bits of a file.
+pub fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every file under `root`: content and mode, to prove a command changed nothing.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    let mut files = BTreeMap::new();
+    for entry in walk(root) {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        let content = if meta.is_file() {
+            fs::read(&entry).unwrap()
+        } else {
+            Vec::new()
+        };
+        files.insert(entry, (content, meta.permissions().mode()));
+    }
+    files
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+/// The stderr of an output as text.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The stdout of an output as text.
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The path of this repository's fixtures folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
