@@ -215,14 +215,15 @@ impl LocalCache {
             file.read_to_end(&mut bytes).at(src)?;
             return self.stage_bytes(&bytes);
         }
-        let mut temp = self.new_temp()?;
-        // std's copy uses copy_file_range: the kernel moves the bytes.
-        let size = io::copy(&mut file, temp.as_file_mut()).at(src)?;
+        let temp = self.new_temp()?;
+        let (oid, size) =
+            copy_hash_flush(&mut file, temp.as_file(), temp.path(), meta.len()).at(src)?;
         self.check_fits(src, size)?;
-        let temp = temp.into_temp_path();
-        // Hash what landed in the cache, not the source, which may change meanwhile.
-        let (oid, _) = oid::hash_file(&temp).at(&*temp)?;
-        Ok(Staged { temp, oid, size })
+        Ok(Staged {
+            temp: temp.into_temp_path(),
+            oid,
+            size,
+        })
     }
 
     /// Stages bytes already in memory (manifests, small files).
@@ -302,13 +303,28 @@ impl LocalCache {
                 added,
             });
         }
-        if admitted.iter().any(|a| a.added) {
-            // Make the renames durable too.
-            sync_filesystem(&self.root)?;
-        }
+        self.sync_renames(&admitted)?;
         self.index.insert(&entries)?;
         self.evict_to(self.size_limit)?;
         Ok(admitted)
+    }
+
+    /// Makes the renames of new objects durable: their folders for a few, syncfs for many.
+    fn sync_renames(&self, admitted: &[Admitted]) -> Result<()> {
+        let mut dirs: Vec<PathBuf> = admitted
+            .iter()
+            .filter(|a| a.added)
+            .filter_map(|a| self.object_path(&a.oid).parent().map(Path::to_path_buf))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        if dirs.len() > 16 {
+            return sync_filesystem(&self.root);
+        }
+        for dir in dirs {
+            File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
+        }
+        Ok(())
     }
 
     fn sync_staged(&self, staged: &[Staged]) -> Result<()> {
@@ -727,6 +743,81 @@ fn sweep_stale_staging(tmp: &Path) {
             }
         }
     }
+}
+
+/// Copies a big file into `temp` in one pass of three overlapping workers: this thread
+/// copies chunks in the kernel (copy_file_range), a hasher hashes each chunk from the
+/// copy as it lands (so the oid names the bytes in the cache even if the source changes
+/// meanwhile), and a flusher pushes written chunks to disk so the final fsync has little
+/// left to do. Returns the oid and the bytes copied.
+fn copy_hash_flush(
+    src: &mut File,
+    temp: &File,
+    temp_path: &Path,
+    size_hint: u64,
+) -> io::Result<(Oid, u64)> {
+    use std::sync::mpsc;
+    const CHUNK: u64 = 32 << 20;
+    let mut reader = File::open(temp_path)?;
+    let (to_hasher, hasher_rx) = mpsc::channel::<u64>();
+    let (to_flusher, flusher_rx) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || -> io::Result<(blake3::Hash, u64)> {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut hashed = 0u64;
+            for copied in hasher_rx {
+                while hashed < copied {
+                    let want = ((copied - hashed) as usize).min(buf.len());
+                    let n = reader.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "staged copy shrank while hashing",
+                        ));
+                    }
+                    hasher.update(&buf[..n]);
+                    hashed += n as u64;
+                }
+            }
+            Ok((hasher.finalize(), hashed))
+        });
+        let flusher = scope.spawn(move || -> io::Result<()> {
+            while flusher_rx.recv().is_ok() {
+                // Coalesce: one fdatasync covers every chunk written so far.
+                while flusher_rx.try_recv().is_ok() {}
+                temp.sync_data()?;
+            }
+            Ok(())
+        });
+        let mut copied = 0u64;
+        let mut dest = temp;
+        let copy_result = loop {
+            let want = CHUNK.max(size_hint / 64);
+            match io::copy(&mut Read::by_ref(src).take(want), &mut dest) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    copied += n;
+                    let _ = to_hasher.send(copied);
+                    let _ = to_flusher.send(());
+                }
+                Err(err) => break Err(err),
+            }
+        };
+        drop(to_hasher);
+        drop(to_flusher);
+        let hashed = hasher
+            .join()
+            .map_err(|_| io::Error::other("hashing thread panicked"))?;
+        let flushed = flusher
+            .join()
+            .map_err(|_| io::Error::other("flushing thread panicked"))?;
+        copy_result?;
+        flushed?;
+        let (hash, hashed) = hashed?;
+        debug_assert_eq!(hashed, copied);
+        Ok((Oid::from_hash(hash), copied))
+    })
 }
 
 /// syncfs(2) on the filesystem holding `path`.
