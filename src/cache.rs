@@ -385,6 +385,22 @@ impl LocalCache {
         }
     }
 
+    /// Reads a small object (a manifest) into memory, verified.
+    pub fn read_verified(&self, oid: &Oid, for_path: &Path) -> Result<Vec<u8>> {
+        let path = self.object_path(oid);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(self.not_cached(oid, for_path))
+            }
+            Err(err) => return Err(err).at(&path),
+        };
+        if Oid::of_bytes(&bytes) != *oid {
+            return Err(self.quarantine(oid)?);
+        }
+        Ok(bytes)
+    }
+
     /// Streams a verified object into `out`.
     pub fn copy_to_writer(&self, oid: &Oid, for_path: &Path, out: &mut impl Write) -> Result<u64> {
         let path = self.verified_path(oid, for_path)?;

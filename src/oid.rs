@@ -58,14 +58,13 @@ impl Oid {
             });
         }
         let mut bytes = [0u8; 32];
-        let digits = hex.as_bytes();
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            let hi = hex_value(digits[2 * i]);
-            let lo = hex_value(digits[2 * i + 1]);
-            match (hi, lo) {
-                (Some(hi), Some(lo)) => *byte = (hi << 4) | lo,
-                _ => return Err(OidError::NotHex(hex.to_string())),
+        for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            let hi = HEX_VALUE[pair[0] as usize];
+            let lo = HEX_VALUE[pair[1] as usize];
+            if (hi | lo) & 0xf0 != 0 {
+                return Err(OidError::NotHex(hex.to_string()));
             }
+            *byte = (hi << 4) | lo;
         }
         Ok(Oid(bytes))
     }
@@ -81,13 +80,21 @@ impl Oid {
     }
 }
 
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
+/// Value of each lowercase hex digit; 0xff for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 impl fmt::Display for Oid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

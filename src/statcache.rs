@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use crate::fsutil;
 use crate::oid::Oid;
@@ -34,13 +34,31 @@ impl FileStamp {
             inode: meta.ino(),
         }
     }
+
+    /// The stamp of a raw `stat` (from `statat`, which skips the path walk).
+    #[allow(clippy::unnecessary_cast)] // field types differ between architectures
+    pub fn of_stat(stat: &rustix::fs::Stat) -> FileStamp {
+        FileStamp {
+            size: stat.st_size as u64,
+            mtime_ns: stat.st_mtime as i128 * 1_000_000_000 + stat.st_mtime_nsec as i128,
+            inode: stat.st_ino as u64,
+        }
+    }
+}
+
+/// Keys are the raw bytes of absolute paths: hashing bytes is several times cheaper than
+/// hashing a `Path` component by component, and a no-op status does 20,000 lookups.
+type Key = Box<[u8]>;
+
+fn key(path: &Path) -> &[u8] {
+    path.as_os_str().as_encoded_bytes()
 }
 
 /// A per-project map from absolute path to the stamp and oid last seen.
 #[derive(Debug)]
 pub struct StatCache {
     path: PathBuf,
-    entries: Mutex<HashMap<PathBuf, (FileStamp, Oid)>>,
+    entries: RwLock<HashMap<Key, (FileStamp, Oid), foldhash::fast::RandomState>>,
     dirty: std::sync::atomic::AtomicBool,
 }
 
@@ -48,8 +66,9 @@ impl StatCache {
     /// Loads the state file; a missing or unreadable one is an empty cache (it is only a
     /// speed-up).
     pub fn load(path: PathBuf) -> StatCache {
-        let mut entries = HashMap::new();
+        let mut entries = HashMap::with_hasher(foldhash::fast::RandomState::default());
         if let Ok(text) = fs::read_to_string(&path) {
+            entries.reserve(text.len() / 100);
             let mut lines = text.lines();
             if lines.next() == Some(HEADER) {
                 for line in lines {
@@ -61,16 +80,20 @@ impl StatCache {
         }
         StatCache {
             path,
-            entries: Mutex::new(entries),
+            entries: RwLock::new(entries),
             dirty: Default::default(),
         }
     }
 
     /// The oid recorded for `path` if the file still has the same stamp.
     pub fn lookup(&self, path: &Path, meta: &fs::Metadata) -> Option<Oid> {
-        let stamp = FileStamp::of(meta);
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get(path) {
+        self.lookup_stamp(path, FileStamp::of(meta))
+    }
+
+    /// [`StatCache::lookup`] for a stamp already taken.
+    pub fn lookup_stamp(&self, path: &Path, stamp: FileStamp) -> Option<Oid> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        match entries.get(key(path)) {
             Some((seen, oid)) if *seen == stamp => Some(*oid),
             _ => None,
         }
@@ -78,17 +101,21 @@ impl StatCache {
 
     /// Records what `path` hashed to; `hashed_at_ns` is when hashing began.
     pub fn record(&self, path: &Path, meta: &fs::Metadata, oid: Oid, hashed_at_ns: i128) {
-        let stamp = FileStamp::of(meta);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.record_stamp(path, FileStamp::of(meta), oid, hashed_at_ns)
+    }
+
+    /// [`StatCache::record`] for a stamp already taken.
+    pub fn record_stamp(&self, path: &Path, stamp: FileStamp, oid: Oid, hashed_at_ns: i128) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if stamp.mtime_ns >= hashed_at_ns - RACY_MARGIN_NS {
             // Racily clean: do not trust it next time.
-            if entries.remove(path).is_some() {
+            if entries.remove(key(path)).is_some() {
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             return;
         }
-        if entries.get(path) != Some(&(stamp, oid)) {
-            entries.insert(path.to_path_buf(), (stamp, oid));
+        if entries.get(key(path)) != Some(&(stamp, oid)) {
+            entries.insert(key(path).into(), (stamp, oid));
             self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -98,12 +125,14 @@ impl StatCache {
         if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let mut text = String::with_capacity(entries.len() * 120);
         text.push_str(HEADER);
         text.push('\n');
         for (path, (stamp, oid)) in entries.iter() {
-            let Some(path) = path.to_str() else { continue };
+            let Ok(path) = std::str::from_utf8(path) else {
+                continue;
+            };
             if path.contains('\n') || path.contains('\t') {
                 continue;
             }
@@ -123,13 +152,13 @@ impl StatCache {
     }
 }
 
-fn parse_line(line: &str) -> Option<(PathBuf, (FileStamp, Oid))> {
+fn parse_line(line: &str) -> Option<(Key, (FileStamp, Oid))> {
     let mut parts = line.splitn(5, '\t');
     let size = parts.next()?.parse().ok()?;
     let mtime_ns = parts.next()?.parse().ok()?;
     let inode = parts.next()?.parse().ok()?;
     let oid = Oid::from_hex(parts.next()?).ok()?;
-    let path = PathBuf::from(parts.next()?);
+    let path: Key = parts.next()?.as_bytes().into();
     Some((
         path,
         (

@@ -1,7 +1,7 @@
 //! The workspace: a project folder holding markers next to (or instead of) the data they
 //! stand for. This is what the CLI drives: save, checkout, status, open, cat, unprotect.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -100,7 +100,9 @@ pub struct Workspace {
     root: PathBuf,
     cwd: PathBuf,
     cache: LocalCache,
-    stats: StatCache,
+    stats_loader: std::sync::Mutex<Option<std::thread::JoinHandle<StatCache>>>,
+    stats_cell: std::sync::OnceLock<StatCache>,
+    stats_path: PathBuf,
     force: bool,
     progress: indicatif::ProgressBar,
 }
@@ -140,12 +142,19 @@ impl Workspace {
             "{}.tsv",
             &Oid::of_bytes(root.as_os_str().as_encoded_bytes()).hex()[..16]
         );
-        let stats = StatCache::load(cache.root().join("state").join(state_name));
+        let stats_path = cache.root().join("state").join(state_name);
+        // Parse the stat cache on another thread while the caller finds markers.
+        let loader = {
+            let path = stats_path.clone();
+            std::thread::spawn(move || StatCache::load(path))
+        };
         Ok(Workspace {
             root,
             cwd,
             cache,
-            stats,
+            stats_loader: std::sync::Mutex::new(Some(loader)),
+            stats_cell: std::sync::OnceLock::new(),
+            stats_path,
             force: false,
             progress: indicatif::ProgressBar::hidden(),
         })
@@ -197,20 +206,34 @@ impl Workspace {
         normalize(&self.cwd.join(path))
     }
 
+    /// The stat cache, once its loader thread is done.
+    fn stats(&self) -> &StatCache {
+        self.stats_cell.get_or_init(|| {
+            let loader = self
+                .stats_loader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            loader
+                .and_then(|handle| handle.join().ok())
+                .unwrap_or_else(|| StatCache::load(self.stats_path.clone()))
+        })
+    }
+
     /// Writes the stat cache; call once at the end of a command.
     pub fn finish(&self) {
         self.progress.finish_and_clear();
-        self.stats.save();
+        self.stats().save();
     }
 
     /// The oid of a workspace file, from the stat cache when its stamp is unchanged.
     fn current_oid(&self, path: &Path, meta: &fs::Metadata) -> Result<Oid> {
-        if let Some(oid) = self.stats.lookup(path, meta) {
+        if let Some(oid) = self.stats().lookup(path, meta) {
             return Ok(oid);
         }
         let started = now_ns();
         let (oid, _) = oid::hash_file(path).at(path)?;
-        self.stats.record(path, meta, oid, started);
+        self.stats().record(path, meta, oid, started);
         Ok(oid)
     }
 
@@ -265,7 +288,7 @@ impl Workspace {
     }
 
     fn save_file(&self, data: &Path, meta: &fs::Metadata) -> Result<Marker> {
-        if let Some(oid) = self.stats.lookup(data, meta) {
+        if let Some(oid) = self.stats().lookup(data, meta) {
             if self.cache.contains(&oid) {
                 self.cache.touch(&[oid])?;
                 return Ok(Marker::file(oid, meta.len()));
@@ -275,7 +298,7 @@ impl Workspace {
         let started = now_ns();
         let admitted = self.cache.admit_file(data)?;
         self.progress.inc(meta.len());
-        self.stats.record(data, meta, admitted.oid, started);
+        self.stats().record(data, meta, admitted.oid, started);
         Ok(Marker::file(admitted.oid, admitted.size))
     }
 
@@ -289,7 +312,7 @@ impl Workspace {
             .map(|(rel, path, meta)| {
                 let executable = is_executable_mode(meta.mode());
                 let known = self
-                    .stats
+                    .stats()
                     .lookup(path, meta)
                     .filter(|oid| self.cache.contains(oid));
                 let (oid, size, staged) = match known {
@@ -297,7 +320,7 @@ impl Workspace {
                     None => {
                         let started = now_ns();
                         let staged = self.cache.stage_file(path)?;
-                        self.stats.record(path, meta, staged.oid, started);
+                        self.stats().record(path, meta, staged.oid, started);
                         (staged.oid, staged.size, Some(staged))
                     }
                 };
@@ -403,8 +426,7 @@ impl Workspace {
 
     /// Loads the manifest a folder marker names from the cache, verified.
     fn load_manifest(&self, marker_path: &Path, oid: &Oid) -> Result<Manifest> {
-        let path = self.cache.verified_path(oid, marker_path)?;
-        let bytes = fs::read(&path).at(&path)?;
+        let bytes = self.cache.read_verified(oid, marker_path)?;
         Manifest::parse(&bytes).map_err(|source| Error::Manifest {
             path: marker_path.into(),
             oid: *oid,
@@ -524,17 +546,62 @@ impl Workspace {
             }),
             Err(err) => Err(err).at(path),
             Ok(meta) if !meta.is_file() => Ok(State::Modified),
-            Ok(meta) => {
-                if self.current_oid(path, &meta)? != *oid {
-                    Ok(State::Modified)
-                } else if self.cache.contains(oid) {
-                    Ok(State::Ok)
-                } else {
-                    // The data lives only in the workspace: `czc save` puts it back.
-                    Ok(State::NotCached)
-                }
-            }
+            // A matching file is ok whether or not the cache still holds it: status
+            // compares the workspace with the markers, and `not-cached` means a missing
+            // file that checkout could not restore. (Skipping that stat halves the cost
+            // of a no-op status.)
+            Ok(meta) => Ok(if self.current_oid(path, &meta)? == *oid {
+                State::Ok
+            } else {
+                State::Modified
+            }),
         }
+    }
+
+    /// [`Workspace::file_state`] for a file inside a folder, stat'ed relative to an open
+    /// handle on its folder: one path component to look up instead of the whole path.
+    fn file_state_in(
+        &self,
+        oid: &Oid,
+        base: &Path,
+        rel: &str,
+        dirs: &mut DirCursor,
+    ) -> Result<State> {
+        let (dir_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let path = join_rel(base, rel);
+        let missing = || {
+            if self.cache.contains(oid) {
+                State::Missing
+            } else {
+                State::NotCached
+            }
+        };
+        let Some(fd) = dirs.open(base, dir_rel) else {
+            return Ok(missing());
+        };
+        let stat = match rustix::fs::statat(fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(missing()),
+            Err(err) => return Err(io::Error::from(err)).at(&path),
+        };
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Ok(State::Modified);
+        }
+        let stamp = crate::statcache::FileStamp::of_stat(&stat);
+        let current = match self.stats().lookup_stamp(&path, stamp) {
+            Some(oid) => oid,
+            None => {
+                let started = now_ns();
+                let (oid, _) = oid::hash_file(&path).at(&path)?;
+                self.stats().record_stamp(&path, stamp, oid, started);
+                oid
+            }
+        };
+        Ok(if current == *oid {
+            State::Ok
+        } else {
+            State::Modified
+        })
     }
 
     fn status_of(&self, marker_path: &Path) -> Result<MarkerStatus> {
@@ -545,11 +612,13 @@ impl Workspace {
             MarkerKind::Dir { .. } if !self.cache.contains(&marker.oid) => (State::NotCached, None),
             MarkerKind::Dir { .. } => {
                 let manifest = self.load_manifest(marker_path, &marker.oid)?;
-                let states: Vec<State> = manifest
-                    .files
-                    .par_iter()
-                    .map(|entry| self.file_state(&entry.oid, &join_rel(&data, &entry.path)))
-                    .collect::<Result<_>>()?;
+                let (states, on_disk) = rayon::join(
+                    || self.folder_states(&manifest, &data),
+                    // Every listed file still on disk is found by this walk too, so any
+                    // surplus is files the marker does not list.
+                    || data.is_dir().then(|| count_files(&data)).transpose(),
+                );
+                let states = states?;
                 let mut counts = FolderCounts::default();
                 for state in &states {
                     match state {
@@ -559,13 +628,8 @@ impl Workspace {
                         State::NotCached => counts.not_cached += 1,
                     }
                 }
-                if data.is_dir() {
-                    let listed: HashSet<&str> =
-                        manifest.files.iter().map(|e| e.path.as_str()).collect();
-                    counts.added = list_folder_names(&data)?
-                        .iter()
-                        .filter(|rel| !listed.contains(rel.as_str()))
-                        .count();
+                if let Some(on_disk) = on_disk? {
+                    counts.added = on_disk.saturating_sub(counts.ok + counts.modified);
                 }
                 let mut state = states.iter().copied().max().unwrap_or(State::Ok);
                 if counts.added > 0 {
@@ -581,6 +645,24 @@ impl Workspace {
             oid: marker.oid,
             files,
         })
+    }
+
+    /// The state of every file of a folder marker, in manifest order.
+    fn folder_states(&self, manifest: &Manifest, data: &Path) -> Result<Vec<State>> {
+        Ok(manifest
+            .files
+            .par_chunks(512)
+            .map(|chunk| {
+                let mut dirs = DirCursor::default();
+                chunk
+                    .iter()
+                    .map(|entry| self.file_state_in(&entry.oid, data, &entry.path, &mut dirs))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     // ---- open, cat, unprotect ----
@@ -702,6 +784,37 @@ impl Workspace {
             }
         }
         Ok(count)
+    }
+}
+
+/// The folder handle last opened while walking a sorted manifest, reused while
+/// consecutive files share a folder.
+#[derive(Default)]
+struct DirCursor {
+    rel: Option<String>,
+    fd: Option<rustix::fd::OwnedFd>,
+}
+
+impl DirCursor {
+    /// The open folder `base/rel`, or `None` if it does not exist.
+    fn open(&mut self, base: &Path, rel: &str) -> Option<&rustix::fd::OwnedFd> {
+        if self.rel.as_deref() != Some(rel) {
+            let dir = if rel.is_empty() {
+                base.to_path_buf()
+            } else {
+                join_rel(base, rel)
+            };
+            self.fd = rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ok();
+            self.rel = Some(rel.to_string());
+        }
+        self.fd.as_ref()
     }
 }
 
@@ -859,32 +972,34 @@ fn list_folder(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>> {
     Ok(files)
 }
 
-/// Relative `/` paths of the files under `dir` (no metadata), for spotting added files.
-fn list_folder_names(dir: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && e.file_name() == ".git"))
-    {
-        let entry = entry.map_err(|err| Error::Io {
-            path: err.path().unwrap_or(dir).to_path_buf(),
-            source: err.into(),
-        })?;
-        if !entry.file_type().is_dir() {
-            names.push(relative_slash(dir, entry.path())?);
+/// How many non-folder entries are under `dir` (`.git` skipped), without a stat each.
+fn count_files(dir: &Path) -> Result<usize> {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in fs::read_dir(&current).at(&current)? {
+            let entry = entry.at(&current)?;
+            let kind = entry.file_type().at(entry.path())?;
+            if kind.is_dir() {
+                if entry.file_name() != ".git" {
+                    stack.push(entry.path());
+                }
+            } else {
+                count += 1;
+            }
         }
     }
-    Ok(names)
+    Ok(count)
 }
 
+/// `path` relative to `base`, `/`-separated (Unix paths already are).
 fn relative_slash(base: &Path, path: &Path) -> Result<String> {
     let rel = path.strip_prefix(base).map_err(|_| Error::Unsupported {
         path: path.into(),
         reason: "is outside the folder being saved".into(),
     })?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    parts
-        .map(|p| p.join("/"))
+    rel.to_str()
+        .map(str::to_owned)
         .ok_or_else(|| Error::Unsupported {
             path: path.into(),
             reason: "name is not UTF-8".into(),
