@@ -521,6 +521,7 @@ fn a_corrupt_object_is_never_served_and_verify_quarantines_it() {
     let hex = env.marker_oid("d.bin.czc")["blake3:".len()..].to_string();
     assert!(env.cache.join("quarantine").join(hex).exists());
     env.czc().args(["cache", "verify"]).assert().success();
+    fs::remove_file(env.path("d.bin")).unwrap();
     env.czc()
         .args(["status", "d.bin"])
         .assert()
