@@ -432,16 +432,29 @@ impl LocalCache {
     /// Puts a read-only copy of an object at `dest` (replacing what is there), trying the
     /// configured link kinds in order, and verifying the bytes placed. Returns the kind used.
     pub fn materialize(&self, oid: &Oid, dest: &Path, executable: bool) -> Result<LinkKind> {
+        let dir = fsutil::parent_dir(dest);
+        fs::create_dir_all(dir).at(dir)?;
+        self.materialize_in_existing_dir(oid, dest, executable)
+    }
+
+    /// [`LocalCache::materialize`] when the caller has already created `dest`'s folder
+    /// (a folder checkout creates each folder once, not once per file).
+    pub fn materialize_in_existing_dir(
+        &self,
+        oid: &Oid,
+        dest: &Path,
+        executable: bool,
+    ) -> Result<LinkKind> {
         let src = self.object_path(oid);
-        let src_meta = match fs::metadata(&src) {
-            Ok(meta) => meta,
+        let mut src_file = match File::open(&src) {
+            Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 return Err(self.not_cached(oid, dest))
             }
             Err(err) => return Err(err).at(&src),
         };
+        let src_size = src_file.metadata().at(&src)?.len();
         let dir = fsutil::parent_dir(dest);
-        fs::create_dir_all(dir).at(dir)?;
         let mode = if executable { 0o555 } else { 0o444 };
         let temp = temp_path_in(dir);
         let mut used = None;
@@ -473,7 +486,7 @@ impl LocalCache {
                         Err(_) => continue,
                     }
                 }
-                LinkKind::Copy => copy_verified(&src, &temp, src_meta.len(), mode, oid),
+                LinkKind::Copy => copy_verified(&mut src_file, &src, &temp, src_size, mode, oid),
             };
             match placed {
                 Ok(true) => {
@@ -850,7 +863,9 @@ fn temp_path_in(dir: &Path) -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    dir.join(format!(".czc-tmp-{}-{n}-{nanos}", std::process::id()))
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = PID.get_or_init(std::process::id);
+    dir.join(format!(".czc-tmp-{pid}-{n}-{nanos}"))
 }
 
 /// Whether a file's bytes hash to `oid`.
@@ -859,9 +874,17 @@ fn verify_file(path: &Path, oid: &Oid) -> io::Result<bool> {
 }
 
 /// Copies `src` to a new file `dest` with `mode`, hashing the bytes placed.
-fn copy_verified(src: &Path, dest: &Path, size: u64, mode: u32, oid: &Oid) -> io::Result<bool> {
+fn copy_verified(
+    src_file: &mut File,
+    src: &Path,
+    dest: &Path,
+    size: u64,
+    mode: u32,
+    oid: &Oid,
+) -> io::Result<bool> {
     if size < MMAP_THRESHOLD {
-        let bytes = fs::read(src)?;
+        let mut bytes = Vec::with_capacity(size as usize + 1);
+        src_file.read_to_end(&mut bytes)?;
         if Oid::of_bytes(&bytes) != *oid {
             return Ok(false);
         }
@@ -871,8 +894,7 @@ fn copy_verified(src: &Path, dest: &Path, size: u64, mode: u32, oid: &Oid) -> io
             .mode(mode)
             .open(dest)?;
         out.write_all(&bytes)?;
-        // The umask may have dropped bits from `mode` at creation.
-        if fs::metadata(dest)?.permissions().mode() & 0o777 != mode {
+        if !umask_keeps_mode(&out, mode)? {
             out.set_permissions(fs::Permissions::from_mode(mode))?;
         }
         return Ok(true);
@@ -880,6 +902,17 @@ fn copy_verified(src: &Path, dest: &Path, size: u64, mode: u32, oid: &Oid) -> io
     fs::copy(src, dest)?;
     fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
     verify_file(dest, oid)
+}
+
+/// Whether files created with `mode` keep it under this process's umask (checked once,
+/// on the first file, instead of a stat per file).
+fn umask_keeps_mode(created: &File, mode: u32) -> io::Result<bool> {
+    static KEEPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if let Some(keeps) = KEEPS.get() {
+        return Ok(*keeps);
+    }
+    let keeps = created.metadata()?.permissions().mode() & 0o777 == mode;
+    Ok(*KEEPS.get_or_init(|| keeps))
 }
 
 fn mtime_millis(meta: &fs::Metadata) -> i64 {

@@ -469,12 +469,16 @@ impl Workspace {
                 let manifest = self.load_manifest(marker_path, &marker.oid)?;
                 used.push(marker.oid);
                 self.progress_start("checking out", manifest.total_size());
+                create_folders(&data, &manifest)?;
                 let outcomes: Vec<Result<Option<LinkKind>>> = manifest
                     .files
                     .par_iter()
                     .map(|entry| {
-                        let outcome =
-                            self.place(&entry.oid, &join_rel(&data, &entry.path), entry.executable);
+                        let outcome = self.place_in_existing_dir(
+                            &entry.oid,
+                            &join_rel(&data, &entry.path),
+                            entry.executable,
+                        );
                         self.progress.inc(entry.size);
                         outcome
                     })
@@ -496,6 +500,18 @@ impl Workspace {
     /// Puts object `oid` at `dest` unless it is already there. Returns the link kind used,
     /// or `None` when the file already matched.
     fn place(&self, oid: &Oid, dest: &Path, executable: bool) -> Result<Option<LinkKind>> {
+        let dir = fsutil::parent_dir(dest);
+        fs::create_dir_all(dir).at(dir)?;
+        self.place_in_existing_dir(oid, dest, executable)
+    }
+
+    /// [`Workspace::place`] once `dest`'s folder exists.
+    fn place_in_existing_dir(
+        &self,
+        oid: &Oid,
+        dest: &Path,
+        executable: bool,
+    ) -> Result<Option<LinkKind>> {
         match fs::symlink_metadata(dest) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(err).at(dest),
@@ -517,7 +533,9 @@ impl Workspace {
                 })
             }
         }
-        self.cache.materialize(oid, dest, executable).map(Some)
+        self.cache
+            .materialize_in_existing_dir(oid, dest, executable)
+            .map(Some)
     }
 
     // ---- status ----
@@ -816,6 +834,23 @@ impl DirCursor {
         }
         self.fd.as_ref()
     }
+}
+
+/// Creates every folder a manifest's files live in, once each.
+fn create_folders(base: &Path, manifest: &Manifest) -> Result<()> {
+    let mut last: Option<&str> = None;
+    for entry in &manifest.files {
+        let dir = entry.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        if last != Some(dir) {
+            let path = join_rel(base, dir);
+            fs::create_dir_all(&path).at(&path)?;
+            last = Some(dir);
+        }
+    }
+    if manifest.files.is_empty() {
+        fs::create_dir_all(base).at(base)?;
+    }
+    Ok(())
 }
 
 fn tally(report: &mut CheckoutReport, outcome: Option<LinkKind>) {
