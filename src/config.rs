@@ -449,6 +449,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_valid_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(PROJECT_FILE),
+            include_str!("../.czcache.toml.example"),
+        )
+        .unwrap();
+        let config = Config::load(Some(dir.path()), &env(dir.path())).unwrap();
+        assert_eq!(config.cache.size_limit, 20 << 30);
+        assert_eq!(config.remote.read, ["share", "team", "public"]);
+        assert!(config.remotes["public"].anonymous && config.remotes["share"].read_only);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

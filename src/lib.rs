@@ -12,6 +12,7 @@ pub mod index;
 pub mod marker;
 pub mod oid;
 pub mod statcache;
+pub mod storage;
 pub mod workspace;
 
 pub use cache::LocalCache;

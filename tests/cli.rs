@@ -174,6 +174,38 @@ fn checkout_refuses_to_clobber_a_modified_file_but_restores_the_rest() {
 }
 
 #[test]
+fn checkout_restores_good_markers_and_names_each_bad_one() {
+    let env = TestEnv::new();
+    env.write("good.bin", "good");
+    env.write("lost.bin", "lost");
+    save_ok(&env, &["good.bin", "lost.bin"]);
+    fs::remove_file(env.path("good.bin")).unwrap();
+    fs::remove_file(env.path("lost.bin")).unwrap();
+    // lost.bin's object is gone from the cache; bad.czc is not a marker at all.
+    fs::remove_file(env.object(&env.marker_oid("lost.bin.czc"))).unwrap();
+    fs::copy(
+        fixtures().join("bad-markers/unknown-key.czc"),
+        env.path("bad.czc"),
+    )
+    .unwrap();
+    let out = env.czc().arg("checkout").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("czc: error: marker bad.czc: unknown key 'color'"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("for lost.bin ") && lines[1].contains("not in the local cache"),
+        "{err}"
+    );
+    assert_eq!(env.read("good.bin"), b"good");
+    assert!(!env.path("lost.bin").exists());
+}
+
+#[test]
 fn checkout_skips_matching_files_and_replaces_cached_old_versions() {
     let env = TestEnv::new();
     env.write("m.bin", "version one");

@@ -1,0 +1,363 @@
+//! A local folder as storage: keys are relative paths under a root. Writes go through a
+//! temp file in the destination folder, fsync, rename; conditional writes hold a lock
+//! file in the root while they check and rename, so exactly one racer wins.
+
+use std::fs::{self, File};
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::{check_key, LocalStorage, ReadStorage, StorageError, WriteStorage};
+use crate::fsutil::{FileLock, LockMode};
+use crate::oid::{self, Oid};
+
+const LOCK_FILE: &str = ".czc-storage.lock";
+const TEMP_PREFIX: &str = ".czc-tmp-";
+
+/// Keys are relative paths under a root folder (read-write).
+///
+/// ```
+/// use czcache::storage::{FolderStorage, ReadStorage, WriteStorage};
+/// let root = tempfile::tempdir()?;
+/// let storage = FolderStorage::new(root.path());
+/// let file = root.path().join("input");
+/// std::fs::write(&file, b"bytes")?;
+/// storage.put_if_absent("objects/ab/cd", &file)?;
+/// assert!(storage.exists("objects/ab/cd")?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FolderStorage {
+    root: PathBuf,
+}
+
+impl FolderStorage {
+    pub fn new(root: impl Into<PathBuf>) -> FolderStorage {
+        FolderStorage { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn file(&self, key: &str) -> Result<PathBuf, StorageError> {
+        check_key(self, key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn io(&self, key: &str, source: io::Error) -> StorageError {
+        StorageError::Io {
+            storage: self.describe(),
+            key: key.into(),
+            source,
+        }
+    }
+
+    fn lost(&self, key: &str, found: impl Into<String>) -> StorageError {
+        StorageError::LostRace {
+            storage: self.describe(),
+            key: key.into(),
+            found: found.into(),
+        }
+    }
+
+    /// Copies `src` into a temp file beside the key's file, durable but not yet visible.
+    fn stage(
+        &self,
+        key: &str,
+        src: &Path,
+    ) -> Result<(tempfile::NamedTempFile, PathBuf), StorageError> {
+        let dest = self.file(key)?;
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
+        let mut temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(|e| self.io(key, e))?;
+        let mut input = File::open(src).map_err(|e| self.io(key, e))?;
+        io::copy(&mut input, temp.as_file_mut()).map_err(|e| self.io(key, e))?;
+        // Keep the source's mtime, so put_if_newer compares content ages, not upload times.
+        if let Ok(modified) = input.metadata().and_then(|m| m.modified()) {
+            let _ = temp.as_file().set_modified(modified);
+        }
+        temp.as_file().sync_all().map_err(|e| self.io(key, e))?;
+        Ok((temp, dest))
+    }
+
+    fn lock(&self, key: &str) -> Result<FileLock, StorageError> {
+        fs::create_dir_all(&self.root).map_err(|e| self.io(key, e))?;
+        FileLock::acquire(
+            &self.root.join(LOCK_FILE),
+            LockMode::Exclusive,
+            "the storage folder",
+        )
+        .map_err(|e| self.io(key, e))
+    }
+
+    fn publish(
+        &self,
+        key: &str,
+        temp: tempfile::NamedTempFile,
+        dest: &Path,
+    ) -> Result<(), StorageError> {
+        temp.persist(dest).map_err(|e| self.io(key, e.error))?;
+        if let Some(dir) = dest.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.io(key, e))?;
+        }
+        Ok(())
+    }
+
+    fn current_hash(&self, key: &str, path: &Path) -> Result<Option<Oid>, StorageError> {
+        match oid::hash_file(path) {
+            Ok((oid, _)) => Ok(Some(oid)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.io(key, err)),
+        }
+    }
+}
+
+fn describe_found(found: Option<Oid>) -> String {
+    match found {
+        Some(oid) => format!("it now holds {oid}"),
+        None => "it no longer exists".into(),
+    }
+}
+
+impl ReadStorage for FolderStorage {
+    fn describe(&self) -> String {
+        format!("folder {}", self.root.display())
+    }
+
+    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+        let path = self.file(key)?;
+        let mut input = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(self.io(key, err)),
+        };
+        let dir = crate::fsutil::parent_dir(dest);
+        let mut temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(|e| self.io(key, e))?;
+        let copied = io::copy(&mut input, temp.as_file_mut()).map_err(|e| self.io(key, e))?;
+        temp.as_file().sync_all().map_err(|e| self.io(key, e))?;
+        temp.persist(dest).map_err(|e| self.io(key, e.error))?;
+        Ok(Some(copied))
+    }
+
+    fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
+        let path = self.file(key)?;
+        self.current_hash(key, &path)
+    }
+
+    fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
+        match fs::metadata(self.file(key)?) {
+            Ok(meta) => meta.modified().map(Some).map_err(|e| self.io(key, e)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.io(key, err)),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match fs::metadata(self.file(key)?) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(self.io(key, err)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        // Walk only the folder the prefix names, not the whole root.
+        let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            check_key(self, dir_part)?;
+            self.root.join(dir_part)
+        };
+        if !start.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::new();
+        for entry in walkdir::WalkDir::new(&start) {
+            let entry = entry.map_err(|e| self.io(prefix, e.into()))?;
+            let name = entry.file_name().to_string_lossy();
+            if !entry.file_type().is_file() || name.starts_with(TEMP_PREFIX) || name == LOCK_FILE {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(&self.root) else {
+                continue;
+            };
+            if let Some(key) = rel.to_str() {
+                if key.starts_with(prefix) {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl WriteStorage for FolderStorage {
+    fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        let (temp, dest) = self.stage(key, src)?;
+        let _lock = self.lock(key)?;
+        self.publish(key, temp, &dest)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.file(key)?;
+        let _lock = self.lock(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(self.io(key, err)),
+        }
+    }
+
+    fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        let (temp, dest) = self.stage(key, src)?;
+        let _lock = self.lock(key)?;
+        if dest.exists() {
+            return Err(self.lost(key, "it already exists"));
+        }
+        self.publish(key, temp, &dest)
+    }
+
+    fn put_if_hash_matches(
+        &self,
+        key: &str,
+        src: &Path,
+        expected: &Oid,
+    ) -> Result<(), StorageError> {
+        let (temp, dest) = self.stage(key, src)?;
+        let _lock = self.lock(key)?;
+        let found = self.current_hash(key, &dest)?;
+        if found != Some(*expected) {
+            return Err(self.lost(key, describe_found(found)));
+        }
+        self.publish(key, temp, &dest)
+    }
+
+    fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError> {
+        let src_time = fs::metadata(src)
+            .and_then(|m| m.modified())
+            .map_err(|e| self.io(key, e))?;
+        let (temp, dest) = self.stage(key, src)?;
+        let _lock = self.lock(key)?;
+        if let Some(stored) = self.last_modified(key)? {
+            if stored >= src_time {
+                return Ok(false);
+            }
+        }
+        self.publish(key, temp, &dest)?;
+        Ok(true)
+    }
+
+    fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError> {
+        let path = self.file(key)?;
+        let _lock = self.lock(key)?;
+        let found = self.current_hash(key, &path)?;
+        if found != Some(*expected) {
+            return Err(self.lost(key, describe_found(found)));
+        }
+        fs::remove_file(&path).map_err(|e| self.io(key, e))
+    }
+}
+
+impl LocalStorage for FolderStorage {
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        self.file(key)
+    }
+
+    fn open(&self, key: &str) -> Result<Option<File>, StorageError> {
+        match File::open(self.file(key)?) {
+            Ok(file) => Ok(Some(file)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.io(key, err)),
+        }
+    }
+}
+
+/// A local folder storage removed when dropped (tests use it; so may callers that want
+/// a scratch area with the storage interface).
+#[derive(Debug)]
+pub struct TemporaryStorage {
+    folder: FolderStorage,
+    _dir: tempfile::TempDir,
+}
+
+impl TemporaryStorage {
+    pub fn new() -> io::Result<TemporaryStorage> {
+        let dir = tempfile::Builder::new().prefix("czc-storage-").tempdir()?;
+        Ok(TemporaryStorage {
+            folder: FolderStorage::new(dir.path()),
+            _dir: dir,
+        })
+    }
+
+    /// The folder storage inside.
+    pub fn folder(&self) -> &FolderStorage {
+        &self.folder
+    }
+}
+
+impl ReadStorage for TemporaryStorage {
+    fn describe(&self) -> String {
+        format!("temporary {}", self.folder.root().display())
+    }
+    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+        self.folder.copy_to(key, dest)
+    }
+    fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
+        self.folder.hash(key)
+    }
+    fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
+        self.folder.last_modified(key)
+    }
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        self.folder.exists(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.folder.list(prefix)
+    }
+}
+
+impl WriteStorage for TemporaryStorage {
+    fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        self.folder.put(key, src)
+    }
+    fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        self.folder.delete(key)
+    }
+    fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        self.folder.put_if_absent(key, src)
+    }
+    fn put_if_hash_matches(
+        &self,
+        key: &str,
+        src: &Path,
+        expected: &Oid,
+    ) -> Result<(), StorageError> {
+        self.folder.put_if_hash_matches(key, src, expected)
+    }
+    fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError> {
+        self.folder.put_if_newer(key, src)
+    }
+    fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError> {
+        self.folder.delete_if_hash_matches(key, expected)
+    }
+}
+
+impl LocalStorage for TemporaryStorage {
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        self.folder.path(key)
+    }
+    fn open(&self, key: &str) -> Result<Option<File>, StorageError> {
+        self.folder.open(key)
+    }
+}

@@ -1,0 +1,348 @@
+//! Storage: places that hold bytes under string keys (a local folder, a read-only share,
+//! and with the remote issue an S3 bucket and czc's HTTP server).
+//!
+//! The traits are split by capability, so a read-only storage cannot even be asked to
+//! write: [`ReadStorage`] for everyone, [`WriteStorage`] for those that can be written,
+//! [`LocalStorage`] for those whose keys are files on this machine. A miss is a value
+//! (`Ok(None)` / `Ok(false)`); only real failures are errors. Every write is atomic: a
+//! reader sees the old bytes or the new ones, never a mix, and a crash leaves no
+//! partial object.
+
+mod folder;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub use folder::{FolderStorage, TemporaryStorage};
+
+use crate::oid::Oid;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{storage}: {key}: {source}")]
+    Io {
+        storage: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{storage}: bad key '{key}': {reason}")]
+    BadKey {
+        storage: String,
+        key: String,
+        reason: &'static str,
+    },
+    /// A conditional write or delete found the key changed by someone else; nothing was
+    /// written.
+    #[error("{storage}: '{key}' was changed by someone else ({found}); nothing was written")]
+    LostRace {
+        storage: String,
+        key: String,
+        found: String,
+    },
+}
+
+/// Reading: every storage can do this.
+pub trait ReadStorage: Send + Sync {
+    /// A short description for messages, such as `folder /srv/czc`.
+    fn describe(&self) -> String;
+    /// Copies the key's bytes to `dest` (replacing it atomically). Returns the bytes
+    /// copied, or `None` if the key does not exist.
+    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError>;
+    /// The BLAKE3 oid of the key's bytes, or `None` if the key does not exist.
+    fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError>;
+    /// When the key was last written, or `None` if it does not exist.
+    fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError>;
+    /// Whether the key exists.
+    fn exists(&self, key: &str) -> Result<bool, StorageError>;
+    /// Every key that starts with `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// Writing, plain and conditional. Conditional forms fail with
+/// [`StorageError::LostRace`] and write nothing when their condition does not hold at
+/// the moment of writing (not merely when checked).
+pub trait WriteStorage: ReadStorage {
+    /// Uploads `src` under `key`, replacing what is there.
+    fn put(&self, key: &str, src: &Path) -> Result<(), StorageError>;
+    /// Deletes the key; `false` if it was not there.
+    fn delete(&self, key: &str) -> Result<bool, StorageError>;
+    /// Uploads only if the key does not exist yet.
+    fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError>;
+    /// Uploads only if the key still holds the bytes hashing to `expected`
+    /// (compare-and-swap against the version we last saw).
+    fn put_if_hash_matches(
+        &self,
+        key: &str,
+        src: &Path,
+        expected: &Oid,
+    ) -> Result<(), StorageError>;
+    /// Uploads only if `src` is newer than the stored copy (or there is none); returns
+    /// whether it wrote.
+    fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError>;
+    /// Deletes only if the key still holds the bytes hashing to `expected`.
+    fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError>;
+}
+
+/// Storages whose keys are files on this machine.
+pub trait LocalStorage: ReadStorage {
+    /// The file a key lives in (whether or not it exists).
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError>;
+    /// Opens the key's file, or `None` if it does not exist.
+    fn open(&self, key: &str) -> Result<Option<File>, StorageError>;
+}
+
+/// Wraps any storage so that writing to it does not compile: a cluster share, a public
+/// bucket, a colleague's cache folder.
+///
+/// ```
+/// use czcache::storage::{FolderStorage, ReadOnly, ReadStorage};
+/// let share = ReadOnly::new(FolderStorage::new("/mnt/cluster/czc"));
+/// assert!(!share.exists("objects/ab/cdef").unwrap());
+/// // share.put(...) is a compile error: ReadOnly implements no WriteStorage.
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReadOnly<S>(S);
+
+impl<S: ReadStorage> ReadOnly<S> {
+    pub fn new(storage: S) -> ReadOnly<S> {
+        ReadOnly(storage)
+    }
+
+    /// The wrapped storage, still read-only.
+    pub fn inner(&self) -> &S {
+        &self.0
+    }
+}
+
+impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
+    fn describe(&self) -> String {
+        format!("{} (read-only)", self.0.describe())
+    }
+    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+        self.0.copy_to(key, dest)
+    }
+    fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
+        self.0.hash(key)
+    }
+    fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
+        self.0.last_modified(key)
+    }
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        self.0.exists(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.0.list(prefix)
+    }
+}
+
+impl<S: LocalStorage> LocalStorage for ReadOnly<S> {
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        self.0.path(key)
+    }
+    fn open(&self, key: &str) -> Result<Option<File>, StorageError> {
+        self.0.open(key)
+    }
+}
+
+/// Checks that a key is a relative `/`-separated path that stays inside the storage.
+pub fn check_key(storage: &dyn ReadStorage, key: &str) -> Result<(), StorageError> {
+    let bad = |reason| StorageError::BadKey {
+        storage: storage.describe(),
+        key: key.into(),
+        reason,
+    };
+    if key.is_empty() {
+        return Err(bad("empty"));
+    }
+    if key.starts_with('/') || key.contains('\\') || key.contains('\0') {
+        return Err(bad("not a relative '/'-separated path"));
+    }
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(bad("has an empty, '.' or '..' component"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod conformance {
+    //! One behaviour suite, run against every storage backend.
+    use super::*;
+
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn read_suite(storage: &dyn ReadStorage, seeded_key: &str, seeded: &[u8]) {
+        let scratch = tempfile::tempdir().unwrap();
+        let dest = scratch.path().join("out");
+        assert_eq!(storage.copy_to("objects/no/such", &dest).unwrap(), None);
+        assert!(!dest.exists(), "a miss writes nothing");
+        assert_eq!(storage.hash("objects/no/such").unwrap(), None);
+        assert_eq!(storage.last_modified("objects/no/such").unwrap(), None);
+        assert!(!storage.exists("objects/no/such").unwrap());
+        assert_eq!(
+            storage.copy_to(seeded_key, &dest).unwrap(),
+            Some(seeded.len() as u64)
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), seeded);
+        assert_eq!(
+            storage.hash(seeded_key).unwrap(),
+            Some(Oid::of_bytes(seeded))
+        );
+        assert!(storage.last_modified(seeded_key).unwrap().is_some());
+        assert!(storage.exists(seeded_key).unwrap());
+        assert_eq!(
+            storage.list("objects/").unwrap(),
+            vec![seeded_key.to_string()]
+        );
+        assert!(storage.list("nothing/").unwrap().is_empty());
+        for bad in ["../x", "/etc/passwd", "a//b", ""] {
+            assert!(
+                matches!(storage.exists(bad), Err(StorageError::BadKey { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    fn write_suite(storage: &dyn WriteStorage) {
+        let scratch = tempfile::tempdir().unwrap();
+        let one = file(scratch.path(), "one", b"one");
+        let two = file(scratch.path(), "two", b"two");
+        let key = "objects/ab/cdef";
+        storage.put(key, &one).unwrap();
+        read_suite(storage, key, b"one");
+
+        // put_if_absent loses to an existing key and writes nothing.
+        let err = storage.put_if_absent(key, &two).unwrap_err();
+        assert!(matches!(err, StorageError::LostRace { .. }), "{err}");
+        assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(b"one")));
+
+        // Compare-and-swap.
+        let stale = Oid::of_bytes(b"stale");
+        assert!(matches!(
+            storage.put_if_hash_matches(key, &two, &stale),
+            Err(StorageError::LostRace { .. })
+        ));
+        storage
+            .put_if_hash_matches(key, &two, &Oid::of_bytes(b"one"))
+            .unwrap();
+        assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(b"two")));
+
+        // put_if_newer: an old file does not replace a newer copy.
+        let old = file(scratch.path(), "old", b"old");
+        let past = SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        assert!(!storage.put_if_newer(key, &old).unwrap());
+        assert!(storage.put_if_newer("objects/ab/new", &old).unwrap());
+
+        // Conditional delete.
+        assert!(matches!(
+            storage.delete_if_hash_matches(key, &stale),
+            Err(StorageError::LostRace { .. })
+        ));
+        storage
+            .delete_if_hash_matches(key, &Oid::of_bytes(b"two"))
+            .unwrap();
+        assert!(!storage.exists(key).unwrap());
+        assert!(storage.delete("objects/ab/new").unwrap());
+        assert!(!storage.delete("objects/ab/new").unwrap());
+    }
+
+    fn race_suite(storage: &dyn WriteStorage) {
+        let scratch = tempfile::tempdir().unwrap();
+        let base = file(scratch.path(), "base", b"base");
+        storage.put("objects/ra/ce", &base).unwrap();
+        let expected = Oid::of_bytes(b"base");
+        let sources: Vec<PathBuf> = (0..16)
+            .map(|i| {
+                file(
+                    scratch.path(),
+                    &format!("w{i}"),
+                    format!("writer {i}").as_bytes(),
+                )
+            })
+            .collect();
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        let absent_wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for src in &sources {
+                let wins = &wins;
+                let absent_wins = &absent_wins;
+                scope.spawn(move || {
+                    match storage.put_if_hash_matches("objects/ra/ce", src, &expected) {
+                        Ok(()) => {
+                            wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(StorageError::LostRace { .. }) => {}
+                        Err(err) => panic!("{err}"),
+                    }
+                    match storage.put_if_absent("objects/ra/new", src) {
+                        Ok(()) => {
+                            absent_wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(StorageError::LostRace { .. }) => {}
+                        Err(err) => panic!("{err}"),
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.into_inner(), 1, "exactly one compare-and-swap wins");
+        assert_eq!(
+            absent_wins.into_inner(),
+            1,
+            "exactly one put_if_absent wins"
+        );
+    }
+
+    #[test]
+    fn folder_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FolderStorage::new(dir.path());
+        write_suite(&storage);
+        race_suite(&storage);
+        // Keys are files under the root, in the shared partitioned layout.
+        assert_eq!(
+            storage.path("objects/ra/ce").unwrap(),
+            dir.path().join("objects/ra/ce")
+        );
+        assert!(storage.open("objects/ra/ce").unwrap().is_some());
+        assert!(storage.open("objects/ra/zz").unwrap().is_none());
+    }
+
+    #[test]
+    fn temporary_storage_is_removed_on_drop() {
+        let storage = TemporaryStorage::new().unwrap();
+        write_suite(&storage);
+        race_suite(&storage);
+        let root = storage.path("x").unwrap().parent().unwrap().to_path_buf();
+        assert!(root.exists());
+        drop(storage);
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn read_only_share_reads_like_its_inner_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = FolderStorage::new(dir.path());
+        let scratch = tempfile::tempdir().unwrap();
+        inner
+            .put("objects/aa/bb", &file(scratch.path(), "f", b"shared"))
+            .unwrap();
+        let share = ReadOnly::new(FolderStorage::new(dir.path()));
+        read_suite(&share, "objects/aa/bb", b"shared");
+        assert!(share.describe().ends_with("(read-only)"));
+    }
+}

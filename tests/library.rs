@@ -1,0 +1,133 @@
+//! The library used as an embedding program would: no CLI, a cache the caller builds,
+//! an injected clock for exact LRU order.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use czcache::config::{CacheConfig, IndexKind, LinkKind};
+use czcache::storage::{FolderStorage, LocalStorage, ReadOnly, ReadStorage, WriteStorage};
+use czcache::{Error, LocalCache, Marker, Oid};
+
+fn cache_config(dir: &Path, limit: u64, index: IndexKind) -> CacheConfig {
+    CacheConfig {
+        dir: dir.join("cache"),
+        size_limit: limit,
+        index,
+        link: vec![LinkKind::Reflink, LinkKind::Copy],
+    }
+}
+
+#[test]
+fn lru_order_follows_an_injected_clock_for_every_index() {
+    for index in [IndexKind::Csv, IndexKind::Json, IndexKind::Sqlite] {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicI64::new(1_000));
+        let clock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let cache = LocalCache::open(&cache_config(dir.path(), 300, index))
+            .unwrap()
+            .with_clock(clock);
+        let mut oids = Vec::new();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            now.store(1_000 + i as i64, Ordering::SeqCst);
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![i as u8; 100]).unwrap();
+            oids.push(cache.admit_file(&path).unwrap().oid);
+        }
+        // Touch `a` later than everything else: `b` is now least recently used.
+        now.store(2_000, Ordering::SeqCst);
+        cache.touch(&[oids[0]]).unwrap();
+        now.store(3_000, Ordering::SeqCst);
+        let d = dir.path().join("d");
+        std::fs::write(&d, vec![9u8; 100]).unwrap();
+        let admitted = cache.admit_file(&d).unwrap();
+        assert!(admitted.added);
+        assert!(cache.contains(&oids[0]), "{index:?}");
+        assert!(
+            !cache.contains(&oids[1]),
+            "{index:?}: b was least recently used"
+        );
+        assert!(cache.contains(&oids[2]) && cache.contains(&admitted.oid));
+        let entry = cache.index().get(&oids[0]).unwrap().unwrap();
+        assert_eq!((entry.last_used_at, entry.hits), (2_000, 1));
+        let info = cache.info().unwrap();
+        assert_eq!((info.objects, info.size), (3, 300));
+    }
+}
+
+#[test]
+fn an_embedding_program_caches_and_reads_back_through_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = LocalCache::open(&cache_config(dir.path(), 1 << 30, IndexKind::Sqlite)).unwrap();
+    let weights = dir.path().join("weights.bin");
+    std::fs::write(&weights, b"model weights").unwrap();
+    let admitted = cache.admit_file(&weights).unwrap();
+    assert_eq!(admitted.oid, Oid::of_bytes(b"model weights"));
+    // A marker for it, as the CLI would write.
+    let marker = Marker::file(admitted.oid, admitted.size);
+    assert_eq!(Marker::parse(marker.to_text().as_bytes()).unwrap(), marker);
+    // Read back: a verified path, a placed copy, a stream.
+    let path = cache.verified_path(&admitted.oid, &weights).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), b"model weights");
+    let dest = dir.path().join("out/weights.bin");
+    cache.materialize(&admitted.oid, &dest, false).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"model weights");
+    let mut streamed = Vec::new();
+    cache
+        .copy_to_writer(&admitted.oid, &weights, &mut streamed)
+        .unwrap();
+    assert_eq!(streamed, b"model weights");
+    // A miss is an error that names the oid.
+    let missing = Oid::of_bytes(b"never saved");
+    match cache.verified_path(&missing, Path::new("x")) {
+        Err(Error::NotCached { oid, .. }) => assert_eq!(oid, missing),
+        other => panic!("expected NotCached, got {other:?}"),
+    }
+    // The cache's object folder doubles as a read-only share in the remote layout.
+    let share = ReadOnly::new(FolderStorage::new(cache.root()));
+    assert!(share.exists(&admitted.oid.object_key()).unwrap());
+    assert_eq!(
+        share.hash(&admitted.oid.object_key()).unwrap(),
+        Some(admitted.oid)
+    );
+    assert!(share.path(&admitted.oid.object_key()).unwrap().is_file());
+    // And a writable folder takes a copy with a conditional put.
+    let team = FolderStorage::new(dir.path().join("team"));
+    team.put_if_absent(
+        &admitted.oid.object_key(),
+        &share.path(&admitted.oid.object_key()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        team.list("objects/").unwrap(),
+        vec![admitted.oid.object_key()]
+    );
+}
+
+#[test]
+fn eviction_waits_while_another_process_uses_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cache_config(dir.path(), 150, IndexKind::Sqlite);
+    // Two handles hold two lock descriptors, exactly as two processes would.
+    let reader = LocalCache::open(&config).unwrap();
+    let writer = LocalCache::open(&config).unwrap();
+    let first = dir.path().join("first");
+    std::fs::write(&first, vec![1u8; 100]).unwrap();
+    let in_use = writer.admit_file(&first).unwrap().oid;
+    let second = dir.path().join("second");
+    std::fs::write(&second, vec![2u8; 100]).unwrap();
+    // Over the limit, but `reader` is using the cache: nothing is removed yet.
+    writer.admit_file(&second).unwrap();
+    assert!(reader.contains(&in_use));
+    assert_eq!(writer.info().unwrap().size, 200);
+    let report = writer.evict_to(150).unwrap();
+    assert!(report.deferred && report.removed.is_empty());
+    // Once the other user is gone, eviction proceeds, least recently used first.
+    drop(reader);
+    let report = writer.evict_to(150).unwrap();
+    assert_eq!(report.removed, vec![in_use]);
+    assert_eq!(writer.info().unwrap().size, 100);
+}
