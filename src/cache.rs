@@ -30,6 +30,9 @@ use crate::oid::{self, Oid, MMAP_THRESHOLD};
 /// A source of "now" in milliseconds, replaceable so tests can order LRU use exactly.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// Told how many more bytes were copied into or out of the cache (for progress bars).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the czc cache; backup tools may skip this folder.\n";
 
 /// An object written to staging and hashed, not yet visible in the cache.
@@ -98,6 +101,7 @@ pub struct LocalCache {
     _staging_lock: FileLock,
     reflink_unsupported: AtomicBool,
     misses: AtomicU64,
+    progress: Option<Progress>,
 }
 
 impl std::fmt::Debug for LocalCache {
@@ -145,6 +149,7 @@ impl LocalCache {
             _staging_lock: staging_lock,
             reflink_unsupported: AtomicBool::new(false),
             misses: AtomicU64::new(0),
+            progress: None,
         })
     }
 
@@ -152,6 +157,17 @@ impl LocalCache {
     pub fn with_clock(mut self, clock: Clock) -> LocalCache {
         self.clock = clock;
         self
+    }
+
+    /// Reports copied bytes to `progress` from now on.
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = Some(progress);
+    }
+
+    fn report(&self, bytes: u64) {
+        if let Some(progress) = &self.progress {
+            progress(bytes);
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -216,8 +232,15 @@ impl LocalCache {
             return self.stage_bytes(&bytes);
         }
         let temp = self.new_temp()?;
-        let (oid, size) =
-            copy_hash_flush(&mut file, temp.as_file(), temp.path(), meta.len()).at(src)?;
+        let (oid, size) = copy_hash_flush(
+            &mut file,
+            temp.as_file(),
+            temp.path(),
+            meta.len(),
+            true,
+            &|n| self.report(n),
+        )
+        .at(src)?;
         self.check_fits(src, size)?;
         Ok(Staged {
             temp: temp.into_temp_path(),
@@ -230,6 +253,7 @@ impl LocalCache {
     pub fn stage_bytes(&self, bytes: &[u8]) -> Result<Staged> {
         let mut temp = self.new_temp()?;
         temp.write_all(bytes).at(temp.path())?;
+        self.report(bytes.len() as u64);
         Ok(Staged {
             temp: temp.into_temp_path(),
             oid: Oid::of_bytes(bytes),
@@ -486,7 +510,9 @@ impl LocalCache {
                         Err(_) => continue,
                     }
                 }
-                LinkKind::Copy => copy_verified(&mut src_file, &src, &temp, src_size, mode, oid),
+                LinkKind::Copy => copy_verified(&mut src_file, &temp, src_size, mode, oid, &|n| {
+                    self.report(n)
+                }),
             };
             match placed {
                 Ok(true) => {
@@ -515,6 +541,9 @@ impl LocalCache {
         if let Err(err) = fs::rename(&temp, dest) {
             let _ = fs::remove_file(&temp);
             return Err(err).at(dest);
+        }
+        if kind != LinkKind::Copy {
+            self.report(src_size);
         }
         Ok(kind)
     }
@@ -774,16 +803,18 @@ fn sweep_stale_staging(tmp: &Path) {
     }
 }
 
-/// Copies a big file into `temp` in one pass of three overlapping workers: this thread
-/// copies chunks in the kernel (copy_file_range), a hasher hashes each chunk from the
-/// copy as it lands (so the oid names the bytes in the cache even if the source changes
-/// meanwhile), and a flusher pushes written chunks to disk so the final fsync has little
-/// left to do. Returns the oid and the bytes copied.
+/// Copies a big file into `temp` in one pass of overlapping workers: this thread copies
+/// chunks in the kernel (copy_file_range), a hasher hashes each chunk from the copy as
+/// it lands (so the oid names the bytes placed, even if the source changes meanwhile),
+/// and, with `flush`, a flusher pushes written chunks to disk so the final fsync has
+/// little left to do. Returns the oid and the bytes copied.
 fn copy_hash_flush(
     src: &mut File,
     temp: &File,
     temp_path: &Path,
     size_hint: u64,
+    flush: bool,
+    report: &(dyn Fn(u64) + Sync),
 ) -> io::Result<(Oid, u64)> {
     use std::sync::mpsc;
     const CHUNK: u64 = 32 << 20;
@@ -815,7 +846,9 @@ fn copy_hash_flush(
             while flusher_rx.recv().is_ok() {
                 // Coalesce: one fdatasync covers every chunk written so far.
                 while flusher_rx.try_recv().is_ok() {}
-                temp.sync_data()?;
+                if flush {
+                    temp.sync_data()?;
+                }
             }
             Ok(())
         });
@@ -827,6 +860,7 @@ fn copy_hash_flush(
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     copied += n;
+                    report(n);
                     let _ = to_hasher.send(copied);
                     let _ = to_flusher.send(());
                 }
@@ -876,11 +910,11 @@ fn verify_file(path: &Path, oid: &Oid) -> io::Result<bool> {
 /// Copies `src` to a new file `dest` with `mode`, hashing the bytes placed.
 fn copy_verified(
     src_file: &mut File,
-    src: &Path,
     dest: &Path,
     size: u64,
     mode: u32,
     oid: &Oid,
+    report: &(dyn Fn(u64) + Sync),
 ) -> io::Result<bool> {
     if size < MMAP_THRESHOLD {
         let mut bytes = Vec::with_capacity(size as usize + 1);
@@ -897,11 +931,21 @@ fn copy_verified(
         if !umask_keeps_mode(&out, mode)? {
             out.set_permissions(fs::Permissions::from_mode(mode))?;
         }
+        report(size);
         return Ok(true);
     }
-    fs::copy(src, dest)?;
-    fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
-    verify_file(dest, oid)
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(dest)?;
+    // Workspace copies are not fsynced (like git's checkout): the cache holds the
+    // durable bytes, and a copy lost in a crash is placed again.
+    let (placed, _) = copy_hash_flush(src_file, &out, dest, size, false, report)?;
+    if !umask_keeps_mode(&out, mode)? {
+        out.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(placed == *oid)
 }
 
 /// Whether files created with `mode` keep it under this process's umask (checked once,

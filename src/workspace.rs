@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -169,12 +170,17 @@ impl Workspace {
     /// Shows a byte progress bar on stderr (only when stderr is a terminal).
     pub fn with_progress(mut self, enabled: bool) -> Workspace {
         if enabled && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            self.progress = indicatif::ProgressBar::new(0).with_style(
+            let bar = indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template(
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
+            // The cache reports every byte it copies in or out, chunk by chunk.
+            let reporter = bar.clone();
+            self.cache
+                .set_progress(Arc::new(move |bytes| reporter.inc(bytes)));
+            self.progress = bar;
         }
         self
     }
@@ -297,7 +303,6 @@ impl Workspace {
         self.progress_start("saving", meta.len());
         let started = now_ns();
         let admitted = self.cache.admit_file(data)?;
-        self.progress.inc(meta.len());
         self.stats().record(data, meta, admitted.oid, started);
         Ok(Marker::file(admitted.oid, admitted.size))
     }
@@ -324,7 +329,6 @@ impl Workspace {
                         (staged.oid, staged.size, Some(staged))
                     }
                 };
-                self.progress.inc(meta.len());
                 let entry = ManifestEntry {
                     path: rel.clone(),
                     oid,
@@ -474,13 +478,11 @@ impl Workspace {
                     .files
                     .par_iter()
                     .map(|entry| {
-                        let outcome = self.place_in_existing_dir(
+                        self.place_in_existing_dir(
                             &entry.oid,
                             &join_rel(&data, &entry.path),
                             entry.executable,
-                        );
-                        self.progress.inc(entry.size);
-                        outcome
+                        )
                     })
                     .collect();
                 for (entry, outcome) in manifest.files.iter().zip(outcomes) {
