@@ -893,10 +893,7 @@ fn sync_filesystem(path: &Path) -> Result<()> {
 fn temp_path_in(dir: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = fsutil::since_epoch(std::time::SystemTime::now()).subsec_nanos();
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let pid = PID.get_or_init(std::process::id);
     dir.join(format!(".czc-tmp-{pid}-{n}-{nanos}"))
@@ -961,8 +958,6 @@ fn umask_keeps_mode(created: &File, mode: u32) -> io::Result<bool> {
 
 fn mtime_millis(meta: &fs::Metadata) -> i64 {
     meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
+        .map(|t| fsutil::since_epoch(t).as_millis() as i64)
         .unwrap_or(0)
 }

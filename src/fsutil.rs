@@ -148,12 +148,20 @@ fn lock_timeout() -> Duration {
         .unwrap_or(DEFAULT_LOCK_TIMEOUT)
 }
 
+/// Time since the Unix epoch (zero for times before it).
+pub fn since_epoch(time: std::time::SystemTime) -> Duration {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
+    since_epoch(std::time::SystemTime::now()).as_millis() as i64
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> i128 {
+    since_epoch(std::time::SystemTime::now()).as_nanos() as i128
 }
 
 #[cfg(test)]

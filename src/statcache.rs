@@ -172,13 +172,7 @@ fn parse_line(line: &str) -> Option<(Key, (FileStamp, Oid))> {
     ))
 }
 
-/// Nanoseconds since the Unix epoch, for `record`.
-pub fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
-}
+pub use crate::fsutil::now_ns;
 
 #[cfg(test)]
 mod tests {

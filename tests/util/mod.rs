@@ -63,30 +63,22 @@ impl TestEnv {
 
     /// `czc` run in `dir`, with the test's HOME, XDG folders and cache.
     pub fn czc_in(&self, dir: &Path) -> Command {
-        let mut cmd = Command::cargo_bin("czc").unwrap();
+        Command::from_std(self.std_command(dir))
+    }
+
+    /// The same command as a std Command (for spawning and killing).
+    pub fn czc_std(&self) -> StdCommand {
+        self.std_command(&self.project)
+    }
+
+    fn std_command(&self, dir: &Path) -> StdCommand {
+        let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("czc"));
         cmd.current_dir(dir)
             .env("HOME", &self.home)
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
             .env("CZC_CACHE_DIR", &self.cache)
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env_remove("CZC_CACHE_SIZE_LIMIT")
-            .env_remove("CZC_CACHE_INDEX")
-            .env_remove("CZC_CACHE_LINK");
-        for (key, value) in &self.extra_env {
-            cmd.env(key, value);
-        }
-        cmd
-    }
-
-    /// The same command as a std Command (for spawning and killing).
-    pub fn czc_std(&self) -> StdCommand {
-        let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("czc"));
-        cmd.current_dir(&self.project)
-            .env("HOME", &self.home)
-            .env("XDG_CACHE_HOME", self.home.join(".cache"))
-            .env("XDG_CONFIG_HOME", self.home.join(".config"))
-            .env("CZC_CACHE_DIR", &self.cache)
             .env_remove("CZC_CACHE_SIZE_LIMIT")
             .env_remove("CZC_CACHE_INDEX")
             .env_remove("CZC_CACHE_LINK");
