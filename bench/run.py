@@ -52,6 +52,8 @@ def timed(cmd, cwd, env, setup=None, runs=3):
     for _ in range(runs):
         if setup:
             setup()
+        # Start from a quiet disk: no run pays for the previous one's pending writeback.
+        os.sync()
         start = time.perf_counter()
         result = subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
