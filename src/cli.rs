@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use czcache::cache::LocalCache;
-use czcache::config::{format_size, parse_size, Config, Env};
+use czcache::config::{format_size, parse_size, Config, Env, RemoteEntry};
+use czcache::remote::TransferReport;
 use czcache::workspace::{self, CheckoutReport, State, Workspace};
 use czcache::Error;
 
@@ -83,6 +84,65 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Upload the objects the markers under the paths reference that the remote lacks.
+    Push {
+        paths: Vec<PathBuf>,
+        /// The remote to push to (default: remote.default).
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+        /// Push every cached object, not only those markers reference.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Download into the cache what the markers under the paths reference.
+    Fetch {
+        paths: Vec<PathBuf>,
+        /// Read from this remote only (default: the remote.read chain).
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+    },
+    /// Fetch, then check out.
+    Pull {
+        paths: Vec<PathBuf>,
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+        /// Overwrite files with unsaved changes.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Edit the named remotes in .czcache.toml.
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RemoteCommand {
+    /// Add (or replace) a remote.
+    Add {
+        name: String,
+        /// A folder (/path, file:///path, relative to the project), s3://bucket/prefix or
+        /// http(s)://host/prefix.
+        url: String,
+        /// Make it remote.default (where push writes).
+        #[arg(long)]
+        default: bool,
+        #[arg(long)]
+        read_only: bool,
+        /// Unsigned requests (public buckets).
+        #[arg(long)]
+        anonymous: bool,
+        /// An S3-compatible endpoint.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// List the remotes.
+    List,
+    /// Remove a remote (and its mentions in remote.default and remote.read).
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -158,8 +218,9 @@ fn load_config(cli: &Cli) -> Result<(PathBuf, Config), Error> {
 
 fn open_workspace(cli: &Cli, force: bool) -> Result<Workspace, Error> {
     let (dir, config) = load_config(cli)?;
-    Ok(Workspace::open(&dir, &config)?
+    Ok(Workspace::open(&dir, &config, &Env::from_process())?
         .with_force(force)
+        .with_jobs(cli.jobs.unwrap_or(czcache::remote::DEFAULT_TRANSFER_JOBS))
         .with_progress(!cli.no_progress && !cli.quiet && !cli.json))
 }
 
@@ -329,6 +390,167 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             Ok(if errors.is_empty() { 0 } else { 1 })
         }
         Command::Cache { command } => cache_command(cli, command),
+        Command::Push { paths, remote, all } => {
+            let ws = open_workspace(cli, false)?;
+            let report = ws.push(paths, remote.as_deref(), *all)?;
+            Ok(print_transfer(cli, "pushed", "to", &report))
+        }
+        Command::Fetch { paths, remote } => {
+            let ws = open_workspace(cli, false)?;
+            let report = ws.fetch(paths, remote.as_deref())?;
+            Ok(print_transfer(cli, "fetched", "from", &report))
+        }
+        Command::Pull {
+            paths,
+            remote,
+            force,
+        } => {
+            let ws = open_workspace(cli, *force)?;
+            let fetched = ws.fetch(paths, remote.as_deref())?;
+            let fetch_code = print_transfer(cli, "fetched", "from", &fetched);
+            let report = ws.checkout(paths)?;
+            ws.finish();
+            // Objects the fetch could not get were reported once already.
+            let code = print_failures(&CheckoutReport {
+                failures: report
+                    .failures
+                    .into_iter()
+                    .filter(|err| !matches!(err, Error::NotCached { .. }))
+                    .collect(),
+                ..CheckoutReport::default()
+            });
+            if !cli.json && !cli.quiet {
+                println!(
+                    "restored {} file{}, {} already up to date",
+                    report.restored,
+                    if report.restored == 1 { "" } else { "s" },
+                    report.unchanged
+                );
+            }
+            Ok(fetch_code.max(code))
+        }
+        Command::Remote { command } => remote_command(cli, command),
+    }
+}
+
+fn print_transfer(cli: &Cli, verb: &str, direction: &str, report: &TransferReport) -> i32 {
+    for err in &report.failures {
+        report(err);
+    }
+    if cli.json {
+        print_json(report);
+    } else if !cli.quiet {
+        println!(
+            "{verb} {} object{} ({}) {direction} {}, {} already there{}",
+            report.transferred,
+            if report.transferred == 1 { "" } else { "s" },
+            format_size(report.bytes),
+            if report.remote.is_empty() {
+                "no remote"
+            } else {
+                &report.remote
+            },
+            report.already,
+            if report.failed > 0 {
+                format!(", {} failed", report.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if report.failed > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
+    let (dir, config) = load_config(cli)?;
+    let root = workspace::find_root(&dir);
+    let file = root.join(czcache::config::PROJECT_FILE);
+    match command {
+        RemoteCommand::Add {
+            name,
+            url,
+            default,
+            read_only,
+            anonymous,
+            endpoint,
+            region,
+        } => {
+            let entry = RemoteEntry {
+                url: url.clone(),
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+                anonymous: *anonymous,
+                read_only: *read_only,
+            };
+            czcache::config::add_remote(&file, name, &entry, *default)?;
+            if !cli.quiet && !cli.json {
+                println!("added remote {name} ({url}) to {}", file.display());
+            }
+            Ok(0)
+        }
+        RemoteCommand::List => {
+            if cli.json {
+                let list: Vec<_> = config
+                    .remotes
+                    .iter()
+                    .map(|(name, entry)| {
+                        serde_json::json!({
+                            "name": name,
+                            "url": entry.url,
+                            "read_only": entry.read_only,
+                            "anonymous": entry.anonymous,
+                            "default": config.remote.default.as_deref() == Some(name.as_str()),
+                            "read_order": config.remote.read.iter().position(|r| r == name),
+                        })
+                    })
+                    .collect();
+                print_json(&list);
+            } else {
+                for (name, entry) in &config.remotes {
+                    let mut notes = Vec::new();
+                    if config.remote.default.as_deref() == Some(name.as_str()) {
+                        notes.push("default".to_string());
+                    }
+                    if let Some(i) = config.remote.read.iter().position(|r| r == name) {
+                        notes.push(format!("read #{}", i + 1));
+                    }
+                    if entry.read_only {
+                        notes.push("read-only".into());
+                    }
+                    if entry.anonymous {
+                        notes.push("anonymous".into());
+                    }
+                    let notes = if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", notes.join(", "))
+                    };
+                    println!("{name}\t{}{notes}", entry.url);
+                }
+            }
+            Ok(0)
+        }
+        RemoteCommand::Remove { name } => {
+            if !czcache::config::remove_remote(&file, name)? {
+                return Err(Error::UnknownRemote {
+                    name: name.clone(),
+                    known: config
+                        .remotes
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            if !cli.quiet && !cli.json {
+                println!("removed remote {name}");
+            }
+            Ok(0)
+        }
     }
 }
 

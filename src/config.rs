@@ -293,6 +293,129 @@ impl Config {
     }
 }
 
+/// Adds (or replaces) `[remotes.<name>]` in a config file, keeping its comments and
+/// layout; with `make_default`, also sets `remote.default`.
+pub fn add_remote(
+    path: &Path,
+    name: &str,
+    entry: &RemoteEntry,
+    make_default: bool,
+) -> Result<(), ConfigError> {
+    check_remote_name(path, name)?;
+    let mut doc = read_document(path)?;
+    let remotes = doc
+        .entry("remotes")
+        .or_insert_with(|| {
+            let mut table = toml_edit::Table::new();
+            table.set_implicit(true);
+            toml_edit::Item::Table(table)
+        })
+        .as_table_mut()
+        .ok_or_else(|| edit_error(path, "'remotes' is not a table"))?;
+    let mut table = toml_edit::Table::new();
+    table["url"] = toml_edit::value(entry.url.as_str());
+    if let Some(endpoint) = &entry.endpoint {
+        table["endpoint"] = toml_edit::value(endpoint.as_str());
+    }
+    if let Some(region) = &entry.region {
+        table["region"] = toml_edit::value(region.as_str());
+    }
+    if entry.anonymous {
+        table["anonymous"] = toml_edit::value(true);
+    }
+    if entry.read_only {
+        table["read_only"] = toml_edit::value(true);
+    }
+    remotes.insert(name, toml_edit::Item::Table(table));
+    if make_default {
+        let remote = doc
+            .entry("remote")
+            .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| edit_error(path, "'remote' is not a table"))?;
+        remote["default"] = toml_edit::value(name);
+    }
+    write_document(path, &doc)
+}
+
+/// Removes `[remotes.<name>]` and its mentions in `remote.default` and `remote.read`;
+/// false if there was no such remote.
+pub fn remove_remote(path: &Path, name: &str) -> Result<bool, ConfigError> {
+    let mut doc = read_document(path)?;
+    let removed = doc
+        .get_mut("remotes")
+        .and_then(|item| item.as_table_mut())
+        .and_then(|table| table.remove(name))
+        .is_some();
+    if !removed {
+        return Ok(false);
+    }
+    if let Some(remote) = doc.get_mut("remote").and_then(|item| item.as_table_mut()) {
+        if remote.get("default").and_then(|v| v.as_str()) == Some(name) {
+            remote.remove("default");
+        }
+        if let Some(read) = remote.get_mut("read").and_then(|v| v.as_array_mut()) {
+            read.retain(|v| v.as_str() != Some(name));
+        }
+    }
+    write_document(path, &doc)?;
+    Ok(true)
+}
+
+fn check_remote_name(path: &Path, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ConfigError::Value {
+            origin: path.display().to_string(),
+            key: "remote name".into(),
+            value: name.into(),
+            reason: "use letters, digits, '-' and '_'".into(),
+        });
+    }
+    Ok(())
+}
+
+fn edit_error(path: &Path, message: &str) -> ConfigError {
+    ConfigError::Syntax {
+        path: path.into(),
+        line: String::new(),
+        message: message.into(),
+    }
+}
+
+fn read_document(path: &Path) -> Result<toml_edit::DocumentMut, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    // Refuse to edit a file czc could not load: the edit would hide the problem.
+    toml::from_str::<FileLayer>(&text).map_err(|err| ConfigError::Syntax {
+        path: path.into(),
+        line: String::new(),
+        message: err.message().replace('\n', " "),
+    })?;
+    text.parse()
+        .map_err(|err: toml_edit::TomlError| edit_error(path, &err.to_string().replace('\n', " ")))
+}
+
+fn write_document(path: &Path, doc: &toml_edit::DocumentMut) -> Result<(), ConfigError> {
+    crate::fsutil::write_atomic(path, doc.to_string().as_bytes()).map_err(|source| {
+        ConfigError::Read {
+            path: path.into(),
+            source,
+        }
+    })
+}
+
 fn checked_links(links: Vec<LinkKind>, origin: &str) -> Result<Vec<LinkKind>, ConfigError> {
     if links.is_empty() {
         return Err(ConfigError::Value {
@@ -446,6 +569,40 @@ mod tests {
         assert_eq!(config.cache.link, vec![LinkKind::Copy]);
         assert_eq!(config.cache.dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.remotes["team"].url, "/srv/czc");
+    }
+
+    #[test]
+    fn remotes_are_added_and_removed_keeping_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(PROJECT_FILE);
+        std::fs::write(&file, "# my settings\n[cache]\nindex = \"csv\"  # small project\n[remote]\nread = [\"share\", \"team\"]\n").unwrap();
+        let entry = RemoteEntry {
+            url: "/srv/team".into(),
+            ..RemoteEntry::default()
+        };
+        add_remote(&file, "team", &entry, true).unwrap();
+        let share = RemoteEntry {
+            url: "/mnt/share".into(),
+            read_only: true,
+            ..RemoteEntry::default()
+        };
+        add_remote(&file, "share", &share, false).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains("# my settings") && text.contains("# small project"),
+            "{text}"
+        );
+        let config = Config::load(Some(dir.path()), &env(dir.path())).unwrap();
+        assert_eq!(config.remote.default.as_deref(), Some("team"));
+        assert_eq!(config.remotes["team"].url, "/srv/team");
+        assert!(config.remotes["share"].read_only);
+        assert!(remove_remote(&file, "team").unwrap());
+        assert!(!remove_remote(&file, "team").unwrap());
+        let config = Config::load(Some(dir.path()), &env(dir.path())).unwrap();
+        assert_eq!(config.remote.default, None);
+        assert_eq!(config.remote.read, ["share"]);
+        assert!(!config.remotes.contains_key("team"));
+        assert!(add_remote(&file, "bad name", &entry, false).is_err());
     }
 
     #[test]

@@ -57,6 +57,24 @@ pub enum Error {
     },
     #[error("'{0}' is neither an oid, a marker nor a saved path")]
     BadTarget(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("object {oid} for {path} is not in the local cache, and no remote has it ({tried})")]
+    NotInRemotes {
+        path: PathBuf,
+        oid: Oid,
+        tried: String,
+    },
+    #[error("no remote named '{name}' (configured: {known}); add one with `czc remote add {name} <url>`")]
+    UnknownRemote { name: String, known: String },
+    #[error(
+        "remote '{name}' is read-only; push to a writable remote (remote.default or --remote)"
+    )]
+    ReadOnlyRemote { name: String },
+    #[error("no remote to push to: set remote.default in .czcache.toml or pass --remote")]
+    NoDefaultRemote,
+    #[error("{path}: {reason}")]
+    ConfigEdit { path: PathBuf, reason: String },
 }
 
 /// Short for results of this crate.

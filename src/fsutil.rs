@@ -62,8 +62,8 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Takes the lock: tries at once, says on stderr that it is waiting, then polls until
-    /// `CZC_LOCK_TIMEOUT` seconds (default 300) have passed.
+    /// Takes the lock: tries at once, then polls, saying on stderr that it is waiting if
+    /// that takes over a second, until `CZC_LOCK_TIMEOUT` seconds (default 300) have passed.
     pub fn acquire(path: &Path, mode: LockMode, what: &str) -> io::Result<FileLock> {
         let file = OpenOptions::new()
             .create(true)
@@ -78,9 +78,9 @@ impl FileLock {
             });
         }
         let timeout = lock_timeout();
-        eprintln!("czc: waiting for the lock on {what} ({})", path.display());
         let start = Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pause = Duration::from_millis(1);
+        let mut said = false;
         loop {
             std::thread::sleep(pause);
             if try_lock(&file, mode)? {
@@ -88,6 +88,11 @@ impl FileLock {
                     file,
                     path: path.into(),
                 });
+            }
+            // Short waits (another thread renaming a file) are not worth a message.
+            if !said && start.elapsed() >= Duration::from_secs(1) {
+                eprintln!("czc: waiting for the lock on {what} ({})", path.display());
+                said = true;
             }
             if start.elapsed() >= timeout {
                 return Err(io::Error::new(

@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod index;
 pub mod marker;
 pub mod oid;
+pub mod remote;
 pub mod statcache;
 pub mod storage;
 pub mod workspace;

@@ -1,7 +1,7 @@
 //! The workspace: a project folder holding markers next to (or instead of) the data they
 //! stand for. This is what the CLI drives: save, checkout, status, open, cat, unprotect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::cache::{LocalCache, Staged};
-use crate::config::{self, Config, LinkKind};
+use crate::cache::{LocalCache, RemoteChain, Staged};
+use crate::config::{self, Config, Env, LinkKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, is_executable_mode};
 use crate::marker::{self, Manifest, ManifestEntry, Marker, MarkerKind};
 use crate::oid::{self, Oid};
+use crate::remote::{self, Remotes, TransferReport, DEFAULT_TRANSFER_JOBS};
 use crate::statcache::{now_ns, StatCache};
 
 /// What `save` did for one path.
@@ -85,6 +86,17 @@ pub struct CheckoutReport {
     pub failures: Vec<Error>,
 }
 
+/// The objects markers reference, from [`Workspace::referenced`].
+#[derive(Debug, Default)]
+pub struct Referenced {
+    /// Each object once, with the marker that names it.
+    pub oids: Vec<(Oid, PathBuf)>,
+    /// Markers or manifests that could not be read.
+    pub errors: Vec<Error>,
+    /// Manifests fetched from remotes on the way.
+    pub fetched: Vec<crate::cache::Admitted>,
+}
+
 /// What `open` or `cat` was pointed at.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -98,6 +110,9 @@ pub enum Target {
 
 /// A project folder plus the local cache it uses.
 pub struct Workspace {
+    remotes: Remotes,
+    chain: std::sync::OnceLock<RemoteChain>,
+    jobs: usize,
     root: PathBuf,
     cwd: PathBuf,
     cache: LocalCache,
@@ -135,7 +150,7 @@ pub fn init(root: &Path) -> Result<bool> {
 
 impl Workspace {
     /// Opens the workspace around `cwd` with the cache its configuration names.
-    pub fn open(cwd: &Path, config: &Config) -> Result<Workspace> {
+    pub fn open(cwd: &Path, config: &Config, env: &Env) -> Result<Workspace> {
         let cwd = absolute(cwd)?;
         let root = find_root(&cwd);
         let cache = LocalCache::open(&config.cache)?;
@@ -149,7 +164,11 @@ impl Workspace {
             let path = stats_path.clone();
             std::thread::spawn(move || StatCache::load(path))
         };
+        let remotes = Remotes::from_config(config, &root, env);
         Ok(Workspace {
+            remotes,
+            chain: std::sync::OnceLock::new(),
+            jobs: DEFAULT_TRANSFER_JOBS,
             root,
             cwd,
             cache,
@@ -159,6 +178,54 @@ impl Workspace {
             force: false,
             progress: indicatif::ProgressBar::hidden(),
         })
+    }
+
+    /// How many transfers run at once in push, fetch and fetch-through.
+    pub fn with_jobs(mut self, jobs: usize) -> Workspace {
+        self.jobs = jobs.max(1);
+        self
+    }
+
+    /// The configured remotes.
+    pub fn remotes(&self) -> &Remotes {
+        &self.remotes
+    }
+
+    /// The read chain, opened once.
+    fn chain(&self) -> &RemoteChain {
+        self.chain.get_or_init(|| self.remotes.chain())
+    }
+
+    /// Makes sure an object is in the cache, fetching it through the remote chain. With
+    /// no remotes configured the caller reports the miss.
+    fn ensure(&self, oid: &Oid, for_path: &Path) -> Result<()> {
+        if self.cache.contains(oid) || self.chain().is_empty() {
+            return Ok(());
+        }
+        self.chain().fetch(&self.cache, oid, for_path).map(|_| ())
+    }
+
+    /// Fetches every missing object of a list in one parallel batch; returns the oids
+    /// that could not be had and the errors saying why.
+    fn ensure_many(&self, wanted: &[(Oid, PathBuf)]) -> Result<(HashSet<Oid>, Vec<Error>)> {
+        let missing: Vec<(Oid, PathBuf)> = wanted
+            .iter()
+            .filter(|(oid, _)| !self.cache.contains(oid))
+            .cloned()
+            .collect();
+        if missing.is_empty() || self.chain().is_empty() {
+            return Ok((HashSet::new(), Vec::new()));
+        }
+        let report = remote::fetch(&self.cache, self.chain(), &missing, self.jobs)?;
+        let failed = report
+            .failures
+            .iter()
+            .filter_map(|err| match err {
+                Error::NotInRemotes { oid, .. } | Error::NotCached { oid, .. } => Some(*oid),
+                _ => None,
+            })
+            .collect();
+        Ok((failed, report.failures))
     }
 
     /// Lets `checkout` and `open --to` overwrite files with unsaved changes.
@@ -430,6 +497,7 @@ impl Workspace {
 
     /// Loads the manifest a folder marker names from the cache, verified.
     fn load_manifest(&self, marker_path: &Path, oid: &Oid) -> Result<Manifest> {
+        self.ensure(oid, marker_path)?;
         let bytes = self.cache.read_verified(oid, marker_path)?;
         Manifest::parse(&bytes).map_err(|source| Error::Manifest {
             path: marker_path.into(),
@@ -465,6 +533,9 @@ impl Workspace {
         let (data, _) = split_marker(marker_path);
         match marker.kind {
             MarkerKind::File => {
+                if !self.already_placed(&marker.oid, &data) {
+                    self.ensure(&marker.oid, marker_path)?;
+                }
                 let outcome = self.place(&marker.oid, &data, false)?;
                 used.push(marker.oid);
                 tally(report, outcome);
@@ -472,31 +543,52 @@ impl Workspace {
             MarkerKind::Dir { .. } => {
                 let manifest = self.load_manifest(marker_path, &marker.oid)?;
                 used.push(marker.oid);
+                let wanted: Vec<(Oid, PathBuf)> = manifest
+                    .files
+                    .iter()
+                    .map(|entry| (entry.oid, join_rel(&data, &entry.path)))
+                    .collect();
+                let (unavailable, errors) = self.ensure_many(&wanted)?;
+                report.failures.extend(errors);
                 self.progress_start("checking out", manifest.total_size());
                 create_folders(&data, &manifest)?;
-                let outcomes: Vec<Result<Option<LinkKind>>> = manifest
+                let outcomes: Vec<Option<Result<Option<LinkKind>>>> = manifest
                     .files
                     .par_iter()
                     .map(|entry| {
-                        self.place_in_existing_dir(
+                        // Already reported by the fetch.
+                        if unavailable.contains(&entry.oid) {
+                            return None;
+                        }
+                        Some(self.place_in_existing_dir(
                             &entry.oid,
                             &join_rel(&data, &entry.path),
                             entry.executable,
-                        )
+                        ))
                     })
                     .collect();
                 for (entry, outcome) in manifest.files.iter().zip(outcomes) {
                     match outcome {
-                        Ok(outcome) => {
+                        None => {}
+                        Some(Ok(outcome)) => {
                             used.push(entry.oid);
                             tally(report, outcome);
                         }
-                        Err(err) => report.failures.push(err),
+                        Some(Err(err)) => report.failures.push(err),
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether `dest` already holds `oid` (so nothing needs fetching for it).
+    fn already_placed(&self, oid: &Oid, dest: &Path) -> bool {
+        fs::symlink_metadata(dest)
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .and_then(|meta| self.current_oid(dest, &meta).ok())
+            == Some(*oid)
     }
 
     /// Puts object `oid` at `dest` unless it is already there. Returns the link kind used,
@@ -685,6 +777,108 @@ impl Workspace {
             .collect())
     }
 
+    // ---- push, fetch, pull ----
+
+    /// Every object the markers under `paths` reference (file objects, manifests and the
+    /// files manifests list), each with the marker it came from. Manifests missing from
+    /// the cache are fetched through `chain` when given.
+    pub fn referenced(&self, paths: &[PathBuf], chain: Option<&RemoteChain>) -> Result<Referenced> {
+        let mut oids = Vec::new();
+        let mut errors = Vec::new();
+        let mut fetched = Vec::new();
+        for marker_path in self.find_markers(paths)? {
+            let marker = match self.read_marker(&marker_path) {
+                Ok(marker) => marker,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
+            };
+            oids.push((marker.oid, marker_path.clone()));
+            if let MarkerKind::Dir { .. } = marker.kind {
+                if let Some(chain) = chain {
+                    if !self.cache.contains(&marker.oid) && !chain.is_empty() {
+                        match chain.fetch(&self.cache, &marker.oid, &marker_path) {
+                            Ok(admitted) => fetched.push(admitted),
+                            Err(err) => {
+                                errors.push(err);
+                                continue;
+                            }
+                        }
+                    }
+                }
+                let bytes = match self.cache.read_verified(&marker.oid, &marker_path) {
+                    Ok(bytes) => bytes,
+                    Err(err) => {
+                        errors.push(err);
+                        continue;
+                    }
+                };
+                match Manifest::parse(&bytes) {
+                    Ok(manifest) => oids.extend(
+                        manifest
+                            .files
+                            .into_iter()
+                            .map(|entry| (entry.oid, marker_path.clone())),
+                    ),
+                    Err(source) => errors.push(Error::Manifest {
+                        path: marker_path.clone(),
+                        oid: marker.oid,
+                        source,
+                    }),
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        oids.retain(|(oid, _)| seen.insert(*oid));
+        Ok(Referenced {
+            oids,
+            errors,
+            fetched,
+        })
+    }
+
+    /// Uploads the objects the markers under `paths` reference (or, with `all`, every
+    /// cached object) that the remote lacks.
+    pub fn push(
+        &self,
+        paths: &[PathBuf],
+        remote: Option<&str>,
+        all: bool,
+    ) -> Result<TransferReport> {
+        let (name, storage) = self.remotes.writer(remote)?;
+        let (oids, errors) = if all {
+            let oids = self
+                .cache
+                .oids()?
+                .into_iter()
+                .map(|oid| (oid, self.cache.root().to_path_buf()))
+                .collect();
+            (oids, Vec::new())
+        } else {
+            let referenced = self.referenced(paths, None)?;
+            (referenced.oids, referenced.errors)
+        };
+        let mut report = remote::push(&self.cache, &name, storage.as_ref(), &oids, self.jobs)?;
+        report.failed += errors.len();
+        report.failures.splice(0..0, errors);
+        Ok(report)
+    }
+
+    /// Downloads into the cache what the markers under `paths` reference.
+    pub fn fetch(&self, paths: &[PathBuf], remote: Option<&str>) -> Result<TransferReport> {
+        let chain = self.remotes.chain_or_one(remote)?;
+        let referenced = self.referenced(paths, Some(&chain))?;
+        let mut report = remote::fetch(&self.cache, &chain, &referenced.oids, self.jobs)?;
+        // Manifests fetched while reading the markers count as fetched, not as there.
+        report.transferred += referenced.fetched.len();
+        report.already -= referenced.fetched.len().min(report.already);
+        report.bytes += referenced.fetched.iter().map(|a| a.size).sum::<u64>();
+        report.failed += referenced.errors.len();
+        report.failures.splice(0..0, referenced.errors);
+        Ok(report)
+    }
+
     // ---- open, cat, unprotect ----
 
     /// Resolves what the user named: an oid, a marker, or a saved data path.
@@ -730,6 +924,7 @@ impl Workspace {
     /// The verified, read-only cache path of a file object.
     pub fn open_path(&self, target: &Target) -> Result<PathBuf> {
         let (oid, named) = self.file_oid(target)?;
+        self.ensure(&oid, &named)?;
         let path = self.cache.verified_path(&oid, &named)?;
         self.cache.touch(&[oid])?;
         Ok(path)
@@ -753,6 +948,13 @@ impl Workspace {
             } => {
                 let manifest = self.load_manifest(marker_path, oid)?;
                 used.push(*oid);
+                let wanted: Vec<(Oid, PathBuf)> = manifest
+                    .files
+                    .iter()
+                    .map(|entry| (entry.oid, join_rel(&dest, &entry.path)))
+                    .collect();
+                let (_, errors) = self.ensure_many(&wanted)?;
+                report.failures.extend(errors);
                 for entry in &manifest.files {
                     match self.place(&entry.oid, &join_rel(&dest, &entry.path), entry.executable) {
                         Ok(outcome) => {
@@ -764,7 +966,8 @@ impl Workspace {
                 }
             }
             _ => {
-                let (oid, _) = self.file_oid(target)?;
+                let (oid, named) = self.file_oid(target)?;
+                self.ensure(&oid, &named)?;
                 let outcome = self.place(&oid, &dest, false)?;
                 used.push(oid);
                 tally(&mut report, outcome);
@@ -777,6 +980,7 @@ impl Workspace {
     /// Streams a file object to `out`, verified before the first byte is sent.
     pub fn cat(&self, target: &Target, out: &mut impl Write) -> Result<u64> {
         let (oid, named) = self.file_oid(target)?;
+        self.ensure(&oid, &named)?;
         self.cache.copy_to_writer(&oid, &named, out)
     }
 

@@ -10,9 +10,11 @@
 
 mod folder;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 pub use folder::{FolderStorage, TemporaryStorage};
 
@@ -34,6 +36,8 @@ pub enum StorageError {
         key: String,
         reason: &'static str,
     },
+    #[error("bad remote url '{url}': {reason}")]
+    BadUrl { url: String, reason: String },
     /// A conditional write or delete found the key changed by someone else; nothing was
     /// written.
     #[error("{storage}: '{key}' was changed by someone else ({found}); nothing was written")]
@@ -59,6 +63,15 @@ pub trait ReadStorage: Send + Sync {
     fn exists(&self, key: &str) -> Result<bool, StorageError>;
     /// Every key that starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Whether each key exists, in one batch where the backend can: by default one
+    /// listing of `objects/` for many object keys, one `exists` each for a few.
+    fn exists_many(&self, keys: &[String]) -> Result<Vec<bool>, StorageError> {
+        if keys.len() > 32 && keys.iter().all(|k| k.starts_with("objects/")) {
+            let listed: HashSet<String> = self.list("objects/")?.into_iter().collect();
+            return Ok(keys.iter().map(|k| listed.contains(k)).collect());
+        }
+        keys.iter().map(|k| self.exists(k)).collect()
+    }
 }
 
 /// Writing, plain and conditional. Conditional forms fail with
@@ -145,6 +158,118 @@ impl<S: LocalStorage> LocalStorage for ReadOnly<S> {
     fn open(&self, key: &str) -> Result<Option<File>, StorageError> {
         self.0.open(key)
     }
+}
+
+/// The settings of one remote that configure its backend.
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    /// Open it read-only: the result has no writer.
+    pub read_only: bool,
+    /// Unsigned requests (public buckets).
+    pub anonymous: bool,
+    /// An S3-compatible endpoint.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// A bearer token (HTTP remotes).
+    pub token: Option<String>,
+    /// The folder relative paths are relative to (the project root).
+    pub base_dir: Option<PathBuf>,
+}
+
+/// A storage opened from configuration. A read-only one has no writer, by type.
+#[derive(Clone)]
+pub enum OpenedStorage {
+    ReadOnly(Arc<dyn ReadStorage>),
+    ReadWrite(Arc<dyn WriteStorage>),
+}
+
+impl OpenedStorage {
+    /// The storage for reading (every storage can).
+    pub fn reader(&self) -> Arc<dyn ReadStorage> {
+        match self {
+            OpenedStorage::ReadOnly(storage) => storage.clone(),
+            OpenedStorage::ReadWrite(storage) => storage.clone(),
+        }
+    }
+
+    /// The storage for writing, `None` if it is read-only.
+    pub fn writer(&self) -> Option<Arc<dyn WriteStorage>> {
+        match self {
+            OpenedStorage::ReadOnly(_) => None,
+            OpenedStorage::ReadWrite(storage) => Some(storage.clone()),
+        }
+    }
+}
+
+/// Opens the storage a remote's `url` names: the one place that maps URLs to backends.
+/// `/path`, `file:///path` and relative paths (to `options.base_dir`) are folders.
+pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage, StorageError> {
+    let bad = |reason: String| StorageError::BadUrl {
+        url: url.into(),
+        reason,
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let folder = match scheme {
+        "file" => {
+            if !rest.starts_with('/') {
+                return Err(bad(
+                    "a file:// url needs an absolute path (file:///path)".into()
+                ));
+            }
+            PathBuf::from(rest)
+        }
+        "" if url.is_empty() => return Err(bad("empty".into())),
+        "" => {
+            let path = PathBuf::from(url);
+            match (&options.base_dir, path.is_relative()) {
+                (Some(base), true) => base.join(path),
+                _ => path,
+            }
+        }
+        "s3" | "http" | "https" => {
+            return Err(bad(format!(
+            "{scheme}:// remotes are not supported by this build of czc yet; use a folder remote"
+        )))
+        }
+        other => {
+            return Err(bad(format!(
+                "unknown scheme '{other}' (use a path, file://, s3:// or http(s)://)"
+            )))
+        }
+    };
+    let storage = FolderStorage::new(folder);
+    Ok(if options.read_only {
+        OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
+    } else {
+        OpenedStorage::ReadWrite(Arc::new(storage))
+    })
+}
+
+/// Runs `operation`, retrying transient failures (timeouts, resets) with backoff. An
+/// unreachable remote (refused) or a lost race is not retried.
+pub fn with_retries<T>(
+    mut operation: impl FnMut() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let mut pause = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match operation() {
+            Err(StorageError::Io { source, .. }) if attempt < 3 && is_transient(source.kind()) => {
+                std::thread::sleep(pause);
+                pause *= 4;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_transient(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        TimedOut | ConnectionReset | ConnectionAborted | Interrupted | BrokenPipe | UnexpectedEof
+    )
 }
 
 /// Checks that a key is a relative `/`-separated path that stays inside the storage.

@@ -11,6 +11,8 @@
 //! it uses the cache; eviction, verify and clear need it exclusive, so no object is
 //! removed while another process may be materializing it.
 
+mod chain;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -26,6 +28,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, FileLock, LockMode};
 use crate::index::{self, Entry, Index, IndexError};
 use crate::oid::{self, Oid, MMAP_THRESHOLD};
+use crate::storage::ReadStorage;
+
+pub use chain::{NamedRemote, RemoteChain};
 
 /// A source of "now" in milliseconds, replaceable so tests can order LRU use exactly.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -247,6 +252,19 @@ impl LocalCache {
             oid,
             size,
         })
+    }
+
+    /// Downloads a storage key into staging and hashes what arrived; `None` if the
+    /// storage does not have the key. The caller compares the oid with the one it wanted.
+    pub fn stage_from(&self, storage: &dyn ReadStorage, key: &str) -> Result<Option<Staged>> {
+        let temp = self.new_temp()?.into_temp_path();
+        let Some(size) = storage.copy_to(key, &temp)? else {
+            return Ok(None);
+        };
+        self.check_fits(Path::new(key), size)?;
+        let (oid, size) = oid::hash_file(&temp).at(&*temp)?;
+        self.report(size);
+        Ok(Some(Staged { temp, oid, size }))
     }
 
     /// Stages bytes already in memory (manifests, small files).
@@ -724,6 +742,11 @@ impl LocalCache {
         }
         self.index.replace(&[])?;
         Ok(objects.len())
+    }
+
+    /// Every object the cache holds (per the index, checked against the disk).
+    pub fn oids(&self) -> Result<Vec<Oid>> {
+        Ok(self.live_entries()?.into_iter().map(|e| e.oid).collect())
     }
 
     /// Location, size, limit, counts.

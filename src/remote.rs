@@ -1,0 +1,289 @@
+//! Remotes: the named storages of a project's configuration, and moving objects between
+//! them and the local cache (push, fetch) in parallel, with retries and one report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rayon::prelude::*;
+
+use crate::cache::{LocalCache, NamedRemote, RemoteChain, Staged};
+use crate::config::{Config, Env, ReadPolicy, RemoteEntry};
+use crate::error::{Error, Result};
+use crate::oid::Oid;
+use crate::storage::{
+    open_storage, with_retries, OpenedStorage, ReadStorage, StorageError, StorageOptions,
+    WriteStorage,
+};
+
+/// Concurrent transfers when `-j` is not given: transfers wait on I/O, not the CPU.
+pub const DEFAULT_TRANSFER_JOBS: usize = 8;
+
+/// The remotes a configuration names, opened on demand (a remote that cannot be opened
+/// only fails the operations that use it).
+#[derive(Debug, Clone)]
+pub struct Remotes {
+    entries: BTreeMap<String, RemoteEntry>,
+    read: Vec<String>,
+    default: Option<String>,
+    policy: ReadPolicy,
+    base_dir: PathBuf,
+    tokens: BTreeMap<String, String>,
+}
+
+impl Remotes {
+    /// The remotes of `config`; relative folder urls are relative to `base_dir`.
+    pub fn from_config(config: &Config, base_dir: &Path, env: &Env) -> Remotes {
+        let tokens = config
+            .remotes
+            .keys()
+            .filter_map(|name| {
+                let var = format!("CZC_REMOTE_{}_TOKEN", name.to_uppercase().replace('-', "_"));
+                env.get(&var).map(|token| (name.clone(), token.to_string()))
+            })
+            .collect();
+        Remotes {
+            entries: config.remotes.clone(),
+            read: config.remote.read.clone(),
+            default: config.remote.default.clone(),
+            policy: config.remote.policy,
+            base_dir: base_dir.into(),
+            tokens,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn known(&self) -> String {
+        if self.entries.is_empty() {
+            "none".into()
+        } else {
+            self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    }
+
+    /// Opens one remote by name.
+    pub fn open(&self, name: &str) -> Result<OpenedStorage> {
+        let entry = self.entries.get(name).ok_or_else(|| Error::UnknownRemote {
+            name: name.into(),
+            known: self.known(),
+        })?;
+        let options = StorageOptions {
+            read_only: entry.read_only,
+            anonymous: entry.anonymous,
+            endpoint: entry.endpoint.clone(),
+            region: entry.region.clone(),
+            token: self.tokens.get(name).cloned(),
+            base_dir: Some(self.base_dir.clone()),
+        };
+        Ok(open_storage(&entry.url, &options)?)
+    }
+
+    /// The chain reads go through: `remote.read` in order, else the default remote, else
+    /// every remote by name.
+    pub fn chain(&self) -> RemoteChain {
+        let names: Vec<String> = if !self.read.is_empty() {
+            self.read.clone()
+        } else if let Some(default) = &self.default {
+            vec![default.clone()]
+        } else {
+            self.entries.keys().cloned().collect()
+        };
+        let remotes = names
+            .into_iter()
+            .map(|name| {
+                let storage: Arc<dyn ReadStorage> = match self.open(&name) {
+                    Ok(opened) => opened.reader(),
+                    Err(err) => Arc::new(Unopenable {
+                        reason: err.to_string(),
+                    }),
+                };
+                NamedRemote { name, storage }
+            })
+            .collect();
+        RemoteChain::new(remotes, self.policy)
+    }
+
+    /// The remote to push to: `name`, else `remote.default`.
+    pub fn writer(&self, name: Option<&str>) -> Result<(String, Arc<dyn WriteStorage>)> {
+        let name = name
+            .map(str::to_owned)
+            .or_else(|| self.default.clone())
+            .ok_or(Error::NoDefaultRemote)?;
+        match self.open(&name)?.writer() {
+            Some(writer) => Ok((name, writer)),
+            None => Err(Error::ReadOnlyRemote { name }),
+        }
+    }
+
+    /// The remote to read from when one is named (`fetch --remote`), else the chain.
+    pub fn chain_or_one(&self, name: Option<&str>) -> Result<RemoteChain> {
+        match name {
+            None => Ok(self.chain()),
+            Some(name) => Ok(RemoteChain::new(
+                vec![NamedRemote {
+                    name: name.into(),
+                    storage: self.open(name)?.reader(),
+                }],
+                ReadPolicy::First,
+            )),
+        }
+    }
+}
+
+/// A remote whose configuration could not be opened: every use reports why.
+struct Unopenable {
+    reason: String,
+}
+
+impl Unopenable {
+    fn err(&self) -> StorageError {
+        StorageError::Io {
+            storage: "remote".into(),
+            key: String::new(),
+            source: std::io::Error::other(self.reason.clone()),
+        }
+    }
+}
+
+impl ReadStorage for Unopenable {
+    fn describe(&self) -> String {
+        "unopenable remote".into()
+    }
+    fn copy_to(&self, _: &str, _: &Path) -> Result<Option<u64>, StorageError> {
+        Err(self.err())
+    }
+    fn hash(&self, _: &str) -> Result<Option<Oid>, StorageError> {
+        Err(self.err())
+    }
+    fn last_modified(&self, _: &str) -> Result<Option<SystemTime>, StorageError> {
+        Err(self.err())
+    }
+    fn exists(&self, _: &str) -> Result<bool, StorageError> {
+        Err(self.err())
+    }
+    fn list(&self, _: &str) -> Result<Vec<String>, StorageError> {
+        Err(self.err())
+    }
+}
+
+/// What a push or fetch did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct TransferReport {
+    /// The remote (or chain) used.
+    pub remote: String,
+    /// Objects copied.
+    pub transferred: usize,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Objects the other side already had.
+    pub already: usize,
+    /// Objects that failed.
+    pub failed: usize,
+    #[serde(skip)]
+    pub failures: Vec<Error>,
+}
+
+fn pool(jobs: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()
+        .map_err(|err| Error::Io {
+            path: PathBuf::from("<threads>"),
+            source: std::io::Error::other(err.to_string()),
+        })
+}
+
+/// Uploads the objects the remote lacks, verified first so corrupt bytes never leave.
+/// Existence is checked in one batch; uploads run `jobs` at a time.
+pub fn push(
+    cache: &LocalCache,
+    name: &str,
+    storage: &dyn WriteStorage,
+    oids: &[(Oid, PathBuf)],
+    jobs: usize,
+) -> Result<TransferReport> {
+    let keys: Vec<String> = oids.iter().map(|(oid, _)| oid.object_key()).collect();
+    let present = with_retries(|| storage.exists_many(&keys))?;
+    let mut report = TransferReport {
+        remote: name.into(),
+        ..TransferReport::default()
+    };
+    let todo: Vec<&(Oid, PathBuf)> = oids
+        .iter()
+        .zip(&present)
+        .filter_map(|(item, there)| (!there).then_some(item))
+        .collect();
+    report.already = oids.len() - todo.len();
+    let results: Vec<Result<Option<u64>>> = pool(jobs)?.install(|| {
+        todo.par_iter()
+            .map(|(oid, for_path)| {
+                let path = cache.verified_path(oid, for_path)?;
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                match with_retries(|| storage.put_if_absent(&oid.object_key(), &path)) {
+                    Ok(()) => Ok(Some(size)),
+                    // Someone else pushed it meanwhile: the remote has it.
+                    Err(StorageError::LostRace { .. }) => Ok(None),
+                    Err(err) => Err(err.into()),
+                }
+            })
+            .collect()
+    });
+    for result in results {
+        match result {
+            Ok(Some(size)) => {
+                report.transferred += 1;
+                report.bytes += size;
+            }
+            Ok(None) => report.already += 1,
+            Err(err) => {
+                report.failed += 1;
+                report.failures.push(err);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Downloads the objects the cache lacks through `chain`, `jobs` at a time, verifying
+/// each, and admits them in one commit.
+pub fn fetch(
+    cache: &LocalCache,
+    chain: &RemoteChain,
+    oids: &[(Oid, PathBuf)],
+    jobs: usize,
+) -> Result<TransferReport> {
+    let mut report = TransferReport {
+        remote: chain.names().join(" → "),
+        ..TransferReport::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let todo: Vec<&(Oid, PathBuf)> = oids
+        .iter()
+        .filter(|(oid, _)| seen.insert(*oid) && !cache.contains(oid))
+        .collect();
+    report.already = seen.len() - todo.len();
+    let results: Vec<Result<Staged>> = pool(jobs)?.install(|| {
+        todo.par_iter()
+            .map(|(oid, for_path)| chain.stage(cache, oid, for_path))
+            .collect()
+    });
+    let mut staged = Vec::new();
+    for result in results {
+        match result {
+            Ok(item) => staged.push(item),
+            Err(err) => {
+                report.failed += 1;
+                report.failures.push(err);
+            }
+        }
+    }
+    for admitted in cache.commit(staged)? {
+        report.transferred += 1;
+        report.bytes += admitted.size;
+    }
+    Ok(report)
+}

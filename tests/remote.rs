@@ -1,0 +1,255 @@
+//! Remotes end to end with folder remotes: push from one project, pull into another with
+//! an empty cache through a chain, corrupt and unreachable remotes, remote editing.
+
+mod util;
+
+use std::fs;
+
+use predicates::prelude::*;
+use util::{bytes, stderr, TestEnv};
+
+fn project_config(env: &TestEnv, text: &str) {
+    env.write(".czcache.toml", text);
+}
+
+fn team_setup() -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::new();
+    let team = env.dir.path().join("team");
+    project_config(
+        &env,
+        &format!(
+            "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"{}\"\n",
+            team.display()
+        ),
+    );
+    env.write("data/model.bin", bytes(1, 300_000));
+    env.write("data/set/a.txt", "alpha");
+    env.write("data/set/b/c.bin", bytes(2, 5000));
+    env.czc()
+        .args(["save", "data/model.bin", "data/set"])
+        .assert()
+        .success();
+    (env, team)
+}
+
+/// A second clone of the project: same markers, its own empty cache.
+fn clone_of(env: &TestEnv, config: &str) -> TestEnv {
+    let other = TestEnv::new();
+    project_config(&other, config);
+    for marker in ["data/model.bin.czc", "data/set.czc"] {
+        other.write(marker, env.read(marker));
+    }
+    other
+}
+
+#[test]
+fn push_then_pull_into_an_empty_cache_through_a_chain() {
+    let (env, team) = team_setup();
+    env.czc()
+        .arg("push")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("pushed 4 objects"));
+    // Everything lands in the shared partitioned layout.
+    let oid = env.marker_oid("data/model.bin.czc");
+    let hex = &oid["blake3:".len()..];
+    assert_eq!(
+        fs::read(team.join("objects").join(&hex[..2]).join(&hex[2..])).unwrap(),
+        bytes(1, 300_000)
+    );
+    // A second push has nothing to do.
+    env.czc().arg("push").assert().success().stdout(
+        predicate::str::starts_with("pushed 0 objects")
+            .and(predicate::str::contains("4 already there")),
+    );
+
+    let share = env.dir.path().join("share");
+    fs::create_dir_all(&share).unwrap();
+    let other = clone_of(
+        &env,
+        &format!(
+            "[remote]\nread = [\"share\", \"team\"]\n\n[remotes.share]\nurl = \"{}\"\nread_only = true\n\n[remotes.team]\nurl = \"{}\"\n",
+            share.display(),
+            team.display()
+        ),
+    );
+    other.czc().arg("pull").assert().success().stdout(
+        predicate::str::contains("fetched 4 objects")
+            .and(predicate::str::contains("restored 3 files")),
+    );
+    assert_eq!(other.read("data/model.bin"), bytes(1, 300_000));
+    assert_eq!(other.read("data/set/a.txt"), b"alpha");
+    assert_eq!(other.read("data/set/b/c.bin"), bytes(2, 5000));
+    other
+        .czc()
+        .arg("status")
+        .assert()
+        .success()
+        .stdout("ok          data/model.bin\nok          data/set/ (2 files)\n");
+}
+
+#[test]
+fn checkout_open_and_cat_fetch_through_on_a_miss() {
+    let (env, team) = team_setup();
+    env.czc().arg("push").assert().success();
+    let other = clone_of(
+        &env,
+        &format!("[remotes.team]\nurl = \"{}\"\n", team.display()),
+    );
+    let out = other
+        .czc()
+        .args(["cat", "data/model.bin"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, bytes(1, 300_000));
+    other
+        .czc()
+        .args(["checkout", "data/set"])
+        .assert()
+        .success();
+    assert_eq!(other.read("data/set/a.txt"), b"alpha");
+}
+
+#[test]
+fn a_corrupt_copy_and_an_unreachable_remote_are_skipped_with_a_warning() {
+    let (env, team) = team_setup();
+    env.czc().arg("push").assert().success();
+    let oid = env.marker_oid("data/model.bin.czc");
+    let hex = &oid["blake3:".len()..];
+    // `bad` holds a corrupt copy of the model; `gone` is not a folder at all.
+    let bad = env.dir.path().join("bad");
+    fs::create_dir_all(bad.join("objects").join(&hex[..2])).unwrap();
+    fs::write(
+        bad.join("objects").join(&hex[..2]).join(&hex[2..]),
+        b"tampered",
+    )
+    .unwrap();
+    let not_a_dir = env.dir.path().join("plain-file");
+    fs::write(&not_a_dir, "x").unwrap();
+    let other = clone_of(
+        &env,
+        &format!(
+            "[remote]\nread = [\"gone\", \"bad\", \"team\"]\n\n[remotes.gone]\nurl = \"{}/sub\"\n\n[remotes.bad]\nurl = \"{}\"\n\n[remotes.team]\nurl = \"{}\"\n",
+            not_a_dir.display(),
+            bad.display(),
+            team.display()
+        ),
+    );
+    let out = other
+        .czc()
+        .args(["pull", "data/model.bin"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("remote gone failed") && err.contains("Not a directory"),
+        "{err}"
+    );
+    assert!(err.contains("remote bad holds corrupt bytes"), "{err}");
+    assert_eq!(other.read("data/model.bin"), bytes(1, 300_000));
+    // The corrupt bytes never reached the cache.
+    assert!(!other
+        .cached_objects()
+        .iter()
+        .any(|p| fs::read(p).unwrap() == b"tampered"));
+}
+
+#[test]
+fn a_missing_object_names_every_remote_tried() {
+    let (env, team) = team_setup();
+    // Nothing pushed: the team remote is empty.
+    fs::create_dir_all(&team).unwrap();
+    let other = clone_of(
+        &env,
+        &format!("[remotes.team]\nurl = \"{}\"\n", team.display()),
+    );
+    let out = other
+        .czc()
+        .args(["fetch", "data/model.bin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("czc: error: object blake3:"), "{err}");
+    assert!(err.contains("team: not found"), "{err}");
+    let out = other.czc().args(["checkout"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("team: not found"));
+    assert!(!other.path("data/model.bin").exists());
+}
+
+#[test]
+fn push_refuses_read_only_and_unsupported_remotes() {
+    let (env, team) = team_setup();
+    project_config(
+        &env,
+        &format!(
+            "[remote]\ndefault = \"share\"\n[remotes.share]\nurl = \"{}\"\nread_only = true\n[remotes.bucket]\nurl = \"s3://bucket/czc\"\n",
+            team.display()
+        ),
+    );
+    env.czc()
+        .arg("push")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("remote 'share' is read-only"));
+    assert!(!team.exists(), "nothing was written");
+    env.czc()
+        .args(["push", "--remote", "nowhere"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no remote named 'nowhere'"));
+    env.czc()
+        .args(["push", "--remote", "bucket"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("s3://bucket/czc"));
+}
+
+#[test]
+fn remote_add_list_remove_edit_the_project_file() {
+    let env = TestEnv::new();
+    env.write(
+        ".czcache.toml",
+        "# team settings\n[cache]\nindex = \"json\"\n",
+    );
+    env.czc()
+        .args(["remote", "add", "team", "/srv/czc", "--default"])
+        .assert()
+        .success();
+    env.czc()
+        .args(["remote", "add", "share", "/mnt/share", "--read-only"])
+        .assert()
+        .success();
+    env.czc()
+        .args(["remote", "list"])
+        .assert()
+        .success()
+        .stdout("share\t/mnt/share  (read-only)\nteam\t/srv/czc  (default)\n");
+    let text = fs::read_to_string(env.path(".czcache.toml")).unwrap();
+    assert!(text.starts_with("# team settings"), "{text}");
+    env.czc()
+        .args(["remote", "remove", "team"])
+        .assert()
+        .success();
+    env.czc()
+        .args(["remote", "remove", "team"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no remote named 'team'"));
+    env.czc()
+        .args(["remote", "add", "bad name", "/x"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("bad name"));
+    let out = env
+        .czc()
+        .args(["--json", "remote", "list"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "share");
+}
