@@ -433,32 +433,32 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
     }
 }
 
-fn print_transfer(cli: &Cli, verb: &str, direction: &str, report: &TransferReport) -> i32 {
-    for err in &report.failures {
+fn print_transfer(cli: &Cli, verb: &str, direction: &str, transfer: &TransferReport) -> i32 {
+    for err in &transfer.failures {
         report(err);
     }
     if cli.json {
-        print_json(report);
+        print_json(transfer);
     } else if !cli.quiet {
         println!(
             "{verb} {} object{} ({}) {direction} {}, {} already there{}",
-            report.transferred,
-            if report.transferred == 1 { "" } else { "s" },
-            format_size(report.bytes),
-            if report.remote.is_empty() {
+            transfer.transferred,
+            if transfer.transferred == 1 { "" } else { "s" },
+            format_size(transfer.bytes),
+            if transfer.remote.is_empty() {
                 "no remote"
             } else {
-                &report.remote
+                &transfer.remote
             },
-            report.already,
-            if report.failed > 0 {
-                format!(", {} failed", report.failed)
+            transfer.already,
+            if transfer.failed > 0 {
+                format!(", {} failed", transfer.failed)
             } else {
                 String::new()
             }
         );
     }
-    if report.failed > 0 {
+    if transfer.failed > 0 {
         1
     } else {
         0
