@@ -397,10 +397,7 @@ fn a_file_larger_than_the_cache_is_refused_and_nothing_is_written() {
         );
     assert!(!env.path("huge.bin.czc").exists());
     assert!(env.cached_objects().is_empty());
-    let leftovers: Vec<_> = fs::read_dir(env.cache.join("tmp"))
-        .unwrap()
-        .flatten()
-        .collect();
+    let leftovers = walk_files(&env.cache.join("tmp"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

@@ -102,8 +102,8 @@ pub struct LocalCache {
     links: Vec<LinkKind>,
     clock: Clock,
     usage: Mutex<Option<FileLock>>,
-    staging: PathBuf,
-    _staging_lock: FileLock,
+    /// Created on first write, so read-only commands (status) never touch `tmp/`.
+    staging: Mutex<Option<(PathBuf, FileLock)>>,
     reflink_unsupported: AtomicBool,
     misses: AtomicU64,
     progress: Option<Progress>,
@@ -124,8 +124,6 @@ impl LocalCache {
     pub fn open(config: &CacheConfig) -> Result<LocalCache> {
         let root = config.dir.clone();
         fs::create_dir_all(root.join("objects")).at(&root)?;
-        let tmp = root.join("tmp");
-        fs::create_dir_all(&tmp).at(&tmp)?;
         let tag = root.join("CACHEDIR.TAG");
         if !tag.exists() {
             fsutil::write_atomic(&tag, CACHEDIR_TAG.as_bytes()).at(&tag)?;
@@ -133,15 +131,6 @@ impl LocalCache {
         let usage_path = root.join("lock");
         let usage =
             FileLock::acquire(&usage_path, LockMode::Shared, "the cache").at(&usage_path)?;
-        sweep_stale_staging(&tmp);
-        let staging = tempfile::Builder::new()
-            .prefix(&format!("{}-", std::process::id()))
-            .tempdir_in(&tmp)
-            .at(&tmp)?
-            .keep();
-        let staging_lock_path = staging.with_extension("lock");
-        let staging_lock = FileLock::acquire(&staging_lock_path, LockMode::Exclusive, "staging")
-            .at(&staging_lock_path)?;
         let index = index::open_index(&root, config.index)?;
         Ok(LocalCache {
             root,
@@ -150,8 +139,7 @@ impl LocalCache {
             links: config.link.clone(),
             clock: Arc::new(fsutil::now_millis),
             usage: Mutex::new(Some(usage)),
-            staging,
-            _staging_lock: staging_lock,
+            staging: Mutex::new(None),
             reflink_unsupported: AtomicBool::new(false),
             misses: AtomicU64::new(0),
             progress: None,
@@ -187,6 +175,26 @@ impl LocalCache {
         self.index.as_ref()
     }
 
+    /// This process's staging folder, created (and dead processes' swept) on first use.
+    fn staging(&self) -> Result<PathBuf> {
+        let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((path, _)) = staging.as_ref() {
+            return Ok(path.clone());
+        }
+        let tmp = self.root.join("tmp");
+        fs::create_dir_all(&tmp).at(&tmp)?;
+        sweep_stale_staging(&tmp);
+        let path = tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .tempdir_in(&tmp)
+            .at(&tmp)?
+            .keep();
+        let lock_path = path.with_extension("lock");
+        let lock = FileLock::acquire(&lock_path, LockMode::Exclusive, "staging").at(&lock_path)?;
+        *staging = Some((path.clone(), lock));
+        Ok(path)
+    }
+
     fn now(&self) -> i64 {
         (self.clock)()
     }
@@ -214,10 +222,11 @@ impl LocalCache {
     }
 
     fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
+        let staging = self.staging()?;
         tempfile::Builder::new()
             .prefix("obj-")
-            .tempfile_in(&self.staging)
-            .at(&self.staging)
+            .tempfile_in(&staging)
+            .at(&staging)
     }
 
     /// Copies a file into staging and hashes the copy.
@@ -311,7 +320,7 @@ impl LocalCache {
             return Ok(Vec::new());
         }
         let total: u64 = staged.iter().map(|s| s.size).sum();
-        self.check_fits(&self.staging, total)?;
+        self.check_fits(Path::new("the objects being saved"), total)?;
         // Data reaches the disk before any rename makes it visible.
         self.sync_staged(&staged)?;
         let now = self.now();
@@ -376,7 +385,7 @@ impl LocalCache {
                 .at(&*one.temp)
         } else {
             // One syncfs instead of thousands of fsyncs for a folder of small files.
-            sync_filesystem(&self.staging)
+            sync_filesystem(&self.root)
         }
     }
 
@@ -791,9 +800,16 @@ impl Drop for LocalCache {
                 let _ = fsutil::write_atomic(&self.misses_path(), format!("{total}\n").as_bytes());
             }
         }
-        let _ = fs::remove_dir_all(&self.staging);
-        // Still ours (we hold its lock), so removing it cannot race the sweeper.
-        let _ = fs::remove_file(self._staging_lock.path());
+        let staging = self
+            .staging
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((path, lock)) = staging {
+            let _ = fs::remove_dir_all(&path);
+            // Still ours (we hold its lock), so removing it cannot race the sweeper.
+            let _ = fs::remove_file(lock.path());
+        }
     }
 }
 
