@@ -586,8 +586,14 @@ fn print_failures(failures: &CheckoutReport) -> i32 {
 }
 
 fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
-    let (_, config) = load_config(cli)?;
-    let cache = LocalCache::open(&config.cache)?;
+    let (dir, config) = load_config(cli)?;
+    let mut cache = LocalCache::open(&config.cache)?;
+    let remotes = czcache::remote::Remotes::from_config(
+        &config,
+        &workspace::find_root(&dir),
+        &Env::from_process(),
+    );
+    cache.set_protect_unpushed(remotes.has_writable_default());
     match command {
         CacheCommand::Info => {
             let info = cache.info()?;
@@ -609,6 +615,11 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                 );
                 println!("hits:      {}", info.hits);
                 println!("misses:    {}", info.misses);
+                println!(
+                    "unpushed:  {} objects ({}) no remote holds yet",
+                    info.awaiting_push,
+                    format_size(info.awaiting_push_bytes)
+                );
             }
             Ok(0)
         }

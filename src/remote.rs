@@ -57,6 +57,14 @@ impl Remotes {
         self.entries.is_empty()
     }
 
+    /// Whether push has somewhere to go: a default remote that can be written.
+    pub fn has_writable_default(&self) -> bool {
+        self.default
+            .as_ref()
+            .and_then(|name| self.entries.get(name))
+            .is_some_and(|entry| !entry.read_only)
+    }
+
     fn known(&self) -> String {
         if self.entries.is_empty() {
             "none".into()
@@ -232,19 +240,30 @@ pub fn push(
             })
             .collect()
     });
-    for result in results {
+    let mut archived: Vec<Oid> = oids
+        .iter()
+        .zip(&present)
+        .filter_map(|((oid, _), there)| there.then_some(*oid))
+        .collect();
+    for ((oid, _), result) in todo.iter().zip(results) {
         match result {
             Ok(Some(size)) => {
                 report.transferred += 1;
                 report.bytes += size;
+                archived.push(*oid);
             }
-            Ok(None) => report.already += 1,
+            Ok(None) => {
+                report.already += 1;
+                archived.push(*oid);
+            }
             Err(err) => {
                 report.failed += 1;
                 report.failures.push(err);
             }
         }
     }
+    // Now safe to evict: a remote holds them.
+    cache.mark_pushed(&archived)?;
     Ok(report)
 }
 
@@ -281,9 +300,12 @@ pub fn fetch(
             }
         }
     }
-    for admitted in cache.commit(staged)? {
+    let admitted = cache.commit(staged)?;
+    for item in &admitted {
         report.transferred += 1;
-        report.bytes += admitted.size;
+        report.bytes += item.size;
     }
+    // They came from a remote, so a remote holds them.
+    cache.mark_pushed(&admitted.iter().map(|a| a.oid).collect::<Vec<_>>())?;
     Ok(report)
 }

@@ -153,7 +153,7 @@ impl Workspace {
     pub fn open(cwd: &Path, config: &Config, env: &Env) -> Result<Workspace> {
         let cwd = absolute(cwd)?;
         let root = find_root(&cwd);
-        let cache = LocalCache::open(&config.cache)?;
+        let mut cache = LocalCache::open(&config.cache)?;
         let state_name = format!(
             "{}.tsv",
             &Oid::of_bytes(root.as_os_str().as_encoded_bytes()).hex()[..16]
@@ -165,6 +165,7 @@ impl Workspace {
             std::thread::spawn(move || StatCache::load(path))
         };
         let remotes = Remotes::from_config(config, &root, env);
+        cache.set_protect_unpushed(remotes.has_writable_default());
         Ok(Workspace {
             remotes,
             chain: std::sync::OnceLock::new(),

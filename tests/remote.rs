@@ -253,3 +253,44 @@ fn remote_add_list_remove_edit_the_project_file() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "share");
 }
+
+#[test]
+fn unpushed_objects_are_evicted_last_and_never_silently() {
+    let env = TestEnv::new().with_env("CZC_CACHE_SIZE_LIMIT", "250");
+    let team = env.dir.path().join("team");
+    project_config(
+        &env,
+        &format!(
+            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
+            team.display()
+        ),
+    );
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        env.write(name, bytes(10 + i as u64, 100));
+        env.czc().args(["save", name]).assert().success().stderr("");
+    }
+    // A third unpushed object: nothing may be evicted, and save says why.
+    env.write("c", bytes(12, 100));
+    env.czc()
+        .args(["save", "c"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("not pushed").and(predicate::str::contains("czc push")));
+    assert_eq!(env.cached_objects().len(), 3);
+    env.czc()
+        .args(["cache", "info"])
+        .assert()
+        .stdout(predicate::str::contains("unpushed:  3 objects"));
+    // Once pushed, the least recently used goes first.
+    env.czc().args(["push"]).assert().success();
+    env.czc()
+        .args(["cache", "info"])
+        .assert()
+        .stdout(predicate::str::contains("unpushed:  0 objects"));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    env.write("d", bytes(13, 100));
+    env.czc().args(["save", "d"]).assert().success().stderr("");
+    let present = |name: &str| env.object(&env.marker_oid(&format!("{name}.czc"))).exists();
+    // 400 bytes over a 250 limit: the two least recently used pushed objects go.
+    assert!(!present("a") && !present("b") && present("c") && present("d"));
+}

@@ -65,6 +65,9 @@ pub struct EvictReport {
     pub size_after: u64,
     /// True when another process was using the cache, so eviction was left to it.
     pub deferred: bool,
+    /// Objects no remote holds yet that kept the cache over its target (only when
+    /// unpushed objects are protected).
+    pub unpushed_kept: usize,
 }
 
 /// What `verify` found and repaired.
@@ -92,6 +95,9 @@ pub struct CacheInfo {
     pub size_limit: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Objects no remote holds yet, and their bytes.
+    pub awaiting_push: usize,
+    pub awaiting_push_bytes: u64,
 }
 
 /// The size-limited LRU object cache over a local folder plus an [`Index`].
@@ -107,6 +113,7 @@ pub struct LocalCache {
     reflink_unsupported: AtomicBool,
     misses: AtomicU64,
     progress: Option<Progress>,
+    protect_unpushed: bool,
 }
 
 impl std::fmt::Debug for LocalCache {
@@ -143,6 +150,7 @@ impl LocalCache {
             reflink_unsupported: AtomicBool::new(false),
             misses: AtomicU64::new(0),
             progress: None,
+            protect_unpushed: false,
         })
     }
 
@@ -150,6 +158,20 @@ impl LocalCache {
     pub fn with_clock(mut self, clock: Clock) -> LocalCache {
         self.clock = clock;
         self
+    }
+
+    /// Never evicts objects no remote holds yet (set when a writable default remote is
+    /// configured): the cache may then exceed its limit, and says so.
+    pub fn set_protect_unpushed(&mut self, protect: bool) {
+        self.protect_unpushed = protect;
+    }
+
+    /// Records that a remote holds these objects, so eviction may drop them.
+    pub fn mark_pushed(&self, oids: &[Oid]) -> Result<()> {
+        if !oids.is_empty() {
+            self.index.mark_pushed(oids)?;
+        }
+        Ok(())
     }
 
     /// Reports copied bytes to `progress` from now on.
@@ -347,6 +369,7 @@ impl LocalCache {
                 added_at: now,
                 last_used_at: now,
                 hits: 0,
+                pushed: false,
             });
             admitted.push(Admitted {
                 oid: item.oid,
@@ -356,7 +379,13 @@ impl LocalCache {
         }
         self.sync_renames(&admitted)?;
         self.index.insert(&entries)?;
-        self.evict_to(self.size_limit)?;
+        let eviction = self.evict_to(self.size_limit)?;
+        if eviction.unpushed_kept > 0 {
+            eprintln!(
+                "czc: warning: the cache holds {} bytes, over its limit of {}, because {} objects are not pushed to a remote yet; run `czc push`",
+                eviction.size_after, self.size_limit, eviction.unpushed_kept
+            );
+        }
         Ok(admitted)
     }
 
@@ -605,6 +634,11 @@ impl LocalCache {
             if size <= target {
                 break;
             }
+            if self.protect_unpushed && !entry.pushed {
+                // Its only copy: keep it until `czc push` has archived it.
+                report.unpushed_kept += 1;
+                continue;
+            }
             let path = self.object_path(&entry.oid);
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -617,6 +651,9 @@ impl LocalCache {
         }
         self.index.remove(&report.removed)?;
         report.size_after = size;
+        if size <= target {
+            report.unpushed_kept = 0;
+        }
         Ok(report)
     }
 
@@ -729,6 +766,7 @@ impl LocalCache {
                     added_at: mtime,
                     last_used_at: mtime,
                     hits: 0,
+                    pushed: false,
                 }
             });
             entries.push(Entry {
@@ -775,6 +813,8 @@ impl LocalCache {
             size_limit: self.size_limit,
             hits: entries.iter().map(|e| e.hits).sum(),
             misses: self.misses.load(Ordering::Relaxed) + self.persisted_misses(),
+            awaiting_push: entries.iter().filter(|e| !e.pushed).count(),
+            awaiting_push_bytes: entries.iter().filter(|e| !e.pushed).map(|e| e.size).sum(),
         })
     }
 

@@ -6,7 +6,7 @@ use super::file::{table_index, TableFile, TableFormat};
 use super::Entry;
 use crate::config::IndexKind;
 
-/// An index kept as `index.csv` (header `oid,size,added_at,last_used_at,hits`).
+/// An index kept as `index.csv` (header `oid,size,added_at,last_used_at,hits,pushed`).
 pub struct CsvIndex(TableFile<CsvFormat>);
 
 impl CsvIndex {
@@ -17,7 +17,9 @@ impl CsvIndex {
 
 pub(crate) struct CsvFormat;
 
-const HEADER: [&str; 5] = ["oid", "size", "added_at", "last_used_at", "hits"];
+const HEADER: [&str; 6] = ["oid", "size", "added_at", "last_used_at", "hits", "pushed"];
+/// The header before `pushed` existed; such files still load (nothing pushed).
+const HEADER_V1: [&str; 5] = ["oid", "size", "added_at", "last_used_at", "hits"];
 
 impl TableFormat for CsvFormat {
     fn decode(&self, bytes: &[u8]) -> Result<Vec<Entry>, String> {
@@ -26,7 +28,8 @@ impl TableFormat for CsvFormat {
         }
         let mut reader = ::csv::Reader::from_reader(bytes);
         let header = reader.headers().map_err(|err| err.to_string())?;
-        if header.iter().collect::<Vec<_>>() != HEADER {
+        let found: Vec<&str> = header.iter().collect();
+        if found != HEADER && found != HEADER_V1 {
             return Err(format!("header is not {}", HEADER.join(",")));
         }
         reader

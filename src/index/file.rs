@@ -85,6 +85,16 @@ impl<F: TableFormat> TableFile<F> {
         })
     }
 
+    pub fn mark_pushed(&self, oids: &[Oid]) -> Result<(), IndexError> {
+        self.update(|map| {
+            for oid in oids {
+                if let Some(entry) = map.get_mut(oid) {
+                    entry.pushed = true;
+                }
+            }
+        })
+    }
+
     pub fn remove(&self, oids: &[Oid]) -> Result<(), IndexError> {
         self.update(|map| {
             for oid in oids {
@@ -138,6 +148,9 @@ macro_rules! table_index {
             }
             fn remove(&self, oids: &[crate::oid::Oid]) -> Result<(), super::IndexError> {
                 self.0.remove(oids)
+            }
+            fn mark_pushed(&self, oids: &[crate::oid::Oid]) -> Result<(), super::IndexError> {
+                self.0.mark_pushed(oids)
             }
             fn get(
                 &self,

@@ -23,6 +23,9 @@ pub struct Entry {
     pub added_at: i64,
     pub last_used_at: i64,
     pub hits: u64,
+    /// A remote holds a copy (pushed there, or fetched from there): safe to evict.
+    #[serde(default)]
+    pub pushed: bool,
 }
 
 /// Why the index could not be read or written.
@@ -57,6 +60,8 @@ pub trait Index: Send + Sync {
     /// Marks objects used at `now`: `last_used_at = now`, `hits += 1`. Unknown oids are
     /// ignored (the disk, not the index, says what exists).
     fn touch(&self, oids: &[Oid], now: i64) -> Result<(), IndexError>;
+    /// Records that a remote holds these objects; unknown oids are ignored.
+    fn mark_pushed(&self, oids: &[Oid]) -> Result<(), IndexError>;
     /// Forgets objects; unknown oids are ignored.
     fn remove(&self, oids: &[Oid]) -> Result<(), IndexError>;
     /// One entry, or `None` if the index does not know the oid.
@@ -92,6 +97,7 @@ pub(crate) fn merge_entry(map: &mut std::collections::HashMap<Oid, Entry>, entry
         .and_modify(|old| {
             old.size = entry.size;
             old.last_used_at = old.last_used_at.max(entry.last_used_at);
+            old.pushed |= entry.pushed;
         })
         .or_insert_with(|| entry.clone());
 }
@@ -108,6 +114,7 @@ mod conformance {
             added_at: added,
             last_used_at: added,
             hits: 0,
+            pushed: false,
         }
     }
 
@@ -165,6 +172,50 @@ mod conformance {
     }
 
     #[test]
+    fn pushed_flags_stick_across_reinsert() {
+        each_backend(|index| {
+            index.insert(&[entry(1, 1), entry(2, 2)]).unwrap();
+            let oid = entry(1, 0).oid;
+            index
+                .mark_pushed(&[oid, Oid::of_bytes(b"unknown")])
+                .unwrap();
+            index.insert(&[entry(1, 50)]).unwrap();
+            assert!(index.get(&oid).unwrap().unwrap().pushed);
+            assert!(!index.get(&entry(2, 0).oid).unwrap().unwrap().pushed);
+            assert_eq!(index.entries().unwrap().len(), 2);
+        });
+    }
+
+    #[test]
+    fn indexes_from_before_the_pushed_flag_still_load() {
+        let oid = Oid::of_bytes(b"old");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("index.csv"),
+            format!("oid,size,added_at,last_used_at,hits\n{oid},3,1,2,4\n"),
+        )
+        .unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE objects (oid TEXT PRIMARY KEY, size INTEGER NOT NULL, added_at INTEGER NOT NULL, last_used_at INTEGER NOT NULL, hits INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO objects VALUES ('{oid}', 3, 1, 2, 4);"
+        ))
+        .unwrap();
+        drop(conn);
+        for kind in [IndexKind::Csv, IndexKind::Sqlite] {
+            let index = open_index(dir.path(), kind).unwrap();
+            let entry = index.get(&oid).unwrap().unwrap();
+            assert_eq!(
+                (entry.size, entry.hits, entry.pushed),
+                (3, 4, false),
+                "{kind:?}"
+            );
+            index.mark_pushed(&[oid]).unwrap();
+            assert!(index.get(&oid).unwrap().unwrap().pushed, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn remove_and_replace() {
         each_backend(|index| {
             index
@@ -193,6 +244,7 @@ mod conformance {
                     added_at: i as i64,
                     last_used_at: i as i64,
                     hits: 0,
+                    pushed: false,
                 })
                 .collect();
             index.insert(&many).unwrap();

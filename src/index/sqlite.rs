@@ -35,10 +35,20 @@ impl SqliteIndex {
                 size INTEGER NOT NULL,
                 added_at INTEGER NOT NULL,
                 last_used_at INTEGER NOT NULL,
-                hits INTEGER NOT NULL
+                hits INTEGER NOT NULL,
+                pushed INTEGER NOT NULL DEFAULT 0
             ) WITHOUT ROWID;",
         )
         .map_err(err)?;
+        // Indexes made before `pushed` existed gain the column.
+        let has_pushed: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'pushed'")
+            .and_then(|mut stmt| stmt.exists([]))
+            .map_err(err)?;
+        if !has_pushed {
+            conn.execute_batch("ALTER TABLE objects ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0")
+                .map_err(err)?;
+        }
         Ok(SqliteIndex {
             path,
             conn: Mutex::new(conn),
@@ -81,14 +91,17 @@ impl SqliteIndex {
             added_at: row.get(2)?,
             last_used_at: row.get(3)?,
             hits: row.get::<_, i64>(4)? as u64,
+            pushed: row.get::<_, i64>(5)? != 0,
         })
     }
 }
 
-const INSERT: &str = "INSERT INTO objects (oid, size, added_at, last_used_at, hits)
-    VALUES (?1, ?2, ?3, ?4, ?5)
+const INSERT: &str = "INSERT INTO objects (oid, size, added_at, last_used_at, hits, pushed)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT(oid) DO UPDATE SET size = excluded.size,
-        last_used_at = max(last_used_at, excluded.last_used_at)";
+        last_used_at = max(last_used_at, excluded.last_used_at),
+        pushed = max(pushed, excluded.pushed)";
+const SELECT: &str = "SELECT oid, size, added_at, last_used_at, hits, pushed FROM objects";
 
 impl Index for SqliteIndex {
     fn kind(&self) -> IndexKind {
@@ -108,7 +121,8 @@ impl Index for SqliteIndex {
                     e.size as i64,
                     e.added_at,
                     e.last_used_at,
-                    e.hits as i64
+                    e.hits as i64,
+                    e.pushed as i64
                 ])?;
             }
             Ok(())
@@ -122,6 +136,16 @@ impl Index for SqliteIndex {
             )?;
             for oid in oids {
                 stmt.execute(params![oid.to_string(), now])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn mark_pushed(&self, oids: &[Oid]) -> Result<(), IndexError> {
+        self.with_tx(|tx| {
+            let mut stmt = tx.prepare_cached("UPDATE objects SET pushed = 1 WHERE oid = ?1")?;
+            for oid in oids {
+                stmt.execute(params![oid.to_string()])?;
             }
             Ok(())
         })
@@ -143,7 +167,7 @@ impl Index for SqliteIndex {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         conn.query_row(
-            "SELECT oid, size, added_at, last_used_at, hits FROM objects WHERE oid = ?1",
+            &format!("{SELECT} WHERE oid = ?1"),
             params![oid.to_string()],
             Self::row_to_entry,
         )
@@ -156,9 +180,7 @@ impl Index for SqliteIndex {
             .conn
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let mut stmt = conn
-            .prepare("SELECT oid, size, added_at, last_used_at, hits FROM objects")
-            .map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare(SELECT).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], Self::row_to_entry)
             .map_err(|e| self.err(e))?;
@@ -175,7 +197,8 @@ impl Index for SqliteIndex {
                     e.size as i64,
                     e.added_at,
                     e.last_used_at,
-                    e.hits as i64
+                    e.hits as i64,
+                    e.pushed as i64
                 ])?;
             }
             Ok(())
