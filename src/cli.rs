@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use czcache::cache::LocalCache;
 use czcache::config::{format_size, parse_size, Config, Env, RemoteEntry};
-use czcache::remote::TransferReport;
+use czcache::remote::{PutCondition, TransferReport};
 use czcache::workspace::{self, CheckoutReport, State, Workspace};
 use czcache::Error;
+use czcache::Oid;
 
 #[derive(Parser)]
 #[command(
@@ -109,6 +110,38 @@ enum Command {
         /// Overwrite files with unsaved changes.
         #[arg(short, long)]
         force: bool,
+    },
+    /// Copy a key of a remote through the local cache and print the local path;
+    /// downloads again only when the remote copy changed.
+    Get {
+        /// `<remote>:<key>`
+        #[arg(value_parser = parse_remote_key)]
+        target: (String, String),
+    },
+    /// Upload a file to a key of a remote, optionally conditionally.
+    Put {
+        /// `<remote>:<key>`
+        #[arg(value_parser = parse_remote_key)]
+        target: (String, String),
+        file: PathBuf,
+        /// Only if the key does not exist yet.
+        #[arg(long, conflicts_with_all = ["if_match", "if_newer"])]
+        if_absent: bool,
+        /// Only if the key still holds the bytes with this hash (blake3:<64 hex>).
+        #[arg(long, value_name = "HASH", value_parser = parse_oid, conflicts_with = "if_newer")]
+        if_match: Option<Oid>,
+        /// Only if FILE is newer than the stored copy.
+        #[arg(long)]
+        if_newer: bool,
+    },
+    /// Delete a key of a remote.
+    Rm {
+        /// `<remote>:<key>`
+        #[arg(value_parser = parse_remote_key)]
+        target: (String, String),
+        /// Only if the key still holds the bytes with this hash.
+        #[arg(long, value_name = "HASH", value_parser = parse_oid)]
+        if_match: Option<Oid>,
     },
     /// Edit the named remotes in .czcache.toml.
     Remote {
@@ -430,7 +463,84 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             Ok(fetch_code.max(code))
         }
         Command::Remote { command } => remote_command(cli, command),
+        Command::Get {
+            target: (remote, key),
+        } => {
+            let ws = open_workspace(cli, false)?;
+            let storage = ws.remotes().open(remote)?.reader();
+            let fetched = czcache::remote::get_key(ws.cache(), remote, storage.as_ref(), key)?;
+            if cli.json {
+                print_json(&fetched);
+            } else {
+                println!("{}", fetched.path.display());
+            }
+            Ok(0)
+        }
+        Command::Put {
+            target: (remote, key),
+            file,
+            if_absent,
+            if_match,
+            if_newer,
+        } => {
+            let ws = open_workspace(cli, false)?;
+            let (_, storage) = ws.remotes().writer(Some(remote))?;
+            let condition = match (if_absent, if_match, if_newer) {
+                (true, _, _) => PutCondition::IfAbsent,
+                (_, Some(oid), _) => PutCondition::IfMatch(*oid),
+                (_, _, true) => PutCondition::IfNewer,
+                _ => PutCondition::Always,
+            };
+            let path = cwd(cli)?.join(file);
+            let written = czcache::remote::put_key(storage.as_ref(), key, &path, condition)?;
+            if cli.json {
+                print_json(&serde_json::json!({ "written": written }));
+            } else if !cli.quiet {
+                if written {
+                    println!("uploaded {} to {remote}:{key}", file.display());
+                } else {
+                    println!(
+                        "{remote}:{key} is at least as new as {}; nothing written",
+                        file.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Rm {
+            target: (remote, key),
+            if_match,
+        } => {
+            let ws = open_workspace(cli, false)?;
+            let (_, storage) = ws.remotes().writer(Some(remote))?;
+            let removed =
+                czcache::remote::remove_key(ws.cache(), remote, storage.as_ref(), key, *if_match)?;
+            if !removed {
+                return Err(Error::NotFound {
+                    path: PathBuf::from(format!("{remote}:{key}")),
+                });
+            }
+            if !cli.quiet && !cli.json {
+                println!("deleted {remote}:{key}");
+            }
+            Ok(0)
+        }
     }
+}
+
+/// `<remote>:<key>` as given on the command line.
+fn parse_remote_key(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((remote, key)) if !remote.is_empty() && !key.is_empty() => {
+            Ok((remote.to_string(), key.to_string()))
+        }
+        _ => Err(format!("'{text}' is not <remote>:<key>")),
+    }
+}
+
+fn parse_oid(text: &str) -> Result<Oid, String> {
+    text.parse()
+        .map_err(|err: czcache::oid::OidError| err.to_string())
 }
 
 fn print_transfer(cli: &Cli, verb: &str, direction: &str, transfer: &TransferReport) -> i32 {

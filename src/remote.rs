@@ -309,3 +309,162 @@ pub fn fetch(
     cache.mark_pushed(&admitted.iter().map(|a| a.oid).collect::<Vec<_>>())?;
     Ok(report)
 }
+
+/// The key cache: arbitrary keys of a remote (not content-addressed), copied through the
+/// local cache. The bytes are ordinary objects (same LRU, same limit); a small record
+/// under `keys/<remote>/<key>.json` remembers which object holds the key's latest copy
+/// and what the remote said about it, so an unchanged key is a local hit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct KeyRecord {
+    oid: Oid,
+    size: u64,
+    /// The remote's last_modified, in nanoseconds since the epoch.
+    remote_modified_ns: i128,
+}
+
+/// What `get` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyFetch {
+    /// The read-only copy in the cache.
+    pub path: PathBuf,
+    pub oid: Oid,
+    pub size: u64,
+    /// False when the cached copy was still current.
+    pub downloaded: bool,
+}
+
+fn key_record_path(cache: &LocalCache, remote: &str, key: &str) -> PathBuf {
+    let mut path = cache.root().join("keys").join(remote);
+    path.extend(key.split('/'));
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".json");
+    path.set_file_name(name);
+    path
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+fn read_key_record(path: &Path) -> Option<KeyRecord> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_key_record(path: &Path, record: &KeyRecord) -> Result<()> {
+    let dir = crate::fsutil::parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+    let bytes = serde_json::to_vec(record).unwrap_or_default();
+    crate::fsutil::write_atomic(path, &bytes).map_err(io_at(path))
+}
+
+fn nanos(time: SystemTime) -> i128 {
+    crate::fsutil::since_epoch(time).as_nanos() as i128
+}
+
+/// Copies `key` of a remote into the local cache (downloading again only if the remote
+/// copy changed) and returns the local read-only path.
+pub fn get_key(
+    cache: &LocalCache,
+    remote: &str,
+    storage: &dyn ReadStorage,
+    key: &str,
+) -> Result<KeyFetch> {
+    crate::storage::check_key(storage, key)?;
+    let Some(modified) = with_retries(|| storage.last_modified(key))? else {
+        return Err(Error::NotFound {
+            path: PathBuf::from(format!("{remote}:{key}")),
+        });
+    };
+    let record_path = key_record_path(cache, remote, key);
+    if let Some(record) = read_key_record(&record_path) {
+        if record.remote_modified_ns == nanos(modified) && cache.contains(&record.oid) {
+            let path = cache.verified_path(&record.oid, &record_path)?;
+            cache.touch(&[record.oid])?;
+            return Ok(KeyFetch {
+                path,
+                oid: record.oid,
+                size: record.size,
+                downloaded: false,
+            });
+        }
+    }
+    let Some(staged) = cache.stage_from(storage, key)? else {
+        return Err(Error::NotFound {
+            path: PathBuf::from(format!("{remote}:{key}")),
+        });
+    };
+    let admitted = cache.commit(vec![staged])?.remove(0);
+    // A key's bytes came from the remote: evicting them loses nothing.
+    cache.mark_pushed(&[admitted.oid])?;
+    write_key_record(
+        &record_path,
+        &KeyRecord {
+            oid: admitted.oid,
+            size: admitted.size,
+            remote_modified_ns: nanos(modified),
+        },
+    )?;
+    Ok(KeyFetch {
+        path: cache.object_path(&admitted.oid),
+        oid: admitted.oid,
+        size: admitted.size,
+        downloaded: true,
+    })
+}
+
+/// How `put_key` may overwrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCondition {
+    Always,
+    IfAbsent,
+    IfMatch(Oid),
+    IfNewer,
+}
+
+/// Uploads `file` to `key` under a condition. Returns false when `IfNewer` found the
+/// remote copy at least as new (nothing written). A lost race is
+/// [`StorageError::LostRace`].
+pub fn put_key(
+    storage: &dyn WriteStorage,
+    key: &str,
+    file: &Path,
+    condition: PutCondition,
+) -> Result<bool> {
+    crate::storage::check_key(storage, key)?;
+    if !file.is_file() {
+        return Err(Error::NotFound { path: file.into() });
+    }
+    let written = match condition {
+        PutCondition::Always => with_retries(|| storage.put(key, file)).map(|()| true),
+        PutCondition::IfAbsent => with_retries(|| storage.put_if_absent(key, file)).map(|()| true),
+        PutCondition::IfMatch(expected) => {
+            with_retries(|| storage.put_if_hash_matches(key, file, &expected)).map(|()| true)
+        }
+        PutCondition::IfNewer => with_retries(|| storage.put_if_newer(key, file)),
+    }?;
+    Ok(written)
+}
+
+/// Deletes `key`, only if it still holds `expected` when given. Returns false if there
+/// was nothing to delete (unconditional form only).
+pub fn remove_key(
+    cache: &LocalCache,
+    remote: &str,
+    storage: &dyn WriteStorage,
+    key: &str,
+    expected: Option<Oid>,
+) -> Result<bool> {
+    crate::storage::check_key(storage, key)?;
+    let removed = match expected {
+        Some(expected) => {
+            with_retries(|| storage.delete_if_hash_matches(key, &expected))?;
+            true
+        }
+        None => with_retries(|| storage.delete(key))?,
+    };
+    let _ = std::fs::remove_file(key_record_path(cache, remote, key));
+    Ok(removed)
+}

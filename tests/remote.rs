@@ -4,6 +4,7 @@
 mod util;
 
 use std::fs;
+use std::path::Path;
 
 use predicates::prelude::*;
 use util::{bytes, stderr, TestEnv};
@@ -293,4 +294,165 @@ fn unpushed_objects_are_evicted_last_and_never_silently() {
     let present = |name: &str| env.object(&env.marker_oid(&format!("{name}.czc"))).exists();
     // 400 bytes over a 250 limit: the two least recently used pushed objects go.
     assert!(!present("a") && !present("b") && present("c") && present("d"));
+}
+
+fn store_env() -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::new();
+    let store = env.dir.path().join("store");
+    project_config(
+        &env,
+        &format!(
+            "[remotes.store]\nurl = \"{}\"\n[remotes.share]\nurl = \"{}\"\nread_only = true\n",
+            store.display(),
+            store.display()
+        ),
+    );
+    (env, store)
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn get_copies_a_key_through_the_cache_and_downloads_again_only_when_it_changed() {
+    let (env, store) = store_env();
+    fs::create_dir_all(store.join("models")).unwrap();
+    fs::write(store.join("models/w.bin"), "weights v1").unwrap();
+    let first = json(
+        &env.czc()
+            .args(["--json", "get", "store:models/w.bin"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(first["downloaded"], true);
+    let path = first["path"].as_str().unwrap().to_string();
+    assert_eq!(fs::read(&path).unwrap(), b"weights v1");
+    assert_eq!(util::mode(Path::new(&path)), 0o444);
+    let again = json(
+        &env.czc()
+            .args(["--json", "get", "store:models/w.bin"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        again["downloaded"], false,
+        "an unchanged key is a local hit"
+    );
+    assert_eq!(again["path"], first["path"]);
+    // The remote copy changes: the next get downloads it.
+    fs::write(store.join("models/w.bin"), "weights v2!").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    fs::File::options()
+        .write(true)
+        .open(store.join("models/w.bin"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let changed = json(
+        &env.czc()
+            .args(["--json", "get", "store:models/w.bin"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(changed["downloaded"], true);
+    assert_eq!(
+        fs::read(changed["path"].as_str().unwrap()).unwrap(),
+        b"weights v2!"
+    );
+    // Plain output is just the path.
+    env.czc()
+        .args(["get", "store:models/w.bin"])
+        .assert()
+        .success()
+        .stdout(format!("{}\n", changed["path"].as_str().unwrap()));
+
+    env.czc()
+        .args(["get", "store:models/none.bin"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("store:models/none.bin"));
+    env.czc()
+        .args(["get", "store:../escape"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("bad key '../escape'"));
+    env.czc().args(["get", "store:"]).assert().code(2);
+    env.czc()
+        .args(["get", "nowhere:k"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no remote named 'nowhere'"));
+}
+
+#[test]
+fn put_and_rm_are_conditional() {
+    let (env, store) = store_env();
+    let v1 = env.write("v1.txt", "version 1");
+    env.write("v2.txt", "version 2");
+    env.czc()
+        .args(["put", "store:doc.txt", "v1.txt"])
+        .assert()
+        .success();
+    assert_eq!(fs::read(store.join("doc.txt")).unwrap(), b"version 1");
+    env.czc()
+        .args(["put", "--if-absent", "store:doc.txt", "v2.txt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("changed by someone else"));
+    let wrong = format!("{}", czcache::Oid::of_bytes(b"something else"));
+    let right = format!("{}", czcache::Oid::of_bytes(b"version 1"));
+    env.czc()
+        .args(["put", "--if-match", &wrong, "store:doc.txt", "v2.txt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("changed by someone else"));
+    assert_eq!(fs::read(store.join("doc.txt")).unwrap(), b"version 1");
+    env.czc()
+        .args(["put", "--if-match", &right, "store:doc.txt", "v2.txt"])
+        .assert()
+        .success();
+    assert_eq!(fs::read(store.join("doc.txt")).unwrap(), b"version 2");
+    // An older local file does not replace a newer stored copy.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&v1)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    env.czc()
+        .args(["put", "--if-newer", "store:doc.txt", "v1.txt"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing written"));
+    assert_eq!(fs::read(store.join("doc.txt")).unwrap(), b"version 2");
+    env.czc()
+        .args(["put", "--if-match", "md5:abc", "store:doc.txt", "v2.txt"])
+        .assert()
+        .code(2);
+    env.czc()
+        .args(["put", "share:doc.txt", "v2.txt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("read-only"));
+
+    let v2 = format!("{}", czcache::Oid::of_bytes(b"version 2"));
+    env.czc()
+        .args(["rm", "--if-match", &wrong, "store:doc.txt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("changed by someone else"));
+    assert!(store.join("doc.txt").exists());
+    env.czc()
+        .args(["rm", "--if-match", &v2, "store:doc.txt"])
+        .assert()
+        .success();
+    assert!(!store.join("doc.txt").exists());
+    env.czc()
+        .args(["rm", "store:doc.txt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("store:doc.txt"));
 }
