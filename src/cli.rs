@@ -143,6 +143,26 @@ enum Command {
         #[arg(long, value_name = "HASH", value_parser = parse_oid)]
         if_match: Option<Oid>,
     },
+    /// Serve a folder or a configured remote over HTTP, as a remote for other clones.
+    Serve {
+        /// A folder (created if it does not exist yet), or the name of a configured remote.
+        source: String,
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// A file of bearer tokens, one per line: writes need one, reads too unless
+        /// --public-read.
+        #[arg(long, value_name = "FILE")]
+        tokens: PathBuf,
+        /// Let anyone read without a token.
+        #[arg(long)]
+        public_read: bool,
+        /// The largest upload accepted.
+        #[arg(long, value_name = "SIZE", default_value = "64GiB")]
+        max_upload: String,
+        /// Refuse every write.
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Edit the named remotes in .czcache.toml.
     Remote {
         #[command(subcommand)]
@@ -463,6 +483,22 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             Ok(fetch_code.max(code))
         }
         Command::Remote { command } => remote_command(cli, command),
+        Command::Serve {
+            source,
+            listen,
+            tokens,
+            public_read,
+            max_upload,
+            read_only,
+        } => serve_command(
+            cli,
+            source,
+            listen,
+            tokens,
+            *public_read,
+            max_upload,
+            *read_only,
+        ),
         Command::Get {
             target: (remote, key),
         } => {
@@ -526,6 +562,62 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             Ok(0)
         }
     }
+}
+
+fn serve_command(
+    cli: &Cli,
+    source: &str,
+    listen: &str,
+    tokens: &std::path::Path,
+    public_read: bool,
+    max_upload: &str,
+    read_only: bool,
+) -> Result<i32, Error> {
+    use czcache::serve::{read_tokens, serve, Backend, ServeOptions};
+    let (dir, config) = load_config(cli)?;
+    let max_upload = parse_size(max_upload).map_err(|reason| {
+        Error::Config(czcache::config::ConfigError::Value {
+            origin: "--max-upload".into(),
+            key: "--max-upload".into(),
+            value: max_upload.into(),
+            reason,
+        })
+    })?;
+    let tokens = read_tokens(&dir.join(tokens))?;
+    let folder = dir.join(source);
+    let backend = if config.remotes.contains_key(source) && !folder.is_dir() {
+        let remotes = czcache::remote::Remotes::from_config(
+            &config,
+            &workspace::find_root(&dir),
+            &Env::from_process(),
+        );
+        let opened = remotes.open(source)?;
+        Backend::Other(if read_only {
+            czcache::storage::OpenedStorage::ReadOnly(opened.reader())
+        } else {
+            opened
+        })
+    } else {
+        std::fs::create_dir_all(&folder).map_err(|err| Error::Io {
+            path: folder.clone(),
+            source: err,
+        })?;
+        Backend::Folder {
+            storage: czcache::storage::FolderStorage::new(folder),
+            writable: !read_only,
+        }
+    };
+    let what = backend.describe();
+    let options = ServeOptions {
+        listen: listen.into(),
+        tokens,
+        public_read,
+        max_upload,
+    };
+    serve(backend, options, |addr| {
+        eprintln!("czc: serving {what} on http://{addr}");
+    })?;
+    Ok(0)
 }
 
 /// `<remote>:<key>` as given on the command line.

@@ -12,6 +12,7 @@ pub mod index;
 pub mod marker;
 pub mod oid;
 pub mod remote;
+pub mod serve;
 pub mod statcache;
 pub mod storage;
 pub mod workspace;

@@ -9,6 +9,7 @@
 //! partial object.
 
 mod folder;
+mod http;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use folder::{FolderStorage, TemporaryStorage};
+pub use http::HttpStorage;
 
 use crate::oid::Oid;
 
@@ -226,11 +228,18 @@ pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage
                 _ => path,
             }
         }
-        "s3" | "http" | "https" => {
-            return Err(bad(format!(
-            "{scheme}:// remotes are not supported by this build of czc yet; use a folder remote"
-        )))
+        "http" | "https" => {
+            let storage = HttpStorage::new(url, options.token.clone())?;
+            return Ok(if options.read_only {
+                OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
+            } else {
+                OpenedStorage::ReadWrite(Arc::new(storage))
+            });
         }
+        "s3" => return Err(bad(
+            "s3:// remotes are not supported by this build of czc yet; use a folder or http remote"
+                .into(),
+        )),
         other => {
             return Err(bad(format!(
                 "unknown scheme '{other}' (use a path, file://, s3:// or http(s)://)"

@@ -1,0 +1,647 @@
+//! `czc serve`: an HTTP remote over a folder or any configured storage, for labs
+//! without S3. It speaks the remote layout (`GET`/`HEAD`/`PUT`/`DELETE
+//! /objects/<hex[0:2]>/<hex[2:]>`, `POST /batch`, `GET /list?prefix=`), streams uploads
+//! to a temp file while hashing them, and stores nothing whose bytes do not hash to the
+//! oid in the URL.
+
+// Handlers answer with a `Response` either way; an early refusal is one too, and boxing
+// it would only add an allocation to the error path.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::oid::Oid;
+use crate::storage::{FolderStorage, LocalStorage, OpenedStorage, ReadStorage, StorageError};
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// `addr:port`; port 0 picks a free one.
+    pub listen: String,
+    /// Bearer tokens accepted for writes (and reads unless `public_read`).
+    pub tokens: Vec<String>,
+    pub public_read: bool,
+    /// The largest upload accepted, in bytes.
+    pub max_upload: u64,
+}
+
+/// What the server serves.
+pub enum Backend {
+    /// A local folder: files are streamed straight from disk.
+    Folder {
+        storage: FolderStorage,
+        writable: bool,
+    },
+    /// Any other storage (an S3 bucket, another czc server): objects pass through a
+    /// temp file.
+    Other(OpenedStorage),
+}
+
+impl Backend {
+    fn reader(&self) -> Arc<dyn ReadStorage> {
+        match self {
+            Backend::Folder { storage, .. } => Arc::new(storage.clone()),
+            Backend::Other(opened) => opened.reader(),
+        }
+    }
+
+    fn writer(&self) -> Option<Arc<dyn crate::storage::WriteStorage>> {
+        match self {
+            Backend::Folder {
+                storage,
+                writable: true,
+            } => Some(Arc::new(storage.clone())),
+            Backend::Folder { .. } => None,
+            Backend::Other(opened) => opened.writer(),
+        }
+    }
+
+    /// A description for the startup line.
+    pub fn describe(&self) -> String {
+        self.reader().describe()
+    }
+}
+
+struct AppState {
+    backend: Backend,
+    tokens: HashSet<String>,
+    public_read: bool,
+    max_upload: u64,
+    uploads: tempfile::TempDir,
+}
+
+/// Reads bearer tokens: one per line; blank lines and `#` comments are skipped.
+pub fn read_tokens(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if tokens.is_empty() {
+        return Err(Error::Unsupported {
+            path: path.into(),
+            reason: "holds no token (one per line)".into(),
+        });
+    }
+    Ok(tokens)
+}
+
+/// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests and returns.
+/// `ready` is told the bound address (useful with port 0).
+pub fn serve(
+    backend: Backend,
+    options: ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let io = |source: std::io::Error| Error::Io {
+        path: PathBuf::from(&options.listen),
+        source,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(io)?;
+    let uploads = tempfile::Builder::new()
+        .prefix("czc-serve-")
+        .tempdir()
+        .map_err(io)?;
+    let state = Arc::new(AppState {
+        backend,
+        tokens: options.tokens.iter().cloned().collect(),
+        public_read: options.public_read,
+        max_upload: options.max_upload,
+        uploads,
+    });
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&options.listen)
+            .await
+            .map_err(io)?;
+        ready(listener.local_addr().map_err(io)?);
+        // Without TCP_NODELAY every small response waits ~40 ms for a delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = Router::new()
+            .route(
+                "/objects/{shard}/{rest}",
+                get(get_object)
+                    .head(head_object)
+                    .put(put_object)
+                    .delete(delete_object),
+            )
+            .route("/batch", post(batch))
+            .route("/list", get(list))
+            .with_state(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(io)
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn status(code: StatusCode, message: impl Into<String>) -> Response {
+    let mut text = message.into();
+    text.push('\n');
+    (code, text).into_response()
+}
+
+/// Checks the bearer token; `write` requests always need one.
+fn authorize(state: &AppState, headers: &HeaderMap, write: bool) -> Result<(), Response> {
+    if !write && state.public_read {
+        return Ok(());
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match token {
+        Some(token) if state.tokens.contains(token.trim()) => Ok(()),
+        Some(_) => Err(status(StatusCode::UNAUTHORIZED, "wrong token")),
+        None => Err(status(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send Authorization: Bearer <token>",
+        )),
+    }
+}
+
+/// The oid a `/objects/<shard>/<rest>` URL names; anything else is a bad request.
+fn url_oid(shard: &str, rest: &str) -> Result<Oid, Response> {
+    if shard.len() != 2 || rest.len() != 62 {
+        return Err(status(StatusCode::BAD_REQUEST, "not an object path"));
+    }
+    Oid::from_hex(&format!("{shard}{rest}"))
+        .map_err(|_| status(StatusCode::BAD_REQUEST, "malformed oid"))
+}
+
+fn storage_error(err: StorageError) -> Response {
+    status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
+}
+
+/// The object's bytes as a local file: the folder's own file, or a temp copy.
+async fn local_copy(
+    state: &Arc<AppState>,
+    oid: Oid,
+) -> Result<Option<(tokio::fs::File, u64)>, Response> {
+    let key = oid.object_key();
+    match &state.backend {
+        Backend::Folder { storage, .. } => {
+            let path = storage.path(&key).map_err(storage_error)?;
+            match tokio::fs::File::open(&path).await {
+                Ok(file) => {
+                    let len = file
+                        .metadata()
+                        .await
+                        .map_err(|e| status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                        .len();
+                    Ok(Some((file, len)))
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+            }
+        }
+        Backend::Other(opened) => {
+            let reader = opened.reader();
+            let dir = state.uploads.path().to_path_buf();
+            let copied = blocking(move || -> Result<Option<std::fs::File>, StorageError> {
+                let temp =
+                    tempfile::NamedTempFile::new_in(&dir).map_err(|source| StorageError::Io {
+                        storage: "serve".into(),
+                        key: key.clone(),
+                        source,
+                    })?;
+                let Some(_) = reader.copy_to(&key, temp.path())? else {
+                    return Ok(None);
+                };
+                // The open handle keeps the bytes after the name is gone.
+                let file = std::fs::File::open(temp.path()).map_err(|source| StorageError::Io {
+                    storage: "serve".into(),
+                    key: key.clone(),
+                    source,
+                })?;
+                Ok(Some(file))
+            })
+            .await?
+            .map_err(storage_error)?;
+            match copied {
+                None => Ok(None),
+                Some(file) => {
+                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    Ok(Some((tokio::fs::File::from_std(file), len)))
+                }
+            }
+        }
+    }
+}
+
+async fn last_modified(state: &Arc<AppState>, oid: Oid) -> Option<HeaderValue> {
+    let reader = state.backend.reader();
+    let key = oid.object_key();
+    let time = blocking(move || reader.last_modified(&key))
+        .await
+        .ok()?
+        .ok()??;
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()
+}
+
+fn object_headers(response: &mut Response, oid: Oid, len: u64, modified: Option<HeaderValue>) {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(&oid.to_string()) {
+        headers.insert("x-czc-oid", value);
+    }
+    if let Some(modified) = modified {
+        headers.insert(header::LAST_MODIFIED, modified);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+async fn head_object(
+    State(state): State<Arc<AppState>>,
+    UrlPath((shard, rest)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, false) {
+        return response;
+    }
+    let oid = match url_oid(&shard, &rest) {
+        Ok(oid) => oid,
+        Err(response) => return response,
+    };
+    let reader = state.backend.reader();
+    let key = oid.object_key();
+    match blocking(move || reader.exists(&key)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return StatusCode::NOT_FOUND.into_response(),
+        Ok(Err(err)) => return storage_error(err),
+        Err(response) => return response,
+    }
+    let len = match local_copy(&state, oid).await {
+        Ok(Some((_, len))) => len,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(response) => return response,
+    };
+    let mut response = StatusCode::OK.into_response();
+    object_headers(&mut response, oid, len, last_modified(&state, oid).await);
+    response
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` for a body of `len` bytes.
+fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (len.checked_sub(n.min(len))?, len.checked_sub(1)?)
+        }
+        (start, "") => (start.parse().ok()?, len.checked_sub(1)?),
+        (start, end) => (
+            start.parse().ok()?,
+            end.parse::<u64>().ok()?.min(len.checked_sub(1)?),
+        ),
+    };
+    (start <= end && end < len).then_some((start, end))
+}
+
+async fn get_object(
+    State(state): State<Arc<AppState>>,
+    UrlPath((shard, rest)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, false) {
+        return response;
+    }
+    let oid = match url_oid(&shard, &rest) {
+        Ok(oid) => oid,
+        Err(response) => return response,
+    };
+    let (mut file, len) = match local_copy(&state, oid).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return status(StatusCode::NOT_FOUND, "no such object"),
+        Err(response) => return response,
+    };
+    let modified = last_modified(&state, oid).await;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok());
+    let (code, start, end) = match range {
+        None => (StatusCode::OK, 0, len.saturating_sub(1)),
+        Some(value) => match parse_range(value, len) {
+            Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end),
+            None => {
+                let mut response = status(StatusCode::RANGE_NOT_SATISFIABLE, "bad range");
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return response;
+            }
+        },
+    };
+    let count = if len == 0 { 0 } else { end - start + 1 };
+    if start > 0 {
+        if let Err(err) = file.seek(std::io::SeekFrom::Start(start)).await {
+            return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
+        }
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 1 << 20);
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = code;
+    object_headers(&mut response, oid, count, modified);
+    if code == StatusCode::PARTIAL_CONTENT {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    response
+}
+
+async fn put_object(
+    State(state): State<Arc<AppState>>,
+    UrlPath((shard, rest)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, true) {
+        return response;
+    }
+    let oid = match url_oid(&shard, &rest) {
+        Ok(oid) => oid,
+        Err(response) => return response,
+    };
+    let Some(writer) = state.backend.writer() else {
+        return status(StatusCode::METHOD_NOT_ALLOWED, "this remote is read-only");
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > state.max_upload) {
+        return status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("uploads are limited to {} bytes", state.max_upload),
+        );
+    }
+    let key = oid.object_key();
+    // Conditional forms: objects are immutable, so a match means "it is already this".
+    let exists = {
+        let reader = state.backend.reader();
+        let key = key.clone();
+        match blocking(move || reader.exists(&key)).await {
+            Ok(Ok(exists)) => exists,
+            Ok(Err(err)) => return storage_error(err),
+            Err(response) => return response,
+        }
+    };
+    if headers.get(header::IF_NONE_MATCH).is_some() && exists {
+        return status(StatusCode::PRECONDITION_FAILED, "the object already exists");
+    }
+    if let Some(expected) = headers.get(header::IF_MATCH) {
+        if !exists || expected.to_str().ok() != Some(oid.to_string().as_str()) {
+            return status(
+                StatusCode::PRECONDITION_FAILED,
+                "the object is not the expected one",
+            );
+        }
+    }
+    // Stream to a private temp file, hashing as the bytes arrive.
+    let temp = match tempfile::NamedTempFile::new_in(state.uploads.path()) {
+        Ok(temp) => temp.into_temp_path(),
+        Err(err) => return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    };
+    let mut file = match tokio::fs::File::create(&temp).await {
+        Ok(file) => file,
+        Err(err) => return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            // The client went away mid-body: the temp file is dropped, nothing stored.
+            Err(err) => {
+                return status(StatusCode::BAD_REQUEST, format!("upload broken off: {err}"))
+            }
+        };
+        size += chunk.len() as u64;
+        if size > state.max_upload {
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("uploads are limited to {} bytes", state.max_upload),
+            );
+        }
+        hasher.update(&chunk);
+        if let Err(err) = file.write_all(&chunk).await {
+            return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
+        }
+    }
+    if declared.is_some_and(|len| len != size) {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "upload shorter than its Content-Length",
+        );
+    }
+    if let Err(err) = file.flush().await {
+        return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
+    }
+    drop(file);
+    let actual = Oid::from_hash(hasher.finalize());
+    if actual != oid {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the bytes hash to {actual}, not {oid}; nothing stored"),
+        );
+    }
+    if exists {
+        return StatusCode::OK.into_response();
+    }
+    match blocking(move || writer.put_if_absent(&key, &temp)).await {
+        Ok(Ok(())) => StatusCode::CREATED.into_response(),
+        // A concurrent upload of the same object won: same bytes, so this one succeeds too.
+        Ok(Err(StorageError::LostRace { .. })) => StatusCode::OK.into_response(),
+        Ok(Err(err)) => storage_error(err),
+        Err(response) => response,
+    }
+}
+
+async fn delete_object(
+    State(state): State<Arc<AppState>>,
+    UrlPath((shard, rest)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, true) {
+        return response;
+    }
+    let oid = match url_oid(&shard, &rest) {
+        Ok(oid) => oid,
+        Err(response) => return response,
+    };
+    let Some(writer) = state.backend.writer() else {
+        return status(StatusCode::METHOD_NOT_ALLOWED, "this remote is read-only");
+    };
+    let expected = headers
+        .get(header::IF_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.parse::<Oid>());
+    let key = oid.object_key();
+    let result = match expected {
+        Some(Err(_)) => return status(StatusCode::BAD_REQUEST, "If-Match is not an oid"),
+        Some(Ok(expected)) => {
+            blocking(move || {
+                writer
+                    .delete_if_hash_matches(&key, &expected)
+                    .map(|()| true)
+            })
+            .await
+        }
+        None => blocking(move || writer.delete(&key)).await,
+    };
+    match result {
+        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(false)) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Err(StorageError::LostRace { found, .. })) => {
+            status(StatusCode::PRECONDITION_FAILED, found)
+        }
+        Ok(Err(err)) => storage_error(err),
+        Err(response) => response,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BatchRequest {
+    oids: Vec<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BatchResponse {
+    present: Vec<bool>,
+}
+
+/// The most oids one batch request may ask about.
+pub const MAX_BATCH: usize = 10_000;
+
+async fn batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, false) {
+        return response;
+    }
+    let request: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => return status(StatusCode::BAD_REQUEST, format!("bad batch request: {err}")),
+    };
+    if request.oids.len() > MAX_BATCH {
+        return status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_BATCH} oids per batch"),
+        );
+    }
+    let mut keys = Vec::with_capacity(request.oids.len());
+    for text in &request.oids {
+        match text.parse::<Oid>() {
+            Ok(oid) => keys.push(oid.object_key()),
+            Err(err) => return status(StatusCode::BAD_REQUEST, err.to_string()),
+        }
+    }
+    let reader = state.backend.reader();
+    match blocking(move || reader.exists_many(&keys)).await {
+        Ok(Ok(present)) => axum::Json(BatchResponse { present }).into_response(),
+        Ok(Err(err)) => storage_error(err),
+        Err(response) => response,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, false) {
+        return response;
+    }
+    if !query.prefix.is_empty()
+        && !query.prefix.starts_with("objects/")
+        && query.prefix != "objects"
+    {
+        return status(StatusCode::BAD_REQUEST, "only objects/ can be listed");
+    }
+    let reader = state.backend.reader();
+    match blocking(move || reader.list(&query.prefix)).await {
+        Ok(Ok(keys)) => axum::Json(
+            keys.into_iter()
+                .filter(|key| key.starts_with("objects/"))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Ok(Err(err)) => storage_error(err),
+        Err(response) => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
+        assert_eq!(parse_range("lines=1-2", 100), None);
+    }
+}

@@ -1,0 +1,327 @@
+//! The client of `czc serve`: an HTTP remote that holds objects under the remote layout.
+//! Objects are immutable on such a server (an upload must hash to its oid), so the
+//! conditional writes reduce to "is it there yet"; keys other than objects are refused.
+
+use std::fs::File;
+use std::io::{self, ErrorKind};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::StatusCode;
+
+use super::{check_key, ReadStorage, StorageError, WriteStorage};
+use crate::oid::Oid;
+
+/// Batches of existence checks are split at this size (the server takes up to 10,000).
+const BATCH: usize = 1000;
+
+/// An HTTP remote served by `czc serve`.
+///
+/// ```no_run
+/// use czcache::storage::{HttpStorage, ReadStorage};
+/// let remote = HttpStorage::new("http://127.0.0.1:8080", Some("secret".into()))?;
+/// let there = remote.exists("objects/ab/cdef")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpStorage {
+    base: String,
+    token: Option<String>,
+    client: Client,
+}
+
+impl HttpStorage {
+    /// `base` is `http(s)://host:port[/prefix]`; `token` is sent as a bearer token.
+    pub fn new(base: &str, token: Option<String>) -> Result<HttpStorage, StorageError> {
+        let client = Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(None)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|err| StorageError::BadUrl {
+                url: base.into(),
+                reason: err.to_string(),
+            })?;
+        Ok(HttpStorage {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    fn object_key<'a>(&self, key: &'a str) -> Result<&'a str, StorageError> {
+        check_key(self, key)?;
+        let bad = || StorageError::BadKey {
+            storage: self.describe(),
+            key: key.into(),
+            reason: "an HTTP remote holds objects only (objects/<2 hex>/<62 hex>)",
+        };
+        let rest = key.strip_prefix("objects/").ok_or_else(bad)?;
+        let hex: String = rest.split('/').collect();
+        if rest.len() != 65 || Oid::from_hex(&hex).is_err() {
+            return Err(bad());
+        }
+        Ok(key)
+    }
+
+    fn with_auth(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    fn io(&self, key: &str, kind: ErrorKind, message: String) -> StorageError {
+        StorageError::Io {
+            storage: self.describe(),
+            key: key.into(),
+            source: io::Error::new(kind, message),
+        }
+    }
+
+    fn send(&self, key: &str, request: RequestBuilder) -> Result<Response, StorageError> {
+        self.with_auth(request).send().map_err(|err| {
+            let kind = if err.is_connect() {
+                ErrorKind::ConnectionRefused
+            } else if err.is_timeout() {
+                ErrorKind::TimedOut
+            } else {
+                ErrorKind::ConnectionReset
+            };
+            self.io(key, kind, format!("cannot reach {}: {err}", self.base))
+        })
+    }
+
+    /// Turns an unexpected status into an error that says what to do.
+    fn unexpected(&self, key: &str, response: Response) -> StorageError {
+        let status = response.status();
+        let body = response.text().unwrap_or_default();
+        let body = body.trim();
+        match status {
+            StatusCode::UNAUTHORIZED => self.io(
+                key,
+                ErrorKind::PermissionDenied,
+                format!("unauthorized ({body}); set CZC_REMOTE_<NAME>_TOKEN to a token the server accepts"),
+            ),
+            _ => self.io(key, ErrorKind::Other, format!("HTTP {status}: {body}")),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<Response>, StorageError> {
+        let key = self.object_key(key)?;
+        let response = self.send(key, self.client.head(self.url(key)))?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(response)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.unexpected(key, response)),
+        }
+    }
+
+    fn upload(
+        &self,
+        key: &str,
+        src: &Path,
+        condition: Option<(&str, String)>,
+    ) -> Result<(), StorageError> {
+        let key = self.object_key(key)?;
+        let file = File::open(src)
+            .map_err(|e| self.io(key, e.kind(), format!("{}: {e}", src.display())))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut request = self
+            .client
+            .put(self.url(key))
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::blocking::Body::sized(file, len));
+        if let Some((name, value)) = condition {
+            request = request.header(name, value);
+        }
+        let response = self.send(key, request)?;
+        match response.status() {
+            StatusCode::OK | StatusCode::CREATED => Ok(()),
+            StatusCode::PRECONDITION_FAILED => Err(StorageError::LostRace {
+                storage: self.describe(),
+                key: key.into(),
+                found: response.text().unwrap_or_default().trim().to_string(),
+            }),
+            _ => Err(self.unexpected(key, response)),
+        }
+    }
+
+    fn remove(&self, key: &str, expected: Option<&Oid>) -> Result<bool, StorageError> {
+        let key = self.object_key(key)?;
+        let mut request = self.client.delete(self.url(key));
+        if let Some(expected) = expected {
+            request = request.header(reqwest::header::IF_MATCH, expected.to_string());
+        }
+        let response = self.send(key, request)?;
+        match response.status() {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::PRECONDITION_FAILED => Err(StorageError::LostRace {
+                storage: self.describe(),
+                key: key.into(),
+                found: response.text().unwrap_or_default().trim().to_string(),
+            }),
+            _ => Err(self.unexpected(key, response)),
+        }
+    }
+}
+
+impl ReadStorage for HttpStorage {
+    fn describe(&self) -> String {
+        format!("http remote {}", self.base)
+    }
+
+    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+        let key = self.object_key(key)?;
+        let mut response = self.send(key, self.client.get(self.url(key)))?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => return Err(self.unexpected(key, response)),
+        }
+        let io = |e: io::Error| self.io(key, e.kind(), e.to_string());
+        let mut temp = tempfile::Builder::new()
+            .prefix(".czc-tmp-")
+            .tempfile_in(crate::fsutil::parent_dir(dest))
+            .map_err(io)?;
+        let copied = response.copy_to(temp.as_file_mut()).map_err(|err| {
+            self.io(
+                key,
+                ErrorKind::ConnectionReset,
+                format!("download broken off: {err}"),
+            )
+        })?;
+        temp.as_file().sync_all().map_err(io)?;
+        temp.persist(dest).map_err(|e| io(e.error))?;
+        Ok(Some(copied))
+    }
+
+    fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
+        Ok(self.head(key)?.and_then(|response| {
+            response
+                .headers()
+                .get("x-czc-oid")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok())
+        }))
+    }
+
+    fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
+        Ok(self.head(key)?.map(|response| {
+            response
+                .headers()
+                .get(reqwest::header::LAST_MODIFIED)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| httpdate::parse_http_date(value).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        }))
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.head(key)?.is_some())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let response = self.send(
+            prefix,
+            self.client
+                .get(self.url("list"))
+                .query(&[("prefix", prefix)]),
+        )?;
+        if response.status() != StatusCode::OK {
+            return Err(self.unexpected(prefix, response));
+        }
+        response
+            .json()
+            .map_err(|err| self.io(prefix, ErrorKind::InvalidData, err.to_string()))
+    }
+
+    fn exists_many(&self, keys: &[String]) -> Result<Vec<bool>, StorageError> {
+        let mut present = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let mut oids = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                let key = self.object_key(key)?;
+                let hex: String = key["objects/".len()..].split('/').collect();
+                oids.push(format!("blake3:{hex}"));
+            }
+            let response = self.send(
+                "batch",
+                self.client
+                    .post(self.url("batch"))
+                    .json(&serde_json::json!({ "oids": oids })),
+            )?;
+            if response.status() != StatusCode::OK {
+                return Err(self.unexpected("batch", response));
+            }
+            #[derive(serde::Deserialize)]
+            struct Answer {
+                present: Vec<bool>,
+            }
+            let answer: Answer = response
+                .json()
+                .map_err(|err| self.io("batch", ErrorKind::InvalidData, err.to_string()))?;
+            if answer.present.len() != chunk.len() {
+                return Err(self.io(
+                    "batch",
+                    ErrorKind::InvalidData,
+                    "batch answer of the wrong length".into(),
+                ));
+            }
+            present.extend(answer.present);
+        }
+        Ok(present)
+    }
+}
+
+impl WriteStorage for HttpStorage {
+    fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        self.upload(key, src, None)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        self.remove(key, None)
+    }
+
+    fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        self.upload(key, src, Some(("if-none-match", "*".into())))
+    }
+
+    fn put_if_hash_matches(
+        &self,
+        key: &str,
+        src: &Path,
+        expected: &Oid,
+    ) -> Result<(), StorageError> {
+        self.upload(key, src, Some(("if-match", expected.to_string())))
+    }
+
+    fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError> {
+        // An object never changes: if the server has it, it is as new as it gets.
+        if self.exists(key)? {
+            return Ok(false);
+        }
+        match self.put_if_absent(key, src) {
+            Ok(()) => Ok(true),
+            Err(StorageError::LostRace { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError> {
+        match self.remove(key, Some(expected))? {
+            true => Ok(()),
+            false => Err(StorageError::LostRace {
+                storage: self.describe(),
+                key: key.into(),
+                found: "it no longer exists".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! `czc serve` with the real server binary on a free loopback port, driven by the real
+//! client (`HttpStorage`, `czc push`/`pull`) and by raw HTTP for the bad requests.
+
+mod util;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use czcache::storage::{HttpStorage, ReadStorage, StorageError, WriteStorage};
+use czcache::Oid;
+use predicates::prelude::*;
+use util::{bytes, stderr, TestEnv};
+
+const TOKEN: &str = "s3cret-token";
+
+/// A running `czc serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Option<Child>,
+    url: String,
+    folder: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("served");
+        let tokens = dir.path().join("tokens");
+        fs::write(&tokens, format!("# lab tokens\n{TOKEN}\nother-token\n")).unwrap();
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("czc"))
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env("CZC_CACHE_DIR", dir.path().join("cache"))
+            .args([
+                "serve",
+                "served",
+                "--listen",
+                "127.0.0.1:0",
+                "--tokens",
+                "tokens",
+            ])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Server {
+            child: Some(child),
+            url,
+            folder,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self, token: Option<&str>) -> HttpStorage {
+        HttpStorage::new(&self.url, token.map(str::to_owned)).unwrap()
+    }
+
+    /// Stops the server with SIGTERM and returns whether it exited cleanly.
+    fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap().success()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn object_file(dir: &Path, name: &str, content: &[u8]) -> (PathBuf, Oid) {
+    let path = dir.join(name);
+    fs::write(&path, content).unwrap();
+    (path, Oid::of_bytes(content))
+}
+
+#[test]
+fn the_http_client_keeps_the_storage_contract() {
+    let server = Server::start(&[]);
+    let remote = server.client(Some(TOKEN));
+    let scratch = tempfile::tempdir().unwrap();
+    let (file, oid) = object_file(scratch.path(), "a", b"hello over http");
+    let key = oid.object_key();
+    assert!(!remote.exists(&key).unwrap());
+    assert_eq!(
+        remote.copy_to(&key, &scratch.path().join("miss")).unwrap(),
+        None
+    );
+    remote.put_if_absent(&key, &file).unwrap();
+    assert!(matches!(
+        remote.put_if_absent(&key, &file),
+        Err(StorageError::LostRace { .. })
+    ));
+    assert!(remote.exists(&key).unwrap());
+    assert_eq!(remote.hash(&key).unwrap(), Some(oid));
+    assert!(remote.last_modified(&key).unwrap().is_some());
+    let dest = scratch.path().join("copy");
+    assert_eq!(remote.copy_to(&key, &dest).unwrap(), Some(15));
+    assert_eq!(fs::read(&dest).unwrap(), b"hello over http");
+    assert_eq!(remote.list("objects/").unwrap(), vec![key.clone()]);
+    // The object is stored in the folder's remote layout.
+    assert_eq!(
+        fs::read(server.folder.join(&key)).unwrap(),
+        b"hello over http"
+    );
+
+    // Batched existence checks.
+    let mut keys: Vec<String> = (0..40u32)
+        .map(|i| Oid::of_bytes(&i.to_le_bytes()).object_key())
+        .collect();
+    keys.push(key.clone());
+    let present = remote.exists_many(&keys).unwrap();
+    assert_eq!(present.iter().filter(|p| **p).count(), 1);
+    assert!(present[40]);
+
+    // Conditional delete.
+    let other = Oid::of_bytes(b"other");
+    assert!(matches!(
+        remote.delete_if_hash_matches(&key, &other),
+        Err(StorageError::LostRace { .. })
+    ));
+    remote.delete_if_hash_matches(&key, &oid).unwrap();
+    assert!(!remote.exists(&key).unwrap());
+    assert!(!remote.delete(&key).unwrap());
+
+    // Keys other than objects are refused before any request.
+    assert!(matches!(
+        remote.exists("models/w.bin"),
+        Err(StorageError::BadKey { .. })
+    ));
+}
+
+#[test]
+fn push_and_pull_through_czc_serve_with_a_token() {
+    let server = Server::start(&[]);
+    let env = TestEnv::new().with_env("CZC_REMOTE_LAB_TOKEN", TOKEN);
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"lab\"\n[remotes.lab]\nurl = \"{}\"\n",
+            server.url
+        ),
+    );
+    env.write("data/big.bin", bytes(7, 2_500_000));
+    env.write("data/set/x.txt", "x");
+    env.czc()
+        .args(["save", "data/big.bin", "data/set"])
+        .assert()
+        .success();
+    env.czc()
+        .arg("push")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("pushed 3 objects"));
+
+    let other = TestEnv::new().with_env("CZC_REMOTE_LAB_TOKEN", TOKEN);
+    other.write(".czcache.toml", env.read(".czcache.toml"));
+    other.write("data/big.bin.czc", env.read("data/big.bin.czc"));
+    other.write("data/set.czc", env.read("data/set.czc"));
+    other.czc().arg("pull").assert().success();
+    assert_eq!(other.read("data/big.bin"), bytes(7, 2_500_000));
+    assert_eq!(other.read("data/set/x.txt"), b"x");
+
+    // Without the token, the server refuses and the client says what to set.
+    let stranger = TestEnv::new();
+    stranger.write(".czcache.toml", env.read(".czcache.toml"));
+    stranger.write("data/big.bin.czc", env.read("data/big.bin.czc"));
+    let out = stranger.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("CZC_REMOTE_<NAME>_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_and_store_nothing() {
+    let server = Server::start(&["--max-upload", "1KiB"]);
+    let http = reqwest::blocking::Client::new();
+    let content = b"small object";
+    let oid = Oid::of_bytes(content);
+    let url = format!("{}/{}", server.url, oid.object_key());
+
+    let no_token = http.put(&url).body(content.to_vec()).send().unwrap();
+    assert_eq!(no_token.status(), 401);
+    let wrong = http
+        .put(&url)
+        .bearer_auth("nope")
+        .body(content.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        http.get(&url).send().unwrap().status(),
+        401,
+        "reads need a token too"
+    );
+
+    let mismatch = http
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .body(b"other bytes".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(mismatch.status(), 422);
+    assert!(!server.folder.join(oid.object_key()).exists());
+
+    let big = bytes(3, 4096);
+    let big_url = format!("{}/{}", server.url, Oid::of_bytes(&big).object_key());
+    let too_big = http
+        .put(&big_url)
+        .bearer_auth(TOKEN)
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+
+    for bad in [
+        "/objects/zz/not-hex",
+        "/objects/ab/cd",
+        "/objects/../../etc/passwd",
+        "/objects/..%2F..%2Fetc/passwd",
+    ] {
+        let response = http
+            .put(format!("{}{bad}", server.url))
+            .bearer_auth(TOKEN)
+            .body(content.to_vec())
+            .send()
+            .unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{bad}: {}",
+            response.status()
+        );
+    }
+
+    // A good upload, then a range read.
+    let ok = http
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .body(content.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    let part = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .header("range", "bytes=6-11")
+        .send()
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().unwrap().as_ref(), b"object");
+    let beyond = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .header("range", "bytes=100-")
+        .send()
+        .unwrap();
+    assert_eq!(beyond.status(), 416);
+
+    // Nothing but the one good object ever reached the served folder.
+    let files: Vec<_> = walk(&server.folder);
+    assert_eq!(
+        files,
+        vec![server.folder.join(oid.object_key())],
+        "{files:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else if !path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".czc-storage")
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_truncated_upload_stores_nothing_and_sigterm_stops_cleanly() {
+    let mut server = Server::start(&[]);
+    let content = bytes(9, 100_000);
+    let oid = Oid::of_bytes(&content);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "PUT /{} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+        oid.object_key(),
+        content.len()
+    )
+    .unwrap();
+    stream.write_all(&content[..10_000]).unwrap();
+    // The client dies mid-body.
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(walk(&server.folder).is_empty(), "no partial object");
+    // The server is still healthy after that.
+    let remote = server.client(Some(TOKEN));
+    let scratch = tempfile::tempdir().unwrap();
+    let (file, good) = object_file(scratch.path(), "f", &content);
+    remote.put(&good.object_key(), &file).unwrap();
+    assert!(remote.exists(&good.object_key()).unwrap());
+    assert!(server.stop(), "SIGTERM ends the server with exit 0");
+}
+
+#[test]
+fn concurrent_uploads_of_one_object_all_succeed_once() {
+    let server = Server::start(&[]);
+    let content = bytes(11, 300_000);
+    let oid = Oid::of_bytes(&content);
+    let url = format!("{}/{}", server.url, oid.object_key());
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                let content = content.clone();
+                scope.spawn(move || {
+                    reqwest::blocking::Client::new()
+                        .put(url)
+                        .bearer_auth(TOKEN)
+                        .body(content)
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 201),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&201));
+    assert_eq!(
+        fs::read(server.folder.join(oid.object_key())).unwrap(),
+        content
+    );
+}
+
+#[test]
+fn public_read_lets_anyone_read_but_not_write() {
+    let server = Server::start(&["--public-read"]);
+    let writer = server.client(Some(TOKEN));
+    let scratch = tempfile::tempdir().unwrap();
+    let (file, oid) = object_file(scratch.path(), "p", b"public data");
+    writer.put(&oid.object_key(), &file).unwrap();
+    let anonymous = server.client(None);
+    let dest = scratch.path().join("out");
+    assert_eq!(
+        anonymous.copy_to(&oid.object_key(), &dest).unwrap(),
+        Some(11)
+    );
+    let (file2, oid2) = object_file(scratch.path(), "q", b"not allowed");
+    let err = anonymous.put(&oid2.object_key(), &file2).unwrap_err();
+    assert!(err.to_string().contains("unauthorized"), "{err}");
+}
