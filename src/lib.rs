@@ -17,9 +17,13 @@ pub mod statcache;
 pub mod storage;
 pub mod workspace;
 
-pub use cache::LocalCache;
+pub use cache::{open_cache, Cache, LocalCache, RemoteChain, SyncedCache};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use index::{Entry, Index};
 pub use marker::{Manifest, ManifestEntry, Marker, MarkerKind};
 pub use oid::Oid;
+pub use storage::{
+    open_storage, FolderStorage, HttpStorage, LocalStorage, ReadOnly, ReadStorage,
+    TemporaryStorage, WriteStorage,
+};

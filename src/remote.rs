@@ -415,6 +415,30 @@ pub fn get_key(
     })
 }
 
+/// Admits a file just uploaded to `key` into the local cache and records it as the
+/// key's current copy, so the next `get_key` is a local hit.
+pub(crate) fn remember_key(
+    cache: &LocalCache,
+    remote: &str,
+    storage: &dyn ReadStorage,
+    key: &str,
+    src: &Path,
+) -> Result<()> {
+    let Some(modified) = with_retries(|| storage.last_modified(key))? else {
+        return Ok(());
+    };
+    let admitted = cache.admit_file(src)?;
+    cache.mark_pushed(&[admitted.oid])?;
+    write_key_record(
+        &key_record_path(cache, remote, key),
+        &KeyRecord {
+            oid: admitted.oid,
+            size: admitted.size,
+            remote_modified_ns: nanos(modified),
+        },
+    )
+}
+
 /// How `put_key` may overwrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutCondition {

@@ -131,3 +131,76 @@ fn eviction_waits_while_another_process_uses_the_cache() {
     assert_eq!(report.removed, vec![in_use]);
     assert_eq!(writer.info().unwrap().size, 100);
 }
+
+#[test]
+fn a_synced_cache_writes_through_and_reads_through() {
+    use czcache::cache::{Cache, SyncedCache};
+    use czcache::storage::TemporaryStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Arc::new(TemporaryStorage::new().unwrap());
+    let local = LocalCache::open(&cache_config(dir.path(), 1 << 30, IndexKind::Json)).unwrap();
+    let cache = SyncedCache::new(local, "scratch", remote.clone());
+    let input = dir.path().join("results.csv");
+    std::fs::write(&input, b"a,b\n1,2\n").unwrap();
+    cache.put("runs/1/results.csv", &input).unwrap();
+    // The remote has it, and the local copy makes the first get a hit.
+    assert_eq!(
+        remote.hash("runs/1/results.csv").unwrap(),
+        Some(Oid::of_bytes(b"a,b\n1,2\n"))
+    );
+    let path = cache.get("runs/1/results.csv").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"a,b\n1,2\n");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut cache.open("runs/1/results.csv").unwrap(), &mut text)
+        .unwrap();
+    assert_eq!(text, "a,b\n1,2\n");
+    assert!(cache.last_modified("runs/1/results.csv").unwrap().is_some());
+    // Someone else rewrites the key: the next get reads through again.
+    let newer = dir.path().join("newer.csv");
+    std::fs::write(&newer, b"a,b\n3,4\n").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&newer)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    remote.put("runs/1/results.csv", &newer).unwrap();
+    assert_eq!(
+        std::fs::read(cache.get("runs/1/results.csv").unwrap()).unwrap(),
+        b"a,b\n3,4\n"
+    );
+    assert!(cache.delete("runs/1/results.csv").unwrap());
+    assert!(cache.get("runs/1/results.csv").is_err());
+    assert_eq!(cache.hash("runs/1/results.csv").unwrap(), None);
+}
+
+#[test]
+fn open_cache_builds_from_configuration() {
+    use czcache::cache::{open_cache, Cache};
+    use czcache::config::{Config, Env};
+    let dir = tempfile::tempdir().unwrap();
+    let team = dir.path().join("team");
+    std::fs::write(
+        dir.path().join(".czcache.toml"),
+        format!(
+            "[cache]\ndir = \"cache\"\n[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n[remotes.share]\nurl = \"{}\"\nread_only = true\n",
+            team.display(),
+            team.display()
+        ),
+    )
+    .unwrap();
+    let mut env = Env::default();
+    env.vars
+        .insert("HOME".into(), dir.path().join("home").display().to_string());
+    let config = Config::load(Some(dir.path()), &env).unwrap();
+    let cache = open_cache(&config, None, dir.path(), &env).unwrap();
+    let input = dir.path().join("x");
+    std::fs::write(&input, b"x").unwrap();
+    cache.put("k", &input).unwrap();
+    assert!(team.join("k").is_file());
+    assert!(matches!(
+        open_cache(&config, Some("share"), dir.path(), &env),
+        Err(Error::ReadOnlyRemote { .. })
+    ));
+}

@@ -12,6 +12,7 @@
 //! removed while another process may be materializing it.
 
 mod chain;
+mod synced;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -31,6 +32,7 @@ use crate::oid::{self, Oid, MMAP_THRESHOLD};
 use crate::storage::ReadStorage;
 
 pub use chain::{NamedRemote, RemoteChain};
+pub use synced::{open_cache, Cache, SyncedCache};
 
 /// A source of "now" in milliseconds, replaceable so tests can order LRU use exactly.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
