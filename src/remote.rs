@@ -231,7 +231,9 @@ pub fn push(
             .map(|(oid, for_path)| {
                 let path = cache.verified_path(oid, for_path)?;
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                match with_retries(|| storage.put_if_absent(&oid.object_key(), &path)) {
+                let result = with_retries(|| storage.put_if_absent(&oid.object_key(), &path));
+                cache.report(size);
+                match result {
                     Ok(()) => Ok(Some(size)),
                     // Someone else pushed it meanwhile: the remote has it.
                     Err(StorageError::LostRace { .. }) => Ok(None),

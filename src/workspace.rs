@@ -860,7 +860,14 @@ impl Workspace {
             let referenced = self.referenced(paths, None)?;
             (referenced.oids, referenced.errors)
         };
+        let total: u64 = oids
+            .iter()
+            .filter_map(|(oid, _)| fs::metadata(self.cache.object_path(oid)).ok())
+            .map(|meta| meta.len())
+            .sum();
+        self.progress_start("pushing", total);
         let mut report = remote::push(&self.cache, &name, storage.as_ref(), &oids, self.jobs)?;
+        self.progress.finish_and_clear();
         report.failed += errors.len();
         report.failures.splice(0..0, errors);
         Ok(report)
@@ -870,7 +877,9 @@ impl Workspace {
     pub fn fetch(&self, paths: &[PathBuf], remote: Option<&str>) -> Result<TransferReport> {
         let chain = self.remotes.chain_or_one(remote)?;
         let referenced = self.referenced(paths, Some(&chain))?;
+        self.progress_start("fetching", 0);
         let mut report = remote::fetch(&self.cache, &chain, &referenced.oids, self.jobs)?;
+        self.progress.finish_and_clear();
         // Manifests fetched while reading the markers count as fetched, not as there.
         report.transferred += referenced.fetched.len();
         report.already -= referenced.fetched.len().min(report.already);

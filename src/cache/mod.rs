@@ -181,7 +181,8 @@ impl LocalCache {
         self.progress = Some(progress);
     }
 
-    fn report(&self, bytes: u64) {
+    /// Tells the progress hook that `bytes` more were moved.
+    pub fn report(&self, bytes: u64) {
         if let Some(progress) = &self.progress {
             progress(bytes);
         }
