@@ -205,6 +205,18 @@ fn url_oid(shard: &str, rest: &str) -> Result<Oid, Response> {
         .map_err(|_| status(StatusCode::BAD_REQUEST, "malformed oid"))
 }
 
+/// The preamble of every object request: the token, then the oid in the URL.
+fn authorized_oid(
+    state: &AppState,
+    headers: &HeaderMap,
+    write: bool,
+    shard: &str,
+    rest: &str,
+) -> Result<Oid, Response> {
+    authorize(state, headers, write)?;
+    url_oid(shard, rest)
+}
+
 fn storage_error(err: StorageError) -> Response {
     status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
 }
@@ -300,10 +312,7 @@ async fn head_object(
     UrlPath((shard, rest)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, false) {
-        return response;
-    }
-    let oid = match url_oid(&shard, &rest) {
+    let oid = match authorized_oid(&state, &headers, false, &shard, &rest) {
         Ok(oid) => oid,
         Err(response) => return response,
     };
@@ -351,10 +360,7 @@ async fn get_object(
     UrlPath((shard, rest)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, false) {
-        return response;
-    }
-    let oid = match url_oid(&shard, &rest) {
+    let oid = match authorized_oid(&state, &headers, false, &shard, &rest) {
         Ok(oid) => oid,
         Err(response) => return response,
     };
@@ -404,10 +410,7 @@ async fn put_object(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, true) {
-        return response;
-    }
-    let oid = match url_oid(&shard, &rest) {
+    let oid = match authorized_oid(&state, &headers, true, &shard, &rest) {
         Ok(oid) => oid,
         Err(response) => return response,
     };
@@ -512,10 +515,7 @@ async fn delete_object(
     UrlPath((shard, rest)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, true) {
-        return response;
-    }
-    let oid = match url_oid(&shard, &rest) {
+    let oid = match authorized_oid(&state, &headers, true, &shard, &rest) {
         Ok(oid) => oid,
         Err(response) => return response,
     };

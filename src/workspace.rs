@@ -544,40 +544,50 @@ impl Workspace {
             MarkerKind::Dir { .. } => {
                 let manifest = self.load_manifest(marker_path, &marker.oid)?;
                 used.push(marker.oid);
-                let wanted: Vec<(Oid, PathBuf)> = manifest
-                    .files
-                    .iter()
-                    .map(|entry| (entry.oid, join_rel(&data, &entry.path)))
-                    .collect();
-                let (unavailable, errors) = self.ensure_many(&wanted)?;
-                report.failures.extend(errors);
-                self.progress_start("checking out", manifest.total_size());
-                create_folders(&data, &manifest)?;
-                let outcomes: Vec<Option<Result<Option<LinkKind>>>> = manifest
-                    .files
-                    .par_iter()
-                    .map(|entry| {
-                        // Already reported by the fetch.
-                        if unavailable.contains(&entry.oid) {
-                            return None;
-                        }
-                        Some(self.place_in_existing_dir(
-                            &entry.oid,
-                            &join_rel(&data, &entry.path),
-                            entry.executable,
-                        ))
-                    })
-                    .collect();
-                for (entry, outcome) in manifest.files.iter().zip(outcomes) {
-                    match outcome {
-                        None => {}
-                        Some(Ok(outcome)) => {
-                            used.push(entry.oid);
-                            tally(report, outcome);
-                        }
-                        Some(Err(err)) => report.failures.push(err),
-                    }
+                self.place_folder(&manifest, &data, report, used)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Places every file of a manifest under `base` in parallel, after fetching the
+    /// missing objects in one batch; failures go to the report, the rest are placed.
+    fn place_folder(
+        &self,
+        manifest: &Manifest,
+        base: &Path,
+        report: &mut CheckoutReport,
+        used: &mut Vec<Oid>,
+    ) -> Result<()> {
+        let wanted: Vec<(Oid, PathBuf)> = manifest
+            .files
+            .iter()
+            .map(|entry| (entry.oid, join_rel(base, &entry.path)))
+            .collect();
+        let (unavailable, errors) = self.ensure_many(&wanted)?;
+        report.failures.extend(errors);
+        self.progress_start("checking out", manifest.total_size());
+        create_folders(base, manifest)?;
+        let outcomes: Vec<Option<Result<Option<LinkKind>>>> = manifest
+            .files
+            .par_iter()
+            .zip(wanted.par_iter())
+            .map(|(entry, (_, dest))| {
+                // Already reported by the fetch.
+                if unavailable.contains(&entry.oid) {
+                    return None;
                 }
+                Some(self.place_in_existing_dir(&entry.oid, dest, entry.executable))
+            })
+            .collect();
+        for (entry, outcome) in manifest.files.iter().zip(outcomes) {
+            match outcome {
+                None => {}
+                Some(Ok(outcome)) => {
+                    used.push(entry.oid);
+                    tally(report, outcome);
+                }
+                Some(Err(err)) => report.failures.push(err),
             }
         }
         Ok(())
@@ -958,22 +968,7 @@ impl Workspace {
             } => {
                 let manifest = self.load_manifest(marker_path, oid)?;
                 used.push(*oid);
-                let wanted: Vec<(Oid, PathBuf)> = manifest
-                    .files
-                    .iter()
-                    .map(|entry| (entry.oid, join_rel(&dest, &entry.path)))
-                    .collect();
-                let (_, errors) = self.ensure_many(&wanted)?;
-                report.failures.extend(errors);
-                for entry in &manifest.files {
-                    match self.place(&entry.oid, &join_rel(&dest, &entry.path), entry.executable) {
-                        Ok(outcome) => {
-                            used.push(entry.oid);
-                            tally(&mut report, outcome);
-                        }
-                        Err(err) => report.failures.push(err),
-                    }
-                }
+                self.place_folder(&manifest, &dest, &mut report, &mut used)?;
             }
             _ => {
                 let (oid, named) = self.file_oid(target)?;
