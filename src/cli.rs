@@ -79,7 +79,13 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Show each marker's state: ok, modified, missing, not-cached.
-    Status { paths: Vec<PathBuf> },
+    Status {
+        paths: Vec<PathBuf>,
+        /// Also check that the remote (default: remote.default) has every object:
+        /// `not-pushed` otherwise.
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+        remote: Option<String>,
+    },
     /// Inspect and maintain the local cache.
     Cache {
         #[command(subcommand)]
@@ -418,9 +424,13 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Command::Status { paths } => {
+        Command::Status { paths, remote } => {
             let ws = open_workspace(cli, false)?;
-            let (statuses, errors) = ws.status(paths)?;
+            let (mut statuses, errors) = ws.status(paths)?;
+            if let Some(remote) = remote {
+                let name = (!remote.is_empty()).then_some(remote.as_str());
+                ws.mark_not_pushed(&mut statuses, name)?;
+            }
             ws.finish();
             for err in &errors {
                 report(err);
@@ -764,6 +774,7 @@ fn folder_summary(counts: &workspace::FolderCounts) -> String {
         (counts.missing, "missing"),
         (counts.not_cached, "not-cached"),
         (counts.added, "added"),
+        (counts.not_pushed, "not-pushed"),
     ] {
         if n > 0 {
             parts.push(format!("{n} {what}"));

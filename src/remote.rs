@@ -57,6 +57,11 @@ impl Remotes {
         self.entries.is_empty()
     }
 
+    /// The name of `remote.default`, if set.
+    pub fn default_name(&self) -> Option<String> {
+        self.default.clone()
+    }
+
     /// Whether push has somewhere to go: a default remote that can be written.
     pub fn has_writable_default(&self) -> bool {
         self.default

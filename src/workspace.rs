@@ -35,6 +35,8 @@ pub struct Saved {
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     Ok,
+    /// Matches its marker, but the remote asked about lacks an object (`--remote`).
+    NotPushed,
     NotCached,
     Missing,
     Modified,
@@ -44,6 +46,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Ok => "ok",
+            State::NotPushed => "not-pushed",
             State::NotCached => "not-cached",
             State::Missing => "missing",
             State::Modified => "modified",
@@ -60,6 +63,8 @@ pub struct FolderCounts {
     pub not_cached: usize,
     /// Files in the folder that the marker does not list.
     pub added: usize,
+    /// Files whose object the remote lacks (`status --remote`).
+    pub not_pushed: usize,
 }
 
 /// `status` of one marker.
@@ -749,6 +754,7 @@ impl Workspace {
                         State::Modified => counts.modified += 1,
                         State::Missing => counts.missing += 1,
                         State::NotCached => counts.not_cached += 1,
+                        State::NotPushed => counts.ok += 1,
                     }
                 }
                 if let Some(on_disk) = on_disk? {
@@ -786,6 +792,51 @@ impl Workspace {
             .into_iter()
             .flatten()
             .collect())
+    }
+
+    /// Marks each `ok` status `not-pushed` when the remote (`remote`, else the default)
+    /// lacks its object (for a folder: its manifest or any file's object), in one batch.
+    pub fn mark_not_pushed(
+        &self,
+        statuses: &mut [MarkerStatus],
+        remote: Option<&str>,
+    ) -> Result<()> {
+        let name = remote
+            .map(str::to_owned)
+            .or_else(|| self.remotes.default_name())
+            .ok_or(Error::NoDefaultRemote)?;
+        let storage = self.remotes.open(&name)?.reader();
+        let mut wanted: Vec<Vec<Oid>> = Vec::with_capacity(statuses.len());
+        for status in statuses.iter() {
+            let mut oids = vec![status.oid];
+            if status.files.is_some() && self.cache.contains(&status.oid) {
+                oids.extend(
+                    self.load_manifest(&status.marker, &status.oid)?
+                        .files
+                        .iter()
+                        .map(|e| e.oid),
+                );
+            }
+            wanted.push(oids);
+        }
+        let keys: Vec<String> = wanted.iter().flatten().map(Oid::object_key).collect();
+        let present = crate::storage::with_retries(|| storage.exists_many(&keys))?;
+        let mut present = present.into_iter();
+        for (status, oids) in statuses.iter_mut().zip(wanted) {
+            // The first oid is the marker's own (a folder's manifest), the rest its files.
+            let flags: Vec<bool> = oids
+                .iter()
+                .map(|_| !present.next().unwrap_or(true))
+                .collect();
+            let lacking = flags.iter().filter(|lacks| **lacks).count();
+            if let Some(counts) = status.files.as_mut() {
+                counts.not_pushed = flags.iter().skip(1).filter(|lacks| **lacks).count();
+            }
+            if lacking > 0 && status.state == State::Ok {
+                status.state = State::NotPushed;
+            }
+        }
+        Ok(())
     }
 
     // ---- push, fetch, pull ----

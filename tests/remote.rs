@@ -456,3 +456,34 @@ fn put_and_rm_are_conditional() {
         .code(1)
         .stderr(predicate::str::contains("store:doc.txt"));
 }
+
+#[test]
+fn status_with_remote_reports_not_pushed_until_push() {
+    let (env, _team) = team_setup();
+    env.czc()
+        .args(["status", "--remote"])
+        .assert()
+        .success()
+        .stdout("not-pushed  data/model.bin\nnot-pushed  data/set/ (2 not-pushed of 2 files)\n");
+    env.czc()
+        .args(["push", "data/model.bin"])
+        .assert()
+        .success();
+    env.czc()
+        .args(["status", "--remote", "team"])
+        .assert()
+        .success()
+        .stdout("ok          data/model.bin\nnot-pushed  data/set/ (2 not-pushed of 2 files)\n");
+    env.czc().arg("push").assert().success();
+    env.czc()
+        .args(["status", "--remote"])
+        .assert()
+        .success()
+        .stdout("ok          data/model.bin\nok          data/set/ (2 files)\n");
+    // Without --remote nothing is asked of the remote.
+    env.czc()
+        .arg("status")
+        .assert()
+        .success()
+        .stdout("ok          data/model.bin\nok          data/set/ (2 files)\n");
+}
