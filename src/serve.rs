@@ -404,12 +404,32 @@ async fn get_object(
     response
 }
 
+/// Uploads up to this size are read whole before they are checked.
+const SMALL_BODY: u64 = 1 << 20;
+
 async fn put_object(
     State(state): State<Arc<AppState>>,
     UrlPath((shard, rest)): UrlPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    // A small body is read before any refusal, so the client gets the answer instead of
+    // a connection closed under its still-arriving bytes.
+    let body = match declared {
+        Some(len) if len <= SMALL_BODY => {
+            match axum::body::to_bytes(body, SMALL_BODY as usize).await {
+                Ok(bytes) => Body::from(bytes),
+                Err(err) => {
+                    return status(StatusCode::BAD_REQUEST, format!("upload broken off: {err}"))
+                }
+            }
+        }
+        _ => body,
+    };
     let oid = match authorized_oid(&state, &headers, true, &shard, &rest) {
         Ok(oid) => oid,
         Err(response) => return response,
@@ -417,10 +437,6 @@ async fn put_object(
     let Some(writer) = state.backend.writer() else {
         return status(StatusCode::METHOD_NOT_ALLOWED, "this remote is read-only");
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|len| len > state.max_upload) {
         return status(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -438,7 +454,8 @@ async fn put_object(
             Err(response) => return response,
         }
     };
-    if headers.get(header::IF_NONE_MATCH).is_some() && exists {
+    let if_none_match = headers.get(header::IF_NONE_MATCH).is_some();
+    if if_none_match && exists {
         return status(StatusCode::PRECONDITION_FAILED, "the object already exists");
     }
     if let Some(expected) = headers.get(header::IF_MATCH) {
@@ -503,7 +520,11 @@ async fn put_object(
     }
     match blocking(move || writer.put_if_absent(&key, &temp)).await {
         Ok(Ok(())) => StatusCode::CREATED.into_response(),
-        // A concurrent upload of the same object won: same bytes, so this one succeeds too.
+        // A concurrent upload of the same object won: same bytes, so a plain PUT succeeds
+        // too; one that asked for "only if absent" lost.
+        Ok(Err(StorageError::LostRace { .. })) if if_none_match => {
+            status(StatusCode::PRECONDITION_FAILED, "the object already exists")
+        }
         Ok(Err(StorageError::LostRace { .. })) => StatusCode::OK.into_response(),
         Ok(Err(err)) => storage_error(err),
         Err(response) => response,

@@ -150,6 +150,14 @@ fn the_http_client_keeps_the_storage_contract() {
 }
 
 #[test]
+fn the_shared_storage_conformance_suites_pass_over_http() {
+    let server = Server::start(&[]);
+    let remote = server.client(Some(TOKEN));
+    czcache::storage::conformance::object_write_suite(&remote);
+    czcache::storage::conformance::object_race_suite(&remote);
+}
+
+#[test]
 fn push_and_pull_through_czc_serve_with_a_token() {
     let server = Server::start(&[]);
     let env = TestEnv::new().with_env("CZC_REMOTE_LAB_TOKEN", TOKEN);

@@ -137,10 +137,23 @@ impl HttpStorage {
             .put(self.url(key))
             .header(reqwest::header::CONTENT_LENGTH, len)
             .body(reqwest::blocking::Body::sized(file, len));
+        let only_if_absent = matches!(condition, Some(("if-none-match", _)));
         if let Some((name, value)) = condition {
             request = request.header(name, value);
         }
-        let response = self.send(key, request)?;
+        let response = match self.send(key, request) {
+            Ok(response) => response,
+            // A server refusing early (412) may close the connection while the body is
+            // still on its way; if the object is there now, the condition simply failed.
+            Err(err) if only_if_absent && self.exists(key).unwrap_or(false) => {
+                return Err(StorageError::LostRace {
+                    storage: self.describe(),
+                    key: key.into(),
+                    found: format!("it already exists ({err})"),
+                })
+            }
+            Err(err) => return Err(err),
+        };
         match response.status() {
             StatusCode::OK | StatusCode::CREATED => Ok(()),
             StatusCode::PRECONDITION_FAILED => Err(StorageError::LostRace {
@@ -290,6 +303,14 @@ impl WriteStorage for HttpStorage {
     }
 
     fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        // Ask first: no bytes travel for an object the server already has.
+        if self.exists(key)? {
+            return Err(StorageError::LostRace {
+                storage: self.describe(),
+                key: key.into(),
+                found: "it already exists".into(),
+            });
+        }
         self.upload(key, src, Some(("if-none-match", "*".into())))
     }
 

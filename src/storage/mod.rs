@@ -8,6 +8,8 @@
 //! reader sees the old bytes or the new ones, never a mix, and a crash leaves no
 //! partial object.
 
+#[doc(hidden)]
+pub mod conformance;
 mod folder;
 mod http;
 
@@ -304,7 +306,7 @@ pub fn check_key(storage: &dyn ReadStorage, key: &str) -> Result<(), StorageErro
 }
 
 #[cfg(test)]
-mod conformance {
+mod tests {
     //! One behaviour suite, run against every storage backend.
     use super::*;
 
@@ -439,6 +441,27 @@ mod conformance {
             1,
             "exactly one put_if_absent wins"
         );
+    }
+
+    #[test]
+    fn object_suites_over_folder_and_temporary_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = FolderStorage::new(dir.path());
+        super::conformance::object_write_suite(&folder);
+        super::conformance::object_race_suite(&folder);
+        let temporary = TemporaryStorage::new().unwrap();
+        super::conformance::object_write_suite(&temporary);
+        super::conformance::object_race_suite(&temporary);
+        // A read-only share over a folder holding one object reads the same.
+        let scratch = tempfile::tempdir().unwrap();
+        let seeded = b"seeded";
+        folder
+            .put(
+                &Oid::of_bytes(seeded).object_key(),
+                &file(scratch.path(), "s", seeded),
+            )
+            .unwrap();
+        super::conformance::object_read_suite(&ReadOnly::new(folder), seeded);
     }
 
     #[test]

@@ -1,0 +1,129 @@
+//! The storage contract as executable checks, shared by the unit tests (folder,
+//! temporary, read-only) and the integration tests (the HTTP remote against a real
+//! `czc serve`), so every backend is held to the same behaviour. Object keys only, so
+//! content-addressed backends qualify. Not part of the API: it panics on failure.
+
+use std::path::{Path, PathBuf};
+
+use super::{ReadStorage, StorageError, WriteStorage};
+use crate::oid::Oid;
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("scratch file");
+    path
+}
+
+/// Read checks against a storage that holds exactly one object, `seeded`.
+pub fn object_read_suite(storage: &dyn ReadStorage, seeded: &[u8]) {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let oid = Oid::of_bytes(seeded);
+    let key = oid.object_key();
+    let missing = Oid::of_bytes(b"never stored").object_key();
+    let dest = scratch.path().join("out");
+    assert_eq!(
+        storage.copy_to(&missing, &dest).unwrap(),
+        None,
+        "a miss is None"
+    );
+    assert!(!dest.exists(), "a miss writes nothing");
+    assert_eq!(storage.hash(&missing).unwrap(), None);
+    assert_eq!(storage.last_modified(&missing).unwrap(), None);
+    assert!(!storage.exists(&missing).unwrap());
+    assert_eq!(
+        storage.copy_to(&key, &dest).unwrap(),
+        Some(seeded.len() as u64)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), seeded);
+    assert_eq!(storage.hash(&key).unwrap(), Some(oid));
+    assert!(storage.last_modified(&key).unwrap().is_some());
+    assert!(storage.exists(&key).unwrap());
+    assert_eq!(storage.list("objects/").unwrap(), vec![key.clone()]);
+    let mut many: Vec<String> = (0..40u32)
+        .map(|i| Oid::of_bytes(&i.to_le_bytes()).object_key())
+        .collect();
+    many.push(key);
+    let present = storage.exists_many(&many).unwrap();
+    assert_eq!(present.iter().filter(|p| **p).count(), 1);
+    assert!(present[40]);
+    for bad in ["../x", "/etc/passwd", "objects//b", ""] {
+        assert!(
+            matches!(storage.exists(bad), Err(StorageError::BadKey { .. })),
+            "{bad} is refused"
+        );
+    }
+}
+
+/// Write checks against an empty writable storage, ending empty again.
+pub fn object_write_suite(storage: &dyn WriteStorage) {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let bytes = b"conformance object";
+    let src = write_file(scratch.path(), "object", bytes);
+    let oid = Oid::of_bytes(bytes);
+    let key = oid.object_key();
+    storage.put_if_absent(&key, &src).unwrap();
+    object_read_suite(storage, bytes);
+    let again = storage.put_if_absent(&key, &src);
+    assert!(
+        matches!(again, Err(StorageError::LostRace { .. })),
+        "put_if_absent loses to an existing key: {again:?}"
+    );
+    // Compare-and-swap against the version last seen.
+    let stale = Oid::of_bytes(b"stale");
+    assert!(matches!(
+        storage.put_if_hash_matches(&key, &src, &stale),
+        Err(StorageError::LostRace { .. })
+    ));
+    storage.put_if_hash_matches(&key, &src, &oid).unwrap();
+    storage.put(&key, &src).unwrap();
+    // The stored copy is at least as new as a file written an hour ago.
+    let old = write_file(scratch.path(), "old", bytes);
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    assert!(!storage.put_if_newer(&key, &old).unwrap());
+    let fresh_bytes = b"a second object";
+    let fresh = write_file(scratch.path(), "fresh", fresh_bytes);
+    let fresh_key = Oid::of_bytes(fresh_bytes).object_key();
+    assert!(storage.put_if_newer(&fresh_key, &fresh).unwrap());
+    // Conditional delete.
+    assert!(matches!(
+        storage.delete_if_hash_matches(&key, &stale),
+        Err(StorageError::LostRace { .. })
+    ));
+    assert!(
+        storage.exists(&key).unwrap(),
+        "a lost delete deletes nothing"
+    );
+    storage.delete_if_hash_matches(&key, &oid).unwrap();
+    assert!(!storage.exists(&key).unwrap());
+    assert!(storage.delete(&fresh_key).unwrap());
+    assert!(!storage.delete(&fresh_key).unwrap());
+    assert!(storage.list("objects/").unwrap().is_empty());
+}
+
+/// Sixteen writers race `put_if_absent` on one key: exactly one wins.
+pub fn object_race_suite(storage: &dyn WriteStorage) {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let bytes = b"raced object";
+    let src = write_file(scratch.path(), "raced", bytes);
+    let key = Oid::of_bytes(bytes).object_key();
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| match storage.put_if_absent(&key, &src) {
+                Ok(()) => {
+                    wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Err(StorageError::LostRace { .. }) => {}
+                Err(err) => panic!("{err}"),
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1, "exactly one put_if_absent wins");
+    assert!(storage.delete(&key).unwrap());
+}
