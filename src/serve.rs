@@ -316,14 +316,7 @@ async fn head_object(
         Ok(oid) => oid,
         Err(response) => return response,
     };
-    let reader = state.backend.reader();
-    let key = oid.object_key();
-    match blocking(move || reader.exists(&key)).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return StatusCode::NOT_FOUND.into_response(),
-        Ok(Err(err)) => return storage_error(err),
-        Err(response) => return response,
-    }
+    // local_copy already answers "absent"; asking `exists` first was a second lookup.
     let len = match local_copy(&state, oid).await {
         Ok(Some((_, len))) => len,
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),

@@ -172,8 +172,6 @@ fn parse_line(line: &str) -> Option<(Key, (FileStamp, Oid))> {
     ))
 }
 
-pub use crate::fsutil::now_ns;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,11 +13,12 @@ use rayon::prelude::*;
 use crate::cache::{LocalCache, RemoteChain, Staged};
 use crate::config::{self, Config, Env, LinkKind};
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::now_ns;
 use crate::fsutil::{self, is_executable_mode};
 use crate::marker::{self, Manifest, ManifestEntry, Marker, MarkerKind};
 use crate::oid::{self, Oid};
 use crate::remote::{self, Remotes, TransferReport, DEFAULT_TRANSFER_JOBS};
-use crate::statcache::{now_ns, StatCache};
+use crate::statcache::StatCache;
 
 /// What `save` did for one path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
