@@ -30,6 +30,7 @@ pub struct Remotes {
     policy: ReadPolicy,
     base_dir: PathBuf,
     tokens: BTreeMap<String, String>,
+    aws_env: BTreeMap<String, String>,
 }
 
 impl Remotes {
@@ -50,6 +51,12 @@ impl Remotes {
             policy: config.remote.policy,
             base_dir: base_dir.into(),
             tokens,
+            aws_env: env
+                .vars
+                .iter()
+                .filter(|(name, _)| name.starts_with("AWS_"))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
         }
     }
 
@@ -91,6 +98,7 @@ impl Remotes {
             region: entry.region.clone(),
             token: self.tokens.get(name).cloned(),
             base_dir: Some(self.base_dir.clone()),
+            aws_env: Some(self.aws_env.clone()),
         };
         Ok(open_storage(&entry.url, &options)?)
     }
@@ -176,6 +184,9 @@ impl ReadStorage for Unopenable {
         Err(self.err())
     }
     fn exists(&self, _: &str) -> Result<bool, StorageError> {
+        Err(self.err())
+    }
+    fn size(&self, _: &str) -> Result<Option<u64>, StorageError> {
         Err(self.err())
     }
     fn list(&self, _: &str) -> Result<Vec<String>, StorageError> {

@@ -187,7 +187,7 @@ fn push_refuses_read_only_and_unsupported_remotes() {
     project_config(
         &env,
         &format!(
-            "[remote]\ndefault = \"share\"\n[remotes.share]\nurl = \"{}\"\nread_only = true\n[remotes.bucket]\nurl = \"s3://bucket/czc\"\n",
+            "[remote]\ndefault = \"share\"\n[remotes.share]\nurl = \"{}\"\nread_only = true\n[remotes.bucket]\nurl = \"ftp://host/czc\"\n",
             team.display()
         ),
     );
@@ -206,7 +206,10 @@ fn push_refuses_read_only_and_unsupported_remotes() {
         .args(["push", "--remote", "bucket"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("s3://bucket/czc"));
+        .stderr(
+            predicate::str::contains("ftp://host/czc")
+                .and(predicate::str::contains("unknown scheme")),
+        );
 }
 
 #[test]

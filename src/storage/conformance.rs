@@ -3,7 +3,9 @@
 //! `czc serve`), so every backend is held to the same behaviour. Object keys only, so
 //! content-addressed backends qualify. Not part of the API: it panics on failure.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{ReadStorage, StorageError, WriteStorage};
 use crate::oid::Oid;
@@ -126,4 +128,136 @@ pub fn object_race_suite(storage: &dyn WriteStorage) {
     });
     assert_eq!(wins.into_inner(), 1, "exactly one put_if_absent wins");
     assert!(storage.delete(&key).unwrap());
+}
+
+/// Read checks with arbitrary keys against a storage holding exactly `seeded_key`.
+pub fn keyed_read_suite(storage: &dyn ReadStorage, seeded_key: &str, seeded: &[u8]) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("out");
+    assert_eq!(storage.copy_to("objects/no/such", &dest).unwrap(), None);
+    assert!(!dest.exists(), "a miss writes nothing");
+    assert_eq!(storage.hash("objects/no/such").unwrap(), None);
+    assert_eq!(storage.last_modified("objects/no/such").unwrap(), None);
+    assert!(!storage.exists("objects/no/such").unwrap());
+    assert_eq!(
+        storage.copy_to(seeded_key, &dest).unwrap(),
+        Some(seeded.len() as u64)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), seeded);
+    assert_eq!(
+        storage.hash(seeded_key).unwrap(),
+        Some(Oid::of_bytes(seeded))
+    );
+    assert!(storage.last_modified(seeded_key).unwrap().is_some());
+    assert!(storage.exists(seeded_key).unwrap());
+    assert_eq!(
+        storage.list("objects/").unwrap(),
+        vec![seeded_key.to_string()]
+    );
+    assert!(storage.list("nothing/").unwrap().is_empty());
+    for bad in ["../x", "/etc/passwd", "a//b", ""] {
+        assert!(
+            matches!(storage.exists(bad), Err(StorageError::BadKey { .. })),
+            "{bad}"
+        );
+    }
+}
+
+/// Write checks with arbitrary keys (compare-and-swap with different bytes), for
+/// backends that are not content-addressed: folder, temporary, S3.
+pub fn keyed_write_suite(storage: &dyn WriteStorage) {
+    let scratch = tempfile::tempdir().unwrap();
+    let one = write_file(scratch.path(), "one", b"one");
+    let two = write_file(scratch.path(), "two", b"two");
+    let key = "objects/ab/cdef";
+    storage.put(key, &one).unwrap();
+    keyed_read_suite(storage, key, b"one");
+
+    // put_if_absent loses to an existing key and writes nothing.
+    let err = storage.put_if_absent(key, &two).unwrap_err();
+    assert!(matches!(err, StorageError::LostRace { .. }), "{err}");
+    assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(b"one")));
+
+    // Compare-and-swap.
+    let stale = Oid::of_bytes(b"stale");
+    assert!(matches!(
+        storage.put_if_hash_matches(key, &two, &stale),
+        Err(StorageError::LostRace { .. })
+    ));
+    storage
+        .put_if_hash_matches(key, &two, &Oid::of_bytes(b"one"))
+        .unwrap();
+    assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(b"two")));
+
+    // put_if_newer: an old file does not replace a newer copy.
+    let old = write_file(scratch.path(), "old", b"old");
+    let past = SystemTime::now() - std::time::Duration::from_secs(3600);
+    File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    assert!(!storage.put_if_newer(key, &old).unwrap());
+    assert!(storage.put_if_newer("objects/ab/new", &old).unwrap());
+
+    // Conditional delete.
+    assert!(matches!(
+        storage.delete_if_hash_matches(key, &stale),
+        Err(StorageError::LostRace { .. })
+    ));
+    storage
+        .delete_if_hash_matches(key, &Oid::of_bytes(b"two"))
+        .unwrap();
+    assert!(!storage.exists(key).unwrap());
+    assert!(storage.delete("objects/ab/new").unwrap());
+    assert!(!storage.delete("objects/ab/new").unwrap());
+}
+
+/// Sixteen writers race compare-and-swap on one key and `put_if_absent` on another:
+/// exactly one of each wins.
+pub fn keyed_race_suite(storage: &dyn WriteStorage) {
+    let scratch = tempfile::tempdir().unwrap();
+    let base = write_file(scratch.path(), "base", b"base");
+    storage.put("objects/ra/ce", &base).unwrap();
+    let expected = Oid::of_bytes(b"base");
+    let sources: Vec<PathBuf> = (0..16)
+        .map(|i| {
+            write_file(
+                scratch.path(),
+                &format!("w{i}"),
+                format!("writer {i}").as_bytes(),
+            )
+        })
+        .collect();
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    let absent_wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for src in &sources {
+            let wins = &wins;
+            let absent_wins = &absent_wins;
+            scope.spawn(move || {
+                match storage.put_if_hash_matches("objects/ra/ce", src, &expected) {
+                    Ok(()) => {
+                        wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(StorageError::LostRace { .. }) => {}
+                    Err(err) => panic!("{err}"),
+                }
+                match storage.put_if_absent("objects/ra/new", src) {
+                    Ok(()) => {
+                        absent_wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(StorageError::LostRace { .. }) => {}
+                    Err(err) => panic!("{err}"),
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1, "exactly one compare-and-swap wins");
+    assert_eq!(
+        absent_wins.into_inner(),
+        1,
+        "exactly one put_if_absent wins"
+    );
 }

@@ -162,9 +162,14 @@ impl ReadStorage for FolderStorage {
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.size(key)?.is_some())
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         match fs::metadata(self.file(key)?) {
-            Ok(meta) => Ok(meta.is_file()),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
             Err(err) => Err(self.io(key, err)),
         }
     }
@@ -321,6 +326,9 @@ impl ReadStorage for TemporaryStorage {
     }
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
         self.folder.exists(key)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.folder.size(key)
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         self.folder.list(prefix)

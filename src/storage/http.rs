@@ -240,6 +240,17 @@ impl ReadStorage for HttpStorage {
         Ok(self.head(key)?.is_some())
     }
 
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self.head(key)?.map(|response| {
+            response
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0)
+        }))
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let response = self.send(
             prefix,

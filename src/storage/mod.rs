@@ -12,6 +12,7 @@
 pub mod conformance;
 mod folder;
 mod http;
+mod s3;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 pub use folder::{FolderStorage, TemporaryStorage};
 pub use http::HttpStorage;
+pub use s3::{S3Storage, MULTIPART_THRESHOLD};
 
 use crate::oid::Oid;
 
@@ -65,6 +67,8 @@ pub trait ReadStorage: Send + Sync {
     fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError>;
     /// Whether the key exists.
     fn exists(&self, key: &str) -> Result<bool, StorageError>;
+    /// The key's length in bytes, or `None` if it does not exist.
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
     /// Every key that starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
     /// Whether each key exists, in one batch where the backend can: by default one
@@ -150,6 +154,9 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
         self.0.exists(key)
     }
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.0.size(key)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         self.0.list(prefix)
     }
@@ -178,6 +185,9 @@ pub struct StorageOptions {
     pub token: Option<String>,
     /// The folder relative paths are relative to (the project root).
     pub base_dir: Option<PathBuf>,
+    /// The `AWS_*` variables an S3 remote reads (credentials, region, session token);
+    /// `None` reads the process environment.
+    pub aws_env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A storage opened from configuration. A read-only one has no writer, by type.
@@ -238,10 +248,14 @@ pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage
                 OpenedStorage::ReadWrite(Arc::new(storage))
             });
         }
-        "s3" => return Err(bad(
-            "s3:// remotes are not supported by this build of czc yet; use a folder or http remote"
-                .into(),
-        )),
+        "s3" => {
+            let storage = S3Storage::new(url, options)?;
+            return Ok(if options.read_only {
+                OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
+            } else {
+                OpenedStorage::ReadWrite(Arc::new(storage))
+            });
+        }
         other => {
             return Err(bad(format!(
                 "unknown scheme '{other}' (use a path, file://, s3:// or http(s)://)"
@@ -310,137 +324,12 @@ mod tests {
     //! One behaviour suite, run against every storage backend.
     use super::*;
 
+    use super::conformance::{keyed_race_suite, keyed_read_suite, keyed_write_suite};
+
     fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         path
-    }
-
-    fn read_suite(storage: &dyn ReadStorage, seeded_key: &str, seeded: &[u8]) {
-        let scratch = tempfile::tempdir().unwrap();
-        let dest = scratch.path().join("out");
-        assert_eq!(storage.copy_to("objects/no/such", &dest).unwrap(), None);
-        assert!(!dest.exists(), "a miss writes nothing");
-        assert_eq!(storage.hash("objects/no/such").unwrap(), None);
-        assert_eq!(storage.last_modified("objects/no/such").unwrap(), None);
-        assert!(!storage.exists("objects/no/such").unwrap());
-        assert_eq!(
-            storage.copy_to(seeded_key, &dest).unwrap(),
-            Some(seeded.len() as u64)
-        );
-        assert_eq!(std::fs::read(&dest).unwrap(), seeded);
-        assert_eq!(
-            storage.hash(seeded_key).unwrap(),
-            Some(Oid::of_bytes(seeded))
-        );
-        assert!(storage.last_modified(seeded_key).unwrap().is_some());
-        assert!(storage.exists(seeded_key).unwrap());
-        assert_eq!(
-            storage.list("objects/").unwrap(),
-            vec![seeded_key.to_string()]
-        );
-        assert!(storage.list("nothing/").unwrap().is_empty());
-        for bad in ["../x", "/etc/passwd", "a//b", ""] {
-            assert!(
-                matches!(storage.exists(bad), Err(StorageError::BadKey { .. })),
-                "{bad}"
-            );
-        }
-    }
-
-    fn write_suite(storage: &dyn WriteStorage) {
-        let scratch = tempfile::tempdir().unwrap();
-        let one = file(scratch.path(), "one", b"one");
-        let two = file(scratch.path(), "two", b"two");
-        let key = "objects/ab/cdef";
-        storage.put(key, &one).unwrap();
-        read_suite(storage, key, b"one");
-
-        // put_if_absent loses to an existing key and writes nothing.
-        let err = storage.put_if_absent(key, &two).unwrap_err();
-        assert!(matches!(err, StorageError::LostRace { .. }), "{err}");
-        assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(b"one")));
-
-        // Compare-and-swap.
-        let stale = Oid::of_bytes(b"stale");
-        assert!(matches!(
-            storage.put_if_hash_matches(key, &two, &stale),
-            Err(StorageError::LostRace { .. })
-        ));
-        storage
-            .put_if_hash_matches(key, &two, &Oid::of_bytes(b"one"))
-            .unwrap();
-        assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(b"two")));
-
-        // put_if_newer: an old file does not replace a newer copy.
-        let old = file(scratch.path(), "old", b"old");
-        let past = SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options()
-            .write(true)
-            .open(&old)
-            .unwrap()
-            .set_modified(past)
-            .unwrap();
-        assert!(!storage.put_if_newer(key, &old).unwrap());
-        assert!(storage.put_if_newer("objects/ab/new", &old).unwrap());
-
-        // Conditional delete.
-        assert!(matches!(
-            storage.delete_if_hash_matches(key, &stale),
-            Err(StorageError::LostRace { .. })
-        ));
-        storage
-            .delete_if_hash_matches(key, &Oid::of_bytes(b"two"))
-            .unwrap();
-        assert!(!storage.exists(key).unwrap());
-        assert!(storage.delete("objects/ab/new").unwrap());
-        assert!(!storage.delete("objects/ab/new").unwrap());
-    }
-
-    fn race_suite(storage: &dyn WriteStorage) {
-        let scratch = tempfile::tempdir().unwrap();
-        let base = file(scratch.path(), "base", b"base");
-        storage.put("objects/ra/ce", &base).unwrap();
-        let expected = Oid::of_bytes(b"base");
-        let sources: Vec<PathBuf> = (0..16)
-            .map(|i| {
-                file(
-                    scratch.path(),
-                    &format!("w{i}"),
-                    format!("writer {i}").as_bytes(),
-                )
-            })
-            .collect();
-        let wins = std::sync::atomic::AtomicUsize::new(0);
-        let absent_wins = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for src in &sources {
-                let wins = &wins;
-                let absent_wins = &absent_wins;
-                scope.spawn(move || {
-                    match storage.put_if_hash_matches("objects/ra/ce", src, &expected) {
-                        Ok(()) => {
-                            wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Err(StorageError::LostRace { .. }) => {}
-                        Err(err) => panic!("{err}"),
-                    }
-                    match storage.put_if_absent("objects/ra/new", src) {
-                        Ok(()) => {
-                            absent_wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Err(StorageError::LostRace { .. }) => {}
-                        Err(err) => panic!("{err}"),
-                    }
-                });
-            }
-        });
-        assert_eq!(wins.into_inner(), 1, "exactly one compare-and-swap wins");
-        assert_eq!(
-            absent_wins.into_inner(),
-            1,
-            "exactly one put_if_absent wins"
-        );
     }
 
     #[test]
@@ -468,8 +357,8 @@ mod tests {
     fn folder_storage() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FolderStorage::new(dir.path());
-        write_suite(&storage);
-        race_suite(&storage);
+        keyed_write_suite(&storage);
+        keyed_race_suite(&storage);
         // Keys are files under the root, in the shared partitioned layout.
         assert_eq!(
             storage.path("objects/ra/ce").unwrap(),
@@ -482,8 +371,8 @@ mod tests {
     #[test]
     fn temporary_storage_is_removed_on_drop() {
         let storage = TemporaryStorage::new().unwrap();
-        write_suite(&storage);
-        race_suite(&storage);
+        keyed_write_suite(&storage);
+        keyed_race_suite(&storage);
         let root = storage.path("x").unwrap().parent().unwrap().to_path_buf();
         assert!(root.exists());
         drop(storage);
@@ -499,7 +388,7 @@ mod tests {
             .put("objects/aa/bb", &file(scratch.path(), "f", b"shared"))
             .unwrap();
         let share = ReadOnly::new(FolderStorage::new(dir.path()));
-        read_suite(&share, "objects/aa/bb", b"shared");
+        keyed_read_suite(&share, "objects/aa/bb", b"shared");
         assert!(share.describe().ends_with("(read-only)"));
     }
 }

@@ -1,0 +1,751 @@
+//! An S3 bucket (AWS or any S3-compatible service) through the `object_store` crate.
+//!
+//! The blocking [`ReadStorage`]/[`WriteStorage`] calls run the crate's async requests on
+//! a small runtime owned by the storage, so callers on any thread (rayon workers, a
+//! `spawn_blocking` task of `czc serve`) can use it. Every upload carries its BLAKE3 in
+//! the object's metadata (`x-amz-meta-blake3`), so [`ReadStorage::hash`] is one HEAD.
+//! Conditional writes are the service's own `If-None-Match: *` / `If-Match: <etag>`;
+//! objects larger than [`MULTIPART_THRESHOLD`] go up in parallel parts, and for those the
+//! condition is checked just before the upload (S3 has no conditional multipart
+//! completion that `object_store` exposes), which is harmless for content-addressed
+//! objects, whose racing writers upload the same bytes.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, ErrorKind, Read};
+use std::path::Path;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::signer::{SignedUrlOptions, Signer};
+use object_store::{
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+    UpdateVersion,
+};
+
+use super::{check_key, ReadStorage, StorageError, WriteStorage};
+use crate::oid::Oid;
+
+/// Objects above this size are uploaded in parts of this size.
+pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
+/// Parts of one upload in flight at once (memory: this many parts).
+const PARTS_IN_FLIGHT: usize = 4;
+/// The metadata key holding an object's BLAKE3.
+const HASH_METADATA: &str = "blake3";
+
+/// An S3 bucket, or a prefix inside one.
+///
+/// ```no_run
+/// use czcache::storage::{ReadStorage, S3Storage, StorageOptions};
+/// // Credentials come from the usual AWS_* variables; `anonymous` reads public buckets.
+/// let options = StorageOptions {
+///     endpoint: Some("http://127.0.0.1:9000".into()),
+///     ..StorageOptions::default()
+/// };
+/// let bucket = S3Storage::new("s3://team-data/czc", &options)?;
+/// let there = bucket.exists("objects/ab/cdef")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct S3Storage {
+    url: String,
+    prefix: String,
+    store: Arc<AmazonS3>,
+    anonymous: bool,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Set once the bucket is known to exist (checked at the first miss, because S3
+    /// answers a missing bucket with the same 404 as a missing key).
+    bucket_checked: OnceLock<()>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Storage").field("url", &self.url).finish()
+    }
+}
+
+impl Drop for S3Storage {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another (czc serve) panics; let it wind down alone.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Metadata from one HEAD.
+struct Head {
+    e_tag: Option<String>,
+    version: Option<String>,
+    last_modified: SystemTime,
+    size: u64,
+    blake3: Option<Oid>,
+}
+
+impl S3Storage {
+    /// `url` is `s3://bucket[/prefix]`. `options.endpoint` selects an S3-compatible
+    /// service (path-style requests; `http://` allowed), `options.region` the region
+    /// (default `us-east-1`), `options.anonymous` unsigned requests for public buckets.
+    /// Other settings come from the `AWS_*` environment variables.
+    pub fn new(url: &str, options: &super::StorageOptions) -> Result<S3Storage, StorageError> {
+        let bad = |reason: String| StorageError::BadUrl {
+            url: url.into(),
+            reason,
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("an S3 url starts with s3://".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket name (s3://bucket/prefix)".into()));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() {
+            check_prefix(&prefix).map_err(|reason| bad(reason.into()))?;
+        }
+        let aws_env: Vec<(String, String)> = match &options.aws_env {
+            Some(vars) => vars.clone().into_iter().collect(),
+            None => std::env::vars().collect(),
+        };
+        let mut builder = AmazonS3Builder::new();
+        let mut has_region = false;
+        for (name, value) in aws_env {
+            if !name.starts_with("AWS_") {
+                continue;
+            }
+            if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                has_region |= matches!(
+                    key,
+                    AmazonS3ConfigKey::Region | AmazonS3ConfigKey::DefaultRegion
+                );
+                builder = builder.with_config(key, value);
+            }
+        }
+        builder = builder
+            .with_bucket_name(bucket)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(2),
+                    base: 3.0,
+                },
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout_disabled()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_read_timeout(Duration::from_secs(60))
+                    .with_allow_http(true),
+            );
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(region) = &options.region {
+            builder = builder.with_region(region);
+        } else if !has_region {
+            builder = builder.with_region("us-east-1");
+        }
+        if options.anonymous {
+            builder = builder.with_skip_signature(true);
+        }
+        let store = builder.build().map_err(|err| bad(err.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("czc-s3")
+            .enable_all()
+            .build()
+            .map_err(|err| bad(format!("cannot start the S3 client: {err}")))?;
+        Ok(S3Storage {
+            url: url.trim_end_matches('/').to_string(),
+            prefix,
+            store: Arc::new(store),
+            anonymous: options.anonymous,
+            runtime: Some(runtime),
+            bucket_checked: OnceLock::new(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Runs a future on the storage's runtime and waits for it, from any thread.
+    fn run<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> T {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        receiver
+            .recv()
+            .expect("the S3 runtime finished a request without answering")
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("runtime lives until drop")
+    }
+
+    fn location(&self, key: &str) -> Result<ObjectPath, StorageError> {
+        check_key(self, key)?;
+        let full = if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        ObjectPath::parse(&full).map_err(|_| StorageError::BadKey {
+            storage: self.describe(),
+            key: key.into(),
+            reason: "not a valid S3 object name",
+        })
+    }
+
+    fn error(&self, key: &str, err: object_store::Error) -> StorageError {
+        use object_store::Error as E;
+        match err {
+            E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+                StorageError::LostRace {
+                    storage: self.describe(),
+                    key: key.into(),
+                    found: "the object changed or appeared".into(),
+                }
+            }
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => StorageError::Io {
+                storage: self.describe(),
+                key: key.into(),
+                source: io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "{}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+                        one_line(&err)
+                    ),
+                ),
+            },
+            other => self.io(key, ErrorKind::Other, one_line(&other)),
+        }
+    }
+
+    fn io(&self, key: &str, kind: ErrorKind, message: String) -> StorageError {
+        StorageError::Io {
+            storage: self.describe(),
+            key: key.into(),
+            source: io::Error::new(kind, message),
+        }
+    }
+
+    /// A 404 from S3 may mean "no such bucket": make sure, once, before calling it a miss.
+    fn confirm_miss(&self, key: &str) -> Result<(), StorageError> {
+        if self.bucket_checked.get().is_some() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let listed = self.run(async move {
+            let mut listing = store.list(prefix.as_ref());
+            listing.next().await.transpose().map(|_| ())
+        });
+        match listed {
+            Ok(()) => {
+                let _ = self.bucket_checked.set(());
+                Ok(())
+            }
+            Err(err) if is_missing_bucket(&err) => {
+                Err(self.io(key, ErrorKind::NotFound, "the bucket does not exist".into()))
+            }
+            // Listing may be forbidden on a public bucket; the key's 404 stands.
+            Err(
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. },
+            ) => Ok(()),
+            Err(err) => Err(self.error(key, err)),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<Head>, StorageError> {
+        let location = self.location(key)?;
+        let store = self.store.clone();
+        let result = self.run(async move {
+            let options = GetOptions {
+                head: true,
+                ..GetOptions::default()
+            };
+            store.get_opts(&location, options).await
+        });
+        match result {
+            Ok(got) => {
+                let blake3 = match got
+                    .attributes
+                    .get(&Attribute::Metadata(HASH_METADATA.into()))
+                {
+                    Some(value) => Oid::from_hex(value.as_ref()).ok(),
+                    None => None,
+                };
+                Ok(Some(Head {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                    last_modified: got.meta.last_modified.into(),
+                    size: got.meta.size,
+                    blake3,
+                }))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.confirm_miss(key)?;
+                Ok(None)
+            }
+            Err(err) => Err(self.error(key, err)),
+        }
+    }
+
+    /// The BLAKE3 of what a HEAD found, downloading the object only when it was
+    /// uploaded without czc's metadata.
+    fn hash_of(&self, key: &str, head: &Head) -> Result<Oid, StorageError> {
+        if let Some(oid) = head.blake3 {
+            return Ok(oid);
+        }
+        let scratch = tempfile::NamedTempFile::new()
+            .map_err(|err| self.io(key, err.kind(), err.to_string()))?;
+        self.copy_to(key, scratch.path())?;
+        crate::oid::hash_file(scratch.path())
+            .map(|(oid, _)| oid)
+            .map_err(|err| self.io(key, err.kind(), err.to_string()))
+    }
+
+    /// Uploads `src` with `mode`; small files in one request, big ones in parts.
+    fn upload(&self, key: &str, src: &Path, mode: PutMode) -> Result<(), StorageError> {
+        let location = self.location(key)?;
+        let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", src.display()));
+        let (oid, size) = crate::oid::hash_file(src).map_err(local)?;
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::Metadata(HASH_METADATA.into()),
+            AttributeValue::from(oid.hex()),
+        );
+        if size <= MULTIPART_THRESHOLD {
+            let bytes = std::fs::read(src).map_err(local)?;
+            let store = self.store.clone();
+            let options = PutOptions {
+                mode,
+                attributes,
+                ..PutOptions::default()
+            };
+            return self
+                .run(async move {
+                    store
+                        .put_opts(&location, PutPayload::from(bytes), options)
+                        .await
+                })
+                .map(|_| ())
+                .map_err(|err| self.error(key, err));
+        }
+        // Parts cannot carry the condition: check it just before.
+        match &mode {
+            PutMode::Create if self.head(key)?.is_some() => {
+                return Err(self.lost_race(key, "it exists"))
+            }
+            PutMode::Update(version) => match self.head(key)? {
+                Some(head) if head.e_tag == version.e_tag => {}
+                _ => return Err(self.lost_race(key, "it changed")),
+            },
+            _ => {}
+        }
+        self.upload_parts(key, location, src, attributes)
+    }
+
+    fn upload_parts(
+        &self,
+        key: &str,
+        location: ObjectPath,
+        src: &Path,
+        attributes: Attributes,
+    ) -> Result<(), StorageError> {
+        let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", src.display()));
+        let mut file = File::open(src).map_err(local)?;
+        let store = self.store.clone();
+        let options = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let mut upload = self
+            .run(async move { store.put_multipart_opts(&location, options).await })
+            .map_err(|err| self.error(key, err))?;
+        let mut in_flight = VecDeque::new();
+        let outcome = (|| -> Result<(), StorageError> {
+            loop {
+                let mut part = Vec::with_capacity(MULTIPART_THRESHOLD as usize);
+                (&mut file)
+                    .take(MULTIPART_THRESHOLD)
+                    .read_to_end(&mut part)
+                    .map_err(local)?;
+                if part.is_empty() {
+                    break;
+                }
+                if in_flight.len() == PARTS_IN_FLIGHT {
+                    let oldest: tokio::task::JoinHandle<_> = in_flight.pop_front().expect("full");
+                    self.wait_part(key, oldest)?;
+                }
+                let sending = upload.put_part(PutPayload::from(part));
+                in_flight.push_back(self.runtime().spawn(sending));
+            }
+            while let Some(part) = in_flight.pop_front() {
+                self.wait_part(key, part)?;
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => self
+                .run(async move { upload.complete().await })
+                .map(|_| ())
+                .map_err(|err| self.error(key, err)),
+            Err(err) => {
+                let _ = self.run(async move { upload.abort().await });
+                Err(err)
+            }
+        }
+    }
+
+    fn wait_part(
+        &self,
+        key: &str,
+        part: tokio::task::JoinHandle<object_store::Result<()>>,
+    ) -> Result<(), StorageError> {
+        match self.run(part) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(self.error(key, err)),
+            Err(err) => Err(self.io(key, ErrorKind::Other, format!("upload task failed: {err}"))),
+        }
+    }
+
+    fn lost_race(&self, key: &str, found: &str) -> StorageError {
+        StorageError::LostRace {
+            storage: self.describe(),
+            key: key.into(),
+            found: found.into(),
+        }
+    }
+
+    /// Deletes, with `If-Match: <etag>` when given: object_store's delete has no
+    /// condition, so this signs a DELETE itself.
+    fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), StorageError> {
+        let location = self.location(key)?;
+        let store = self.store.clone();
+        let Some(e_tag) = if_match else {
+            return self
+                .run(async move { store.delete(&location).await })
+                .map_err(|err| self.error(key, err));
+        };
+        if self.anonymous {
+            // Unsigned: no conditional form to send; the caller already compared.
+            return self
+                .run(async move { store.delete(&location).await })
+                .map_err(|err| self.error(key, err));
+        }
+        let http = self.http.clone();
+        let e_tag = e_tag.to_string();
+        let sent = self.run(async move {
+            let url = store
+                .signed_url_opts(
+                    reqwest::Method::DELETE,
+                    &location,
+                    Duration::from_secs(300),
+                    &SignedUrlOptions::default(),
+                )
+                .await
+                .map_err(|err| one_line(&err))?;
+            let response = http
+                .delete(url.as_str())
+                .header(reqwest::header::IF_MATCH, e_tag)
+                .send()
+                .await
+                .map_err(|err| one_line(&err))?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            Ok::<_, String>((status, body))
+        });
+        match sent {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, _))
+                if status == reqwest::StatusCode::PRECONDITION_FAILED
+                    || status == reqwest::StatusCode::NOT_FOUND
+                    || status == reqwest::StatusCode::CONFLICT =>
+            {
+                Err(self.lost_race(key, "it changed"))
+            }
+            Ok((status, body)) => Err(self.io(
+                key,
+                ErrorKind::Other,
+                format!("DELETE answered {status}: {}", body.trim()),
+            )),
+            Err(message) => Err(self.io(key, ErrorKind::Other, message)),
+        }
+    }
+}
+
+/// A listing answered 404: only a missing bucket does that.
+fn is_missing_bucket(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::NotFound { .. })
+        || one_line(err).contains("NoSuchBucket")
+        || one_line(err).contains("404 Not Found")
+}
+
+/// A prefix inside a bucket follows the key rules.
+fn check_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err("the prefix has an empty, '.' or '..' component");
+    }
+    Ok(())
+}
+
+/// object_store errors span lines (XML bodies) and nest causes; messages here are one
+/// line with every cause.
+fn one_line(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl ReadStorage for S3Storage {
+    fn describe(&self) -> String {
+        format!("s3 remote {}", self.url)
+    }
+
+    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+        let location = self.location(key)?;
+        let store = self.store.clone();
+        // Chunks cross from the runtime to this thread through a bounded channel, so
+        // memory stays flat however big the object is.
+        let (sender, receiver) = mpsc::sync_channel::<Result<Vec<u8>, object_store::Error>>(16);
+        let (first_sender, first) = mpsc::sync_channel::<object_store::Result<()>>(1);
+        self.runtime().spawn(async move {
+            let got = match store.get(&location).await {
+                Ok(got) => {
+                    let _ = first_sender.send(Ok(()));
+                    got
+                }
+                Err(err) => {
+                    let _ = first_sender.send(Err(err));
+                    return;
+                }
+            };
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map(|bytes| bytes.to_vec());
+                let failed = chunk.is_err();
+                if sender.send(chunk).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        match first.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(object_store::Error::NotFound { .. })) => {
+                self.confirm_miss(key)?;
+                return Ok(None);
+            }
+            Ok(Err(err)) => return Err(self.error(key, err)),
+            Err(_) => return Err(self.io(key, ErrorKind::Other, "download task failed".into())),
+        }
+        let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", dest.display()));
+        let mut temp = tempfile::Builder::new()
+            .prefix(".czc-tmp-")
+            .tempfile_in(crate::fsutil::parent_dir(dest))
+            .map_err(local)?;
+        let mut copied = 0u64;
+        for chunk in receiver {
+            let chunk = chunk.map_err(|err| {
+                self.io(
+                    key,
+                    ErrorKind::ConnectionReset,
+                    format!("download broken off: {}", one_line(&err)),
+                )
+            })?;
+            io::Write::write_all(temp.as_file_mut(), &chunk).map_err(local)?;
+            copied += chunk.len() as u64;
+        }
+        temp.as_file().sync_all().map_err(local)?;
+        temp.persist(dest).map_err(|err| local(err.error))?;
+        Ok(Some(copied))
+    }
+
+    fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
+        match self.head(key)? {
+            Some(head) => self.hash_of(key, &head).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
+        Ok(self.head(key)?.map(|head| head.last_modified))
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.head(key)?.is_some())
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self.head(key)?.map(|head| head.size))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        // Listing takes a folder-like prefix; filter to the exact string prefix after.
+        let folder = prefix.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
+        if !folder.is_empty() {
+            check_key(self, folder)?;
+        }
+        let base = match (self.prefix.is_empty(), folder.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(folder.to_string()),
+            (false, true) => Some(self.prefix.clone()),
+            (false, false) => Some(format!("{}/{folder}", self.prefix)),
+        };
+        let store = self.store.clone();
+        let listed = self.run(async move {
+            let base = base.map(|b| ObjectPath::from(b.as_str()));
+            let mut keys = Vec::new();
+            let mut listing = store.list(base.as_ref());
+            while let Some(meta) = listing.next().await {
+                keys.push(meta?.location.to_string());
+            }
+            Ok::<_, object_store::Error>(keys)
+        });
+        let keys = match listed {
+            Ok(keys) => keys,
+            Err(err) if is_missing_bucket(&err) => {
+                return Err(self.io(
+                    prefix,
+                    ErrorKind::NotFound,
+                    "the bucket does not exist".into(),
+                ))
+            }
+            Err(err) => return Err(self.error(prefix, err)),
+        };
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut keys: Vec<String> = keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&strip).map(str::to_string))
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl WriteStorage for S3Storage {
+    fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        self.upload(key, src, PutMode::Overwrite)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        // S3 answers a delete of a missing key with success: look first.
+        if self.head(key)?.is_none() {
+            return Ok(false);
+        }
+        self.remove(key, None)?;
+        Ok(true)
+    }
+
+    fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+        self.upload(key, src, PutMode::Create)
+    }
+
+    fn put_if_hash_matches(
+        &self,
+        key: &str,
+        src: &Path,
+        expected: &Oid,
+    ) -> Result<(), StorageError> {
+        let Some(head) = self.head(key)? else {
+            return Err(self.lost_race(key, "it is gone"));
+        };
+        let found = self.hash_of(key, &head)?;
+        if found != *expected {
+            return Err(self.lost_race(key, &format!("it holds {}", found.hex())));
+        }
+        self.upload(key, src, if_unchanged(head))
+    }
+
+    fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError> {
+        let modified = std::fs::metadata(src)
+            .and_then(|meta| meta.modified())
+            .map_err(|err| self.io(key, err.kind(), format!("{}: {err}", src.display())))?;
+        let mode = match self.head(key)? {
+            Some(head) if head.last_modified >= modified => return Ok(false),
+            Some(head) => if_unchanged(head),
+            None => PutMode::Create,
+        };
+        self.upload(key, src, mode)?;
+        Ok(true)
+    }
+
+    fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError> {
+        let Some(head) = self.head(key)? else {
+            return Err(self.lost_race(key, "it is gone"));
+        };
+        let found = self.hash_of(key, &head)?;
+        if found != *expected {
+            return Err(self.lost_race(key, &format!("it holds {}", found.hex())));
+        }
+        match head.e_tag.as_deref() {
+            Some(e_tag) => self.remove(key, Some(e_tag)),
+            None => self.remove(key, None),
+        }
+    }
+}
+
+fn if_unchanged(head: Head) -> PutMode {
+    PutMode::Update(UpdateVersion {
+        e_tag: head.e_tag,
+        version: head.version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_bucket_and_a_clean_prefix() {
+        let options = super::super::StorageOptions::default();
+        for bad in [
+            "s3://",
+            "s3:///prefix",
+            "s3://bucket/a//b",
+            "s3://bucket/../x",
+        ] {
+            assert!(
+                matches!(
+                    S3Storage::new(bad, &options),
+                    Err(StorageError::BadUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let storage = S3Storage::new("s3://bucket/team/czc/", &options).unwrap();
+        assert_eq!(storage.prefix, "team/czc");
+        assert_eq!(
+            storage.location("objects/ab/cd").unwrap().as_ref(),
+            "team/czc/objects/ab/cd"
+        );
+        assert!(matches!(
+            storage.location("../x"),
+            Err(StorageError::BadKey { .. })
+        ));
+    }
+}

@@ -1,0 +1,371 @@
+//! The S3 backend against a real S3-compatible server on 127.0.0.1 (`s3server`: s3s +
+//! s3s-fs, signatures checked): the shared conformance suites, anonymous access to a
+//! public bucket, a missing bucket, wrong credentials, multipart, 16-writer races, and
+//! czc end to end with an S3 remote.
+
+mod s3server;
+mod util;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+
+use czcache::oid::Oid;
+use czcache::storage::conformance;
+use czcache::storage::{
+    open_storage, OpenedStorage, ReadStorage, S3Storage, StorageError, StorageOptions,
+    WriteStorage, MULTIPART_THRESHOLD,
+};
+use predicates::prelude::*;
+use s3server::{S3Server, PUBLIC_BUCKET};
+use util::{bytes, stderr, TestEnv};
+
+fn options(server: &S3Server, anonymous: bool) -> StorageOptions {
+    StorageOptions {
+        endpoint: Some(server.endpoint.clone()),
+        anonymous,
+        aws_env: Some(
+            server
+                .credentials()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        ),
+        ..StorageOptions::default()
+    }
+}
+
+fn signed(server: &S3Server, url: &str) -> S3Storage {
+    S3Storage::new(url, &options(server, false)).unwrap()
+}
+
+fn io_error(result: Result<impl std::fmt::Debug, StorageError>) -> (ErrorKind, String) {
+    match result {
+        Err(StorageError::Io { source, .. }) => (source.kind(), source.to_string()),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+#[test]
+fn object_and_keyed_suites_pass_over_s3() {
+    let server = S3Server::start(&["team"]);
+    conformance::object_write_suite(&signed(&server, "s3://team/objects-suite"));
+    conformance::object_race_suite(&signed(&server, "s3://team/race-suite"));
+    let keyed = signed(&server, "s3://team/keyed/nested");
+    conformance::keyed_write_suite(&keyed);
+    conformance::keyed_race_suite(&keyed);
+    // The prefix is honoured: the keys live under it in the bucket.
+    assert!(server
+        .root
+        .join("team/keyed/nested/objects/ra/ce")
+        .is_file());
+    // A bucket with no prefix works the same.
+    let bare = S3Server::start(&["bare"]);
+    conformance::object_write_suite(&signed(&bare, "s3://bare"));
+}
+
+#[test]
+fn hash_comes_from_metadata_and_survives_foreign_uploads() {
+    let server = S3Server::start(&["team"]);
+    let storage = signed(&server, "s3://team/czc");
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("f");
+    fs::write(&src, b"hashed by czc").unwrap();
+    storage.put("objects/aa/bb", &src).unwrap();
+    assert_eq!(
+        storage.hash("objects/aa/bb").unwrap(),
+        Some(Oid::of_bytes(b"hashed by czc"))
+    );
+    assert_eq!(storage.size("objects/aa/bb").unwrap(), Some(13));
+    // An object written by another tool (no blake3 metadata) is hashed by download.
+    let foreign = server.root.join("team/czc/other/file");
+    fs::create_dir_all(foreign.parent().unwrap()).unwrap();
+    fs::write(&foreign, b"uploaded elsewhere").unwrap();
+    assert_eq!(
+        storage.hash("other/file").unwrap(),
+        Some(Oid::of_bytes(b"uploaded elsewhere"))
+    );
+}
+
+#[test]
+fn big_objects_go_up_in_parts_and_come_back_whole() {
+    let server = S3Server::start(&["team"]);
+    let storage = signed(&server, "s3://team/czc");
+    let scratch = tempfile::tempdir().unwrap();
+    let content = bytes(7, (MULTIPART_THRESHOLD * 2 + 12345) as usize);
+    let src = scratch.path().join("big");
+    fs::write(&src, &content).unwrap();
+    let key = Oid::of_bytes(&content).object_key();
+    storage.put_if_absent(&key, &src).unwrap();
+    let dest = scratch.path().join("back");
+    assert_eq!(
+        storage.copy_to(&key, &dest).unwrap(),
+        Some(content.len() as u64)
+    );
+    assert!(fs::read(&dest).unwrap() == content, "same bytes back");
+    assert_eq!(storage.hash(&key).unwrap(), Some(Oid::of_bytes(&content)));
+    assert!(
+        matches!(
+            storage.put_if_absent(&key, &src),
+            Err(StorageError::LostRace { .. })
+        ),
+        "a second put_if_absent of a big object loses"
+    );
+    // Three parts: S3's multipart ETag ends in "-3".
+    assert_eq!(
+        multipart_etag(&server, "team", &format!("czc/{key}")),
+        Some(3)
+    );
+}
+
+/// The part count of a multipart upload's ETag (`<md5>-<parts>`), read with a raw
+/// signed HEAD through object_store.
+fn multipart_etag(server: &S3Server, bucket: &str, path: &str) -> Option<u32> {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::ObjectStoreExt;
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&server.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(s3server::ACCESS_KEY)
+        .with_secret_access_key(s3server::SECRET_KEY)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let meta = runtime
+        .block_on(store.head(&object_store::path::Path::from(path)))
+        .unwrap();
+    let etag = meta.e_tag?;
+    etag.trim_matches('"').rsplit_once('-')?.1.parse().ok()
+}
+
+#[test]
+fn anonymous_reads_a_public_bucket_and_nothing_else() {
+    let server = S3Server::start(&[PUBLIC_BUCKET, "team"]);
+    let seeded = b"open data";
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("f");
+    fs::write(&src, seeded).unwrap();
+    let key = Oid::of_bytes(seeded).object_key();
+    signed(&server, "s3://public/czc")
+        .put_if_absent(&key, &src)
+        .unwrap();
+    signed(&server, "s3://team/czc")
+        .put_if_absent(&key, &src)
+        .unwrap();
+
+    let public = S3Storage::new("s3://public/czc", &options(&server, true)).unwrap();
+    conformance::object_read_suite(&public, seeded);
+    // Writing without a signature is refused, and is not mistaken for a lost race.
+    let other = scratch.path().join("g");
+    fs::write(&other, b"vandalism").unwrap();
+    let (kind, message) = io_error(public.put(&Oid::of_bytes(b"vandalism").object_key(), &other));
+    assert_eq!(kind, ErrorKind::PermissionDenied, "{message}");
+    // Another bucket refuses unsigned reads: an error, never a silent miss.
+    let private = S3Storage::new("s3://team/czc", &options(&server, true)).unwrap();
+    let (kind, message) = io_error(private.exists(&key));
+    assert_eq!(kind, ErrorKind::PermissionDenied, "{message}");
+    let (kind, _) = io_error(private.exists(&Oid::of_bytes(b"absent").object_key()));
+    assert_eq!(kind, ErrorKind::PermissionDenied);
+
+    // Opened from configuration as a read-only remote, it has no writer at all.
+    let opened = open_storage(
+        "s3://public/czc",
+        &StorageOptions {
+            read_only: true,
+            ..options(&server, true)
+        },
+    )
+    .unwrap();
+    assert!(matches!(opened, OpenedStorage::ReadOnly(_)));
+    assert!(opened.writer().is_none());
+    assert!(opened.reader().exists(&key).unwrap());
+}
+
+#[test]
+fn a_missing_bucket_is_an_error_not_a_miss() {
+    let server = S3Server::start(&["team"]);
+    let storage = signed(&server, "s3://no-such-bucket/czc");
+    let key = Oid::of_bytes(b"x").object_key();
+    let (kind, message) = io_error(storage.exists(&key));
+    assert!(message.contains("bucket does not exist"), "{message}");
+    assert_eq!(kind, ErrorKind::NotFound);
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("out");
+    assert!(storage.copy_to(&key, &dest).is_err());
+    assert!(!dest.exists());
+    let src = scratch.path().join("f");
+    fs::write(&src, b"x").unwrap();
+    let err = storage.put(&key, &src).unwrap_err().to_string();
+    assert!(err.contains("NoSuchBucket"), "{err}");
+    assert!(
+        !server.root.join("no-such-bucket").exists(),
+        "no bucket appears"
+    );
+}
+
+#[test]
+fn wrong_credentials_and_an_unreachable_server_are_errors_with_their_cause() {
+    let server = S3Server::start(&["team"]);
+    let mut wrong = options(&server, false);
+    wrong.aws_env = Some(BTreeMap::from([
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            "czc-test-access".to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            "not-the-secret".to_string(),
+        ),
+    ]));
+    let storage = S3Storage::new("s3://team/czc", &wrong).unwrap();
+    let key = Oid::of_bytes(b"x").object_key();
+    let (kind, message) = io_error(storage.exists(&key));
+    assert_eq!(kind, ErrorKind::PermissionDenied, "{message}");
+    assert!(message.contains("AWS_SECRET_ACCESS_KEY"), "{message}");
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("f");
+    fs::write(&src, b"x").unwrap();
+    assert!(storage.put(&key, &src).is_err());
+    assert!(fs::read_dir(server.root.join("team"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    // A closed port: refused, reported, not a miss.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut closed = options(&server, false);
+    closed.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    let storage = S3Storage::new("s3://team/czc", &closed).unwrap();
+    let err = storage.exists(&key).unwrap_err().to_string();
+    assert!(err.contains("s3 remote s3://team/czc"), "{err}");
+}
+
+fn s3_config(server: &S3Server) -> String {
+    format!(
+        "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"s3://team/czc\"\nendpoint = \"{}\"\n",
+        server.endpoint
+    )
+}
+
+fn with_credentials(env: TestEnv, server: &S3Server) -> TestEnv {
+    server
+        .credentials()
+        .into_iter()
+        .fold(env, |env, (key, value)| env.with_env(key, value))
+}
+
+#[test]
+fn push_and_pull_through_a_chain_ending_in_s3() {
+    let server = S3Server::start(&["team"]);
+    let env = with_credentials(TestEnv::new(), &server);
+    env.write(".czcache.toml", s3_config(&server));
+    env.write("data/model.bin", bytes(1, 300_000));
+    env.write(
+        "data/big.bin",
+        bytes(3, (MULTIPART_THRESHOLD + 100) as usize),
+    );
+    env.write("data/set/a.txt", "alpha");
+    env.czc()
+        .args(["save", "data/model.bin", "data/big.bin", "data/set"])
+        .assert()
+        .success();
+    env.czc()
+        .arg("push")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("pushed 4 objects"));
+    env.czc().arg("push").assert().success().stdout(
+        predicate::str::starts_with("pushed 0 objects")
+            .and(predicate::str::contains("4 already there")),
+    );
+    env.czc()
+        .args(["status", "--remote"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("not-pushed").not());
+
+    // A second clone: a folder share holding a corrupt model first, an unreachable
+    // remote, then the bucket.
+    let oid = env.marker_oid("data/model.bin.czc");
+    let hex = &oid["blake3:".len()..];
+    let share = env.dir.path().join("share");
+    fs::create_dir_all(share.join("objects").join(&hex[..2])).unwrap();
+    fs::write(
+        share.join("objects").join(&hex[..2]).join(&hex[2..]),
+        b"tampered",
+    )
+    .unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let other = with_credentials(TestEnv::new(), &server);
+    other.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\nread = [\"share\", \"down\", \"team\"]\n\n[remotes.share]\nurl = \"{}\"\nread_only = true\n\n[remotes.down]\nurl = \"s3://team/czc\"\nendpoint = \"http://127.0.0.1:{port}\"\n\n[remotes.team]\nurl = \"s3://team/czc\"\nendpoint = \"{}\"\nread_only = true\n",
+            share.display(),
+            server.endpoint
+        ),
+    );
+    for marker in ["data/model.bin.czc", "data/big.bin.czc", "data/set.czc"] {
+        other.write(marker, env.read(marker));
+    }
+    let out = other.czc().arg("pull").output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("remote share holds corrupt bytes"), "{err}");
+    assert!(err.contains("remote down failed"), "{err}");
+    assert_eq!(other.read("data/model.bin"), bytes(1, 300_000));
+    assert_eq!(
+        other.read("data/big.bin"),
+        bytes(3, (MULTIPART_THRESHOLD + 100) as usize)
+    );
+    assert_eq!(other.read("data/set/a.txt"), b"alpha");
+}
+
+#[test]
+fn get_put_and_rm_work_on_bucket_keys() {
+    let server = S3Server::start(&["team"]);
+    let env = with_credentials(TestEnv::new(), &server);
+    env.write(".czcache.toml", s3_config(&server));
+    env.write("weights.bin", bytes(4, 20_000));
+    env.czc()
+        .args(["put", "team:models/w.bin", "weights.bin", "--if-absent"])
+        .assert()
+        .success();
+    env.czc()
+        .args(["put", "team:models/w.bin", "weights.bin", "--if-absent"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("changed by someone else"));
+    let out = env
+        .czc()
+        .args(["get", "team:models/w.bin"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(fs::read(path.trim()).unwrap(), bytes(4, 20_000));
+    let stale = Oid::of_bytes(b"stale");
+    env.czc()
+        .args(["rm", "team:models/w.bin", "--if-match", &stale.to_string()])
+        .assert()
+        .code(1);
+    let current = Oid::of_bytes(&bytes(4, 20_000));
+    env.czc()
+        .args([
+            "rm",
+            "team:models/w.bin",
+            "--if-match",
+            &current.to_string(),
+        ])
+        .assert()
+        .success();
+    assert!(!server.root.join("team/czc/models/w.bin").exists());
+}

@@ -1,0 +1,348 @@
+//! A real S3-compatible server for the tests and the benchmark, in-process on a loopback
+//! port: `s3s` speaks the protocol and checks SigV4 signatures, `s3s-fs` stores objects
+//! in a folder. Around `s3s-fs` this adds what a real service does and it does not:
+//! - conditional writes are atomic (one lock around check and write; `s3s-fs` alone
+//!   lets several `If-Match` writers win a race);
+//! - `DeleteObject` honours `If-Match`;
+//! - a write to a missing bucket fails with `NoSuchBucket` instead of creating it;
+//! - unsigned GET/HEAD/List are allowed on the public bucket only.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::SimpleAuth;
+use s3s::dto::*;
+use s3s::service::S3ServiceBuilder;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use s3s_fs::FileSystem;
+use tokio::sync::RwLock;
+
+pub const ACCESS_KEY: &str = "czc-test-access";
+pub const SECRET_KEY: &str = "czc-test-secret-key";
+/// Anyone may read this bucket without signing.
+pub const PUBLIC_BUCKET: &str = "public";
+
+/// A running server; stopped when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl S3Server {
+    /// Starts a server over a new temp folder holding the given (empty) buckets.
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = S3Server::start_in(dir.path(), buckets, 0);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server over `root` (buckets are its folders) on `port` (0: any free).
+    pub fn start_in(root: &Path, buckets: &[&str], port: u16) -> S3Server {
+        for bucket in buckets {
+            std::fs::create_dir_all(root.join(bucket)).expect("bucket folder");
+        }
+        let root = root.canonicalize().expect("root exists");
+        let (addr_sender, addr_receiver) = std::sync::mpsc::channel();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let serve_root = root.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(serve(serve_root, port, addr_sender, stop));
+        });
+        let addr: SocketAddr = addr_receiver.recv().expect("server started");
+        S3Server {
+            endpoint: format!("http://{addr}"),
+            root,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+            _dir: None,
+        }
+    }
+
+    /// The environment a signed client needs.
+    pub fn credentials(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    root: PathBuf,
+    port: u16,
+    addr: std::sync::mpsc::Sender<SocketAddr>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let fs = FileSystem::new(&root).expect("s3s-fs over the root");
+    let mut builder = S3ServiceBuilder::new(Guarded {
+        inner: fs,
+        root,
+        lock: RwLock::new(()),
+    });
+    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    builder.set_access(PublicRead);
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind a loopback port");
+    addr.send(listener.local_addr().expect("local addr"))
+        .expect("starter waits");
+    let http = ConnBuilder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(_) => continue,
+            },
+            _ = &mut stop => break,
+        };
+        // Without this every small response waits ~40 ms on delayed ACKs.
+        let _ = socket.set_nodelay(true);
+        let connection = http.serve_connection(TokioIo::new(socket), service.clone());
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {},
+    }
+}
+
+/// Unsigned requests may read the public bucket, nothing else.
+struct PublicRead;
+
+#[async_trait]
+impl S3Access for PublicRead {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() {
+            return Ok(());
+        }
+        let bucket = match cx.s3_path() {
+            s3s::path::S3Path::Bucket { bucket } => bucket.to_string(),
+            s3s::path::S3Path::Object { bucket, .. } => bucket.to_string(),
+            s3s::path::S3Path::Root => String::new(),
+        };
+        let reading = matches!(
+            cx.s3_op().name(),
+            "GetObject" | "HeadObject" | "ListObjects" | "ListObjectsV2" | "HeadBucket"
+        );
+        if bucket == PUBLIC_BUCKET && reading {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Signature is required"))
+        }
+    }
+}
+
+/// `s3s-fs` with atomic conditional writes and no implicit buckets.
+struct Guarded {
+    inner: FileSystem,
+    root: PathBuf,
+    /// Writers take it exclusively, readers shared, so a check and its write are one
+    /// step and a HEAD never sees an object's bytes without its metadata.
+    lock: RwLock<()>,
+}
+
+impl Guarded {
+    fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
+        if self.root.join(bucket).is_dir() {
+            Ok(())
+        } else {
+            Err(s3_error!(NoSuchBucket))
+        }
+    }
+}
+
+fn head_request<T>(req: &S3Request<T>, bucket: &str, key: &str) -> S3Request<HeadObjectInput> {
+    S3Request {
+        input: HeadObjectInput {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            ..HeadObjectInput::default()
+        },
+        method: http::Method::HEAD,
+        uri: req.uri.clone(),
+        headers: Default::default(),
+        extensions: Default::default(),
+        credentials: req.credentials.clone(),
+        region: req.region.clone(),
+        service: req.service.clone(),
+        trailing_headers: None,
+    }
+}
+
+#[async_trait]
+impl S3 for Guarded {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let _shared = self.lock.read().await;
+        self.inner.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let _shared = self.lock.read().await;
+        self.inner.head_object(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let _shared = self.lock.read().await;
+        self.inner.list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let _shared = self.lock.read().await;
+        self.inner.list_objects_v2(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.inner.head_bucket(req).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.inner.list_buckets(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.inner.get_bucket_location(req).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let _exclusive = self.lock.write().await;
+        self.inner.create_bucket(req).await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        let _exclusive = self.lock.write().await;
+        self.inner.put_object(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        let _exclusive = self.lock.write().await;
+        if let Some(condition) = &req.input.if_match {
+            let head = head_request(&req, &req.input.bucket, &req.input.key);
+            let current = match self.inner.head_object(head).await {
+                Ok(found) => found.output.e_tag,
+                Err(err) if *err.code() == s3s::S3ErrorCode::NoSuchKey => {
+                    return Err(s3_error!(NoSuchKey))
+                }
+                Err(err) => return Err(err),
+            };
+            let matches = match (condition, current) {
+                (ETagCondition::Any, Some(_)) => true,
+                (ETagCondition::ETag(expected), Some(found)) => found.strong_cmp(expected),
+                (_, None) => false,
+            };
+            if !matches {
+                return Err(s3_error!(PreconditionFailed, "ETag does not match"));
+            }
+        }
+        self.inner.delete_object(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        let _exclusive = self.lock.write().await;
+        self.inner.delete_objects(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        self.inner.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.inner.upload_part(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.inner.list_parts(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let _exclusive = self.lock.write().await;
+        self.inner.complete_multipart_upload(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.inner.abort_multipart_upload(req).await
+    }
+}
