@@ -316,9 +316,23 @@ async fn head_object(
         Ok(oid) => oid,
         Err(response) => return response,
     };
-    // local_copy already answers "absent"; asking `exists` first was a second lookup.
-    let len = match local_copy(&state, oid).await {
-        Ok(Some((_, len))) => len,
+    let found = match &state.backend {
+        // Opening the file answers "absent" too: one lookup.
+        Backend::Folder { .. } => local_copy(&state, oid)
+            .await
+            .map(|found| found.map(|(_, len)| len)),
+        // Elsewhere ask for the size alone (an S3 HEAD), never download.
+        Backend::Other(opened) => {
+            let reader = opened.reader();
+            let key = oid.object_key();
+            match blocking(move || reader.size(&key)).await {
+                Ok(sized) => sized.map_err(storage_error),
+                Err(response) => Err(response),
+            }
+        }
+    };
+    let len = match found {
+        Ok(Some(len)) => len,
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(response) => return response,
     };

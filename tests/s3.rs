@@ -369,3 +369,44 @@ fn get_put_and_rm_work_on_bucket_keys() {
         .success();
     assert!(!server.root.join("team/czc/models/w.bin").exists());
 }
+
+#[test]
+fn czc_serve_fronts_an_s3_bucket() {
+    let server = S3Server::start(&["team"]);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join(".czcache.toml"),
+        format!(
+            "[remotes.bucket]\nurl = \"s3://team/lab\"\nendpoint = \"{}\"\n",
+            server.endpoint
+        ),
+    )
+    .unwrap();
+    fs::write(dir.path().join("tokens"), "lab-token\n").unwrap();
+    let (child, url) = util::spawn_serve(
+        dir.path(),
+        &[
+            "serve",
+            "bucket",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens",
+        ],
+        &server.credentials(),
+    );
+    let _server = util::KillOnDrop(child);
+    let remote = czcache::storage::HttpStorage::new(&url, Some("lab-token".into())).unwrap();
+    conformance::object_write_suite(&remote);
+    conformance::object_race_suite(&remote);
+    // What went through the server is in the bucket, hashed in its metadata.
+    let scratch = tempfile::tempdir().unwrap();
+    let content = bytes(9, 70_000);
+    let src = scratch.path().join("f");
+    fs::write(&src, &content).unwrap();
+    let key = Oid::of_bytes(&content).object_key();
+    remote.put_if_absent(&key, &src).unwrap();
+    assert_eq!(remote.size(&key).unwrap(), Some(70_000));
+    let bucket = signed(&server, "s3://team/lab");
+    assert_eq!(bucket.hash(&key).unwrap(), Some(Oid::of_bytes(&content)));
+}

@@ -4,9 +4,9 @@
 mod util;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use czcache::storage::{HttpStorage, ReadStorage, StorageError, WriteStorage};
 use czcache::Oid;
@@ -29,30 +29,16 @@ impl Server {
         let folder = dir.path().join("served");
         let tokens = dir.path().join("tokens");
         fs::write(&tokens, format!("# lab tokens\n{TOKEN}\nother-token\n")).unwrap();
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("czc"))
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .env("CZC_CACHE_DIR", dir.path().join("cache"))
-            .args([
-                "serve",
-                "served",
-                "--listen",
-                "127.0.0.1:0",
-                "--tokens",
-                "tokens",
-            ])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        lines.read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let mut args = vec![
+            "serve",
+            "served",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens",
+        ];
+        args.extend_from_slice(extra);
+        let (child, url) = util::spawn_serve(dir.path(), &args, &[]);
         Server {
             child: Some(child),
             url,

@@ -201,3 +201,41 @@ pub fn stdout(output: &std::process::Output) -> String {
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
+
+/// Starts `czc <args>` (a `serve` command listening on port 0) in `dir` and returns the
+/// child and the `http://` address it announced on its first stderr line.
+pub fn spawn_serve(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, String)],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("czc"))
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("CZC_CACHE_DIR", dir.join("cache"))
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// Kills a child process when dropped, so a failing test leaves no server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
