@@ -174,7 +174,7 @@ impl ReadStorage for Unopenable {
     fn describe(&self) -> String {
         "unopenable remote".into()
     }
-    fn copy_to(&self, _: &str, _: &Path) -> Result<Option<u64>, StorageError> {
+    fn copy_into(&self, _: &str, _: &mut std::fs::File) -> Result<Option<u64>, StorageError> {
         Err(self.err())
     }
     fn hash(&self, _: &str) -> Result<Option<Oid>, StorageError> {

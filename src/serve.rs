@@ -255,21 +255,17 @@ async fn local_copy(
             let reader = opened.reader();
             let dir = state.uploads.path().to_path_buf();
             let copied = blocking(move || -> Result<Option<std::fs::File>, StorageError> {
-                let temp =
-                    tempfile::NamedTempFile::new_in(&dir).map_err(|source| StorageError::Io {
-                        storage: "serve".into(),
-                        key: key.clone(),
-                        source,
-                    })?;
-                let Some(_) = reader.copy_to(&key, temp.path())? else {
-                    return Ok(None);
-                };
-                // The open handle keeps the bytes after the name is gone.
-                let file = std::fs::File::open(temp.path()).map_err(|source| StorageError::Io {
+                let io = |source| StorageError::Io {
                     storage: "serve".into(),
                     key: key.clone(),
                     source,
-                })?;
+                };
+                // Unnamed: the open handle keeps the bytes, nothing is left behind.
+                let mut file = tempfile::tempfile_in(&dir).map_err(io)?;
+                if reader.copy_into(&key, &mut file)?.is_none() {
+                    return Ok(None);
+                }
+                std::io::Seek::rewind(&mut file).map_err(io)?;
                 Ok(Some(file))
             })
             .await?

@@ -42,6 +42,9 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the czc cache; backup tools may skip this folder.\n";
 
+/// Subfolders of the staging folder that parallel workers spread over.
+const STAGING_SHARDS: usize = 16;
+
 /// An object written to staging and hashed, not yet visible in the cache.
 #[derive(Debug)]
 pub struct Staged {
@@ -112,6 +115,8 @@ pub struct LocalCache {
     usage: Mutex<Option<FileLock>>,
     /// Created on first write, so read-only commands (status) never touch `tmp/`.
     staging: Mutex<Option<(PathBuf, FileLock)>>,
+    /// Staging subfolders already created.
+    staging_shards: Mutex<std::collections::HashSet<PathBuf>>,
     reflink_unsupported: AtomicBool,
     misses: AtomicU64,
     progress: Option<Progress>,
@@ -149,6 +154,7 @@ impl LocalCache {
             clock: Arc::new(fsutil::now_millis),
             usage: Mutex::new(Some(usage)),
             staging: Mutex::new(None),
+            staging_shards: Mutex::new(Default::default()),
             reflink_unsupported: AtomicBool::new(false),
             misses: AtomicU64::new(0),
             progress: None,
@@ -247,11 +253,25 @@ impl LocalCache {
     }
 
     fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
-        let staging = self.staging()?;
+        // Parallel downloads each stage in their own subfolder: creating files in one
+        // folder serializes on its lock, and on ext4 inode allocation can be slow
+        // enough that the waiters spin for most of a 20,000-object fetch.
+        let mut dir = self.staging()?;
+        if let Some(worker) = rayon::current_thread_index() {
+            dir.push(format!("w{}", worker % STAGING_SHARDS));
+            let mut made = self
+                .staging_shards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !made.contains(&dir) {
+                fs::create_dir_all(&dir).at(&dir)?;
+                made.insert(dir.clone());
+            }
+        }
         tempfile::Builder::new()
             .prefix("obj-")
-            .tempfile_in(&staging)
-            .at(&staging)
+            .tempfile_in(&dir)
+            .at(&dir)
     }
 
     /// Copies a file into staging and hashes the copy.
@@ -291,10 +311,11 @@ impl LocalCache {
     /// Downloads a storage key into staging and hashes what arrived; `None` if the
     /// storage does not have the key. The caller compares the oid with the one it wanted.
     pub fn stage_from(&self, storage: &dyn ReadStorage, key: &str) -> Result<Option<Staged>> {
-        let temp = self.new_temp()?.into_temp_path();
-        let Some(size) = storage.copy_to(key, &temp)? else {
+        let mut temp = self.new_temp()?;
+        let Some(size) = storage.copy_into(key, temp.as_file_mut())? else {
             return Ok(None);
         };
+        let temp = temp.into_temp_path();
         self.check_fits(Path::new(key), size)?;
         let (oid, size) = oid::hash_file(&temp).at(&*temp)?;
         self.report(size);

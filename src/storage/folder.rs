@@ -101,6 +101,11 @@ impl FolderStorage {
         dest: &Path,
     ) -> Result<(), StorageError> {
         temp.persist(dest).map_err(|e| self.io(key, e.error))?;
+        self.sync_dir(key, dest)
+    }
+
+    /// Makes a rename into `dest`'s folder durable.
+    fn sync_dir(&self, key: &str, dest: &Path) -> Result<(), StorageError> {
         if let Some(dir) = dest.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -130,21 +135,14 @@ impl ReadStorage for FolderStorage {
         format!("folder {}", self.root.display())
     }
 
-    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
         let path = self.file(key)?;
         let mut input = match File::open(&path) {
             Ok(file) => file,
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(self.io(key, err)),
         };
-        let dir = crate::fsutil::parent_dir(dest);
-        let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(dir)
-            .map_err(|e| self.io(key, e))?;
-        let copied = io::copy(&mut input, temp.as_file_mut()).map_err(|e| self.io(key, e))?;
-        temp.as_file().sync_all().map_err(|e| self.io(key, e))?;
-        temp.persist(dest).map_err(|e| self.io(key, e.error))?;
+        let copied = io::copy(&mut input, out).map_err(|e| self.io(key, e))?;
         Ok(Some(copied))
     }
 
@@ -226,11 +224,31 @@ impl WriteStorage for FolderStorage {
 
     fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
         let (temp, dest) = self.stage(key, src)?;
-        let _lock = self.lock(key)?;
-        if dest.exists() {
-            return Err(self.lost(key, "it already exists"));
+        // A rename that refuses to replace is atomic by itself: no lock, so parallel
+        // pushes publish (and fsync) in parallel.
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            temp.path(),
+            rustix::fs::CWD,
+            &dest,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {
+                // The name moved; the temp guard must not delete the published file.
+                let _ = temp.into_temp_path().keep();
+                self.sync_dir(key, &dest)
+            }
+            Err(rustix::io::Errno::EXIST) => Err(self.lost(key, "it already exists")),
+            // Filesystems without RENAME_NOREPLACE: check and rename under the lock.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                let _lock = self.lock(key)?;
+                if dest.exists() {
+                    return Err(self.lost(key, "it already exists"));
+                }
+                self.publish(key, temp, &dest)
+            }
+            Err(errno) => Err(self.io(key, errno.into())),
         }
-        self.publish(key, temp, &dest)
     }
 
     fn put_if_hash_matches(
@@ -315,8 +333,8 @@ impl ReadStorage for TemporaryStorage {
     fn describe(&self) -> String {
         format!("temporary {}", self.folder.root().display())
     }
-    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
-        self.folder.copy_to(key, dest)
+    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
+        self.folder.copy_into(key, out)
     }
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         self.folder.hash(key)

@@ -190,7 +190,7 @@ impl ReadStorage for HttpStorage {
         format!("http remote {}", self.base)
     }
 
-    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
         let key = self.object_key(key)?;
         let mut response = self.send(key, self.client.get(self.url(key)))?;
         match response.status() {
@@ -198,20 +198,13 @@ impl ReadStorage for HttpStorage {
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(self.unexpected(key, response)),
         }
-        let io = |e: io::Error| self.io(key, e.kind(), e.to_string());
-        let mut temp = tempfile::Builder::new()
-            .prefix(".czc-tmp-")
-            .tempfile_in(crate::fsutil::parent_dir(dest))
-            .map_err(io)?;
-        let copied = response.copy_to(temp.as_file_mut()).map_err(|err| {
+        let copied = response.copy_to(out).map_err(|err| {
             self.io(
                 key,
                 ErrorKind::ConnectionReset,
                 format!("download broken off: {err}"),
             )
         })?;
-        temp.as_file().sync_all().map_err(io)?;
-        temp.persist(dest).map_err(|e| io(e.error))?;
         Ok(Some(copied))
     }
 

@@ -58,9 +58,28 @@ pub enum StorageError {
 pub trait ReadStorage: Send + Sync {
     /// A short description for messages, such as `folder /srv/czc`.
     fn describe(&self) -> String;
+    /// Writes the key's bytes to `out` (at its current position). Returns the bytes
+    /// copied, or `None`, having written nothing, if the key does not exist.
+    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError>;
     /// Copies the key's bytes to `dest` (replacing it atomically). Returns the bytes
-    /// copied, or `None` if the key does not exist.
-    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError>;
+    /// copied, or `None` if the key does not exist. Making `dest` durable is the
+    /// caller's choice: the local cache syncs a whole batch of downloads at once.
+    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+        let local = |source: std::io::Error| StorageError::Io {
+            storage: self.describe(),
+            key: key.into(),
+            source: std::io::Error::new(source.kind(), format!("{}: {source}", dest.display())),
+        };
+        let mut temp = tempfile::Builder::new()
+            .prefix(".czc-tmp-")
+            .tempfile_in(crate::fsutil::parent_dir(dest))
+            .map_err(local)?;
+        let Some(copied) = self.copy_into(key, temp.as_file_mut())? else {
+            return Ok(None);
+        };
+        temp.persist(dest).map_err(|err| local(err.error))?;
+        Ok(Some(copied))
+    }
     /// The BLAKE3 oid of the key's bytes, or `None` if the key does not exist.
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError>;
     /// When the key was last written, or `None` if it does not exist.
@@ -142,8 +161,8 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     fn describe(&self) -> String {
         format!("{} (read-only)", self.0.describe())
     }
-    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
-        self.0.copy_to(key, dest)
+    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
+        self.0.copy_into(key, out)
     }
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         self.0.hash(key)

@@ -10,7 +10,7 @@
 //! completion that `object_store` exposes), which is harmless for content-addressed
 //! objects, whose racing writers upload the same bytes.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, ErrorKind, Read};
@@ -35,6 +35,8 @@ use crate::oid::Oid;
 pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
 /// Parts of one upload in flight at once (memory: this many parts).
 const PARTS_IN_FLIGHT: usize = 4;
+/// Listing requests in flight at once (existence checks of many objects).
+const LISTINGS_IN_FLIGHT: usize = 16;
 /// The metadata key holding an object's BLAKE3.
 const HASH_METADATA: &str = "blake3";
 
@@ -522,7 +524,7 @@ impl ReadStorage for S3Storage {
         format!("s3 remote {}", self.url)
     }
 
-    fn copy_to(&self, key: &str, dest: &Path) -> Result<Option<u64>, StorageError> {
+    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
         let location = self.location(key)?;
         let store = self.store.clone();
         // Chunks cross from the runtime to this thread through a bounded channel, so
@@ -558,11 +560,7 @@ impl ReadStorage for S3Storage {
             Ok(Err(err)) => return Err(self.error(key, err)),
             Err(_) => return Err(self.io(key, ErrorKind::Other, "download task failed".into())),
         }
-        let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", dest.display()));
-        let mut temp = tempfile::Builder::new()
-            .prefix(".czc-tmp-")
-            .tempfile_in(crate::fsutil::parent_dir(dest))
-            .map_err(local)?;
+        let local = |err: io::Error| self.io(key, err.kind(), format!("writing the copy: {err}"));
         let mut copied = 0u64;
         for chunk in receiver {
             let chunk = chunk.map_err(|err| {
@@ -572,11 +570,9 @@ impl ReadStorage for S3Storage {
                     format!("download broken off: {}", one_line(&err)),
                 )
             })?;
-            io::Write::write_all(temp.as_file_mut(), &chunk).map_err(local)?;
+            io::Write::write_all(out, &chunk).map_err(local)?;
             copied += chunk.len() as u64;
         }
-        temp.as_file().sync_all().map_err(local)?;
-        temp.persist(dest).map_err(|err| local(err.error))?;
         Ok(Some(copied))
     }
 
@@ -597,6 +593,27 @@ impl ReadStorage for S3Storage {
 
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         Ok(self.head(key)?.map(|head| head.size))
+    }
+
+    fn exists_many(&self, keys: &[String]) -> Result<Vec<bool>, StorageError> {
+        // Object keys: list just the shard folders they fall in, many at once, instead
+        // of paging through the whole bucket one request after another.
+        let shard_of = |key: &str| -> Option<String> {
+            let rest = key.strip_prefix("objects/")?;
+            let (shard, name) = rest.split_once('/')?;
+            (shard.len() == 2 && !name.is_empty()).then(|| format!("objects/{shard}/"))
+        };
+        if keys.len() <= 32 || keys.iter().any(|key| shard_of(key).is_none()) {
+            return keys.iter().map(|key| self.exists(key)).collect();
+        }
+        for key in keys {
+            check_key(self, key)?;
+        }
+        let mut folders: Vec<String> = keys.iter().filter_map(|key| shard_of(key)).collect();
+        folders.sort_unstable();
+        folders.dedup();
+        let found = self.list_folders(folders)?;
+        Ok(keys.iter().map(|key| found.contains(key)).collect())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
@@ -644,6 +661,55 @@ impl ReadStorage for S3Storage {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+}
+
+impl S3Storage {
+    /// Lists the given folders (`objects/ab/`…) concurrently; returns every key found.
+    fn list_folders(&self, folders: Vec<String>) -> Result<HashSet<String>, StorageError> {
+        let store = self.store.clone();
+        let base = self.prefix.clone();
+        let listed = self.run(async move {
+            let listings = futures_util::stream::iter(folders.into_iter().map(|folder| {
+                let store = store.clone();
+                let full = if base.is_empty() {
+                    folder.clone()
+                } else {
+                    format!("{base}/{folder}")
+                };
+                async move {
+                    let location = ObjectPath::from(full.as_str());
+                    let mut keys = Vec::new();
+                    let mut listing = store.list(Some(&location));
+                    while let Some(meta) = listing.next().await {
+                        keys.push(meta?.location.to_string());
+                    }
+                    Ok::<_, object_store::Error>(keys)
+                }
+            }))
+            .buffer_unordered(LISTINGS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+            listings.into_iter().collect::<Result<Vec<_>, _>>()
+        });
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        match listed {
+            Ok(pages) => Ok(pages
+                .into_iter()
+                .flatten()
+                .filter_map(|key| key.strip_prefix(&strip).map(str::to_string))
+                .collect()),
+            Err(err) if is_missing_bucket(&err) => Err(self.io(
+                "objects/",
+                ErrorKind::NotFound,
+                "the bucket does not exist".into(),
+            )),
+            Err(err) => Err(self.error("objects/", err)),
+        }
     }
 }
 

@@ -104,7 +104,7 @@ async fn serve(
     let mut builder = S3ServiceBuilder::new(Guarded {
         inner: fs,
         root,
-        lock: RwLock::new(()),
+        stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
     });
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     builder.set_access(PublicRead);
@@ -164,16 +164,30 @@ impl S3Access for PublicRead {
     }
 }
 
+/// Locks per key, striped: writers of a key take its stripe exclusively, readers shared,
+/// so a conditional check and its write are one step and a HEAD never sees an object's
+/// bytes without its metadata, while different keys go on in parallel.
+const STRIPES: usize = 64;
+
 /// `s3s-fs` with atomic conditional writes and no implicit buckets.
 struct Guarded {
     inner: FileSystem,
     root: PathBuf,
-    /// Writers take it exclusively, readers shared, so a check and its write are one
-    /// step and a HEAD never sees an object's bytes without its metadata.
-    lock: RwLock<()>,
+    stripes: Vec<RwLock<()>>,
 }
 
 impl Guarded {
+    fn stripe_of(bucket: &str, key: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (bucket, key).hash(&mut hasher);
+        (hasher.finish() % STRIPES as u64) as usize
+    }
+
+    fn stripe(&self, bucket: &str, key: &str) -> &RwLock<()> {
+        &self.stripes[Self::stripe_of(bucket, key)]
+    }
+
     fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
         if self.root.join(bucket).is_dir() {
             Ok(())
@@ -207,7 +221,7 @@ impl S3 for Guarded {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        let _shared = self.lock.read().await;
+        let _shared = self.stripe(&req.input.bucket, &req.input.key).read().await;
         self.inner.get_object(req).await
     }
 
@@ -215,7 +229,7 @@ impl S3 for Guarded {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let _shared = self.lock.read().await;
+        let _shared = self.stripe(&req.input.bucket, &req.input.key).read().await;
         self.inner.head_object(req).await
     }
 
@@ -223,7 +237,6 @@ impl S3 for Guarded {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let _shared = self.lock.read().await;
         self.inner.list_objects(req).await
     }
 
@@ -231,8 +244,52 @@ impl S3 for Guarded {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let _shared = self.lock.read().await;
-        self.inner.list_objects_v2(req).await
+        // s3s-fs walks the whole bucket through async fs calls for every page, which
+        // makes a 20,000-object listing take seconds; real S3 pages an index. This
+        // walks only the folder the prefix names, once per page, with plain fs calls.
+        if req.input.delimiter.is_some() {
+            return self.inner.list_objects_v2(req).await;
+        }
+        self.bucket_exists(&req.input.bucket)?;
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let resume = match (&input.continuation_token, &input.start_after) {
+            (Some(token), Some(after)) => Some(token.max(after).clone()),
+            (token, after) => token.clone().or(after.clone()),
+        };
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let bucket_root = self.root.join(&input.bucket);
+        let walk_prefix = prefix.clone();
+        let mut objects =
+            tokio::task::spawn_blocking(move || list_keys(&bucket_root, &walk_prefix))
+                .await
+                .map_err(|err| s3_error!(InternalError, "{err}"))?;
+        objects.retain(|object| {
+            resume
+                .as_ref()
+                .is_none_or(|after| object.key.as_ref().is_some_and(|key| key > after))
+        });
+        let is_truncated = objects.len() > max_keys;
+        objects.truncate(max_keys);
+        let next_continuation_token = if is_truncated {
+            objects.last().and_then(|object| object.key.clone())
+        } else {
+            None
+        };
+        let output = ListObjectsV2Output {
+            key_count: Some(objects.len() as i32),
+            max_keys: Some(max_keys as i32),
+            is_truncated: Some(is_truncated),
+            contents: (!objects.is_empty()).then_some(objects),
+            continuation_token: input.continuation_token,
+            next_continuation_token,
+            encoding_type: input.encoding_type,
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            start_after: input.start_after,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
     }
 
     async fn head_bucket(
@@ -260,7 +317,6 @@ impl S3 for Guarded {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let _exclusive = self.lock.write().await;
         self.inner.create_bucket(req).await
     }
 
@@ -269,7 +325,7 @@ impl S3 for Guarded {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         self.bucket_exists(&req.input.bucket)?;
-        let _exclusive = self.lock.write().await;
+        let _exclusive = self.stripe(&req.input.bucket, &req.input.key).write().await;
         self.inner.put_object(req).await
     }
 
@@ -278,7 +334,7 @@ impl S3 for Guarded {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.bucket_exists(&req.input.bucket)?;
-        let _exclusive = self.lock.write().await;
+        let _exclusive = self.stripe(&req.input.bucket, &req.input.key).write().await;
         if let Some(condition) = &req.input.if_match {
             let head = head_request(&req, &req.input.bucket, &req.input.key);
             let current = match self.inner.head_object(head).await {
@@ -305,7 +361,20 @@ impl S3 for Guarded {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         self.bucket_exists(&req.input.bucket)?;
-        let _exclusive = self.lock.write().await;
+        let mut stripes: Vec<usize> = req
+            .input
+            .delete
+            .objects
+            .iter()
+            .map(|object| Self::stripe_of(&req.input.bucket, &object.key))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        // In order, so two bulk deletes cannot deadlock.
+        let mut _exclusive = Vec::new();
+        for stripe in stripes {
+            _exclusive.push(self.stripes[stripe].write().await);
+        }
         self.inner.delete_objects(req).await
     }
 
@@ -335,7 +404,7 @@ impl S3 for Guarded {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let _exclusive = self.lock.write().await;
+        let _exclusive = self.stripe(&req.input.bucket, &req.input.key).write().await;
         self.inner.complete_multipart_upload(req).await
     }
 
@@ -345,4 +414,35 @@ impl S3 for Guarded {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         self.inner.abort_multipart_upload(req).await
     }
+}
+
+/// Every object under `bucket_root` whose key starts with `prefix`, sorted by key.
+fn list_keys(bucket_root: &Path, prefix: &str) -> Vec<Object> {
+    let folder = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let start = bucket_root.join(folder);
+    let mut objects: Vec<Object> = walkdir::WalkDir::new(&start)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .filter_map(|entry| {
+            let key = entry
+                .path()
+                .strip_prefix(bucket_root)
+                .ok()?
+                .to_str()?
+                .to_string();
+            if !key.starts_with(prefix) {
+                return None;
+            }
+            let meta = entry.metadata().ok()?;
+            Some(Object {
+                key: Some(key),
+                last_modified: meta.modified().ok().map(Timestamp::from),
+                size: Some(meta.len() as i64),
+                ..Default::default()
+            })
+        })
+        .collect();
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    objects
 }
