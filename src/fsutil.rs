@@ -169,6 +169,13 @@ pub fn now_ns() -> i128 {
     since_epoch(std::time::SystemTime::now()).as_nanos() as i128
 }
 
+/// syncfs(2) on the filesystem holding `path`: one flush for a batch of new files,
+/// instead of an fsync each.
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    let dir = File::open(path)?;
+    rustix::fs::syncfs(&dir).map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

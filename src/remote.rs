@@ -243,13 +243,28 @@ pub fn push(
         .collect();
     report.already = oids.len() - todo.len();
     let results: Vec<Result<Option<u64>>> = pool(jobs)?.install(|| {
-        todo.par_iter()
+        // Never spread a corrupt copy: each object is verified before it leaves.
+        let verified: Vec<Result<(String, PathBuf, u64)>> = todo
+            .par_iter()
             .map(|(oid, for_path)| {
                 let path = cache.verified_path(oid, for_path)?;
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let result = with_retries(|| storage.put_if_absent(&oid.object_key(), &path));
-                cache.report(size);
-                match result {
+                Ok((oid.object_key(), path, size))
+            })
+            .collect();
+        let uploads: Vec<(String, PathBuf)> = verified
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .map(|(key, path, _)| (key.clone(), path.clone()))
+            .collect();
+        let mut uploaded = storage
+            .put_many_if_absent(&uploads, &|size| cache.report(size))
+            .into_iter();
+        verified
+            .into_iter()
+            .map(|item| {
+                let (_, _, size) = item?;
+                match uploaded.next().expect("one result per upload") {
                     Ok(()) => Ok(Some(size)),
                     // Someone else pushed it meanwhile: the remote has it.
                     Err(StorageError::LostRace { .. }) => Ok(None),

@@ -51,6 +51,7 @@ fn object_and_keyed_suites_pass_over_s3() {
     let server = S3Server::start(&["team"]);
     conformance::object_write_suite(&signed(&server, "s3://team/objects-suite"));
     conformance::object_race_suite(&signed(&server, "s3://team/race-suite"));
+    conformance::object_batch_suite(&signed(&server, "s3://team/batch-suite"));
     let keyed = signed(&server, "s3://team/keyed/nested");
     conformance::keyed_write_suite(&keyed);
     conformance::keyed_race_suite(&keyed);

@@ -141,6 +141,7 @@ fn the_shared_storage_conformance_suites_pass_over_http() {
     let remote = server.client(Some(TOKEN));
     czcache::storage::conformance::object_write_suite(&remote);
     czcache::storage::conformance::object_race_suite(&remote);
+    czcache::storage::conformance::object_batch_suite(&remote);
 }
 
 #[test]

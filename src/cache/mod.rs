@@ -988,8 +988,7 @@ fn copy_hash_flush(
 
 /// syncfs(2) on the filesystem holding `path`.
 fn sync_filesystem(path: &Path) -> Result<()> {
-    let dir = File::open(path).at(path)?;
-    rustix::fs::syncfs(&dir).map_err(io::Error::from).at(path)
+    fsutil::sync_filesystem(path).at(path)
 }
 
 /// A name for a temp file in `dir` that nothing else will pick.

@@ -261,3 +261,43 @@ pub fn keyed_race_suite(storage: &dyn WriteStorage) {
         "exactly one put_if_absent wins"
     );
 }
+
+/// A batch upload of 40 objects, one of them already there: 39 land, that one is a lost
+/// race, every byte is reported to `progress`. Leaves the storage empty.
+pub fn object_batch_suite(storage: &dyn WriteStorage) {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let items: Vec<(String, PathBuf, Vec<u8>)> = (0..40u32)
+        .map(|i| {
+            let bytes = format!("batch object {i}").into_bytes();
+            let path = write_file(scratch.path(), &format!("b{i}"), &bytes);
+            (Oid::of_bytes(&bytes).object_key(), path, bytes)
+        })
+        .collect();
+    storage.put_if_absent(&items[7].0, &items[7].1).unwrap();
+    let pairs: Vec<(String, PathBuf)> = items
+        .iter()
+        .map(|(key, path, _)| (key.clone(), path.clone()))
+        .collect();
+    let reported = std::sync::atomic::AtomicU64::new(0);
+    let results = storage.put_many_if_absent(&pairs, &|n| {
+        reported.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert_eq!(results.len(), 40, "one result per item");
+    for (i, result) in results.iter().enumerate() {
+        if i == 7 {
+            assert!(
+                matches!(result, Err(StorageError::LostRace { .. })),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "{result:?}");
+        }
+    }
+    let total: u64 = items.iter().map(|(_, _, bytes)| bytes.len() as u64).sum();
+    assert_eq!(reported.into_inner(), total);
+    for (key, _, bytes) in &items {
+        assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(bytes)));
+        assert!(storage.delete(key).unwrap());
+    }
+    assert!(storage.list("objects/").unwrap().is_empty());
+}

@@ -124,6 +124,25 @@ pub trait WriteStorage: ReadStorage {
     fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError>;
     /// Deletes only if the key still holds the bytes hashing to `expected`.
     fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError>;
+    /// [`put_if_absent`](WriteStorage::put_if_absent) for many `(key, file)` pairs, in
+    /// parallel on the current rayon pool, retrying transient failures; one result per
+    /// pair, `progress` called with each file's size as it is done. Backends override it
+    /// to batch what they can (a folder makes the whole batch durable at once).
+    fn put_many_if_absent(
+        &self,
+        items: &[(String, PathBuf)],
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Vec<Result<(), StorageError>> {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .map(|(key, src)| {
+                let result = with_retries(|| self.put_if_absent(key, src));
+                progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                result
+            })
+            .collect()
+    }
 }
 
 /// Storages whose keys are files on this machine.
@@ -357,9 +376,11 @@ mod tests {
         let folder = FolderStorage::new(dir.path());
         super::conformance::object_write_suite(&folder);
         super::conformance::object_race_suite(&folder);
+        super::conformance::object_batch_suite(&folder);
         let temporary = TemporaryStorage::new().unwrap();
         super::conformance::object_write_suite(&temporary);
         super::conformance::object_race_suite(&temporary);
+        super::conformance::object_batch_suite(&temporary);
         // A read-only share over a folder holding one object reads the same.
         let scratch = tempfile::tempdir().unwrap();
         let seeded = b"seeded";

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""czc remote benchmarks: push and pull against DVC, on one machine, servers on loopback.
+
+    python3 bench/remote.py              # 1 GiB file, 20,000 small files
+    python3 bench/remote.py --quick      # 256 MiB, 5,000 files
+
+(`python3 bench/run.py` runs these after the local ones.) For a folder of small files and
+for one big file, to a folder remote and to an S3-compatible server (the tests' s3s
+server, `cargo run --release --example s3server`, on a loopback port):
+  * czc push into an empty remote, and a no-op push (everything there; target < 2 s)
+  * czc pull into an empty cache and workspace
+  * cp of the big file to and from the folder remote (target: push within 1.5x of cp)
+  * peak heap (RssAnon) of push and pull of the big file (target < 200 MiB)
+  * the same with dvc push / dvc pull (target: czc at least 5x faster on small files)
+Every push goes to a fresh remote location, so nothing is skipped that should not be.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import (REPO, fmt_s, git_env, make_small_files, peak_rss_anon, sh, timed,  # noqa: E402
+                 write_random)
+
+ACCESS_KEY = "czc-test-access"
+SECRET_KEY = "czc-test-secret-key"
+
+
+def ensure_remote_tools(with_dvc):
+    if with_dvc:
+        try:
+            import dvc_s3  # noqa: F401
+            have = shutil.which("dvc") is not None
+        except ImportError:
+            have = False
+        if not have:
+            print("installing dvc and dvc-s3 (pip)", file=sys.stderr)
+            sh([sys.executable, "-m", "pip", "install", "-q", "dvc", "dvc-s3"])
+    print("building czc and the S3 test server (release)", file=sys.stderr)
+    sh(["cargo", "build", "--release", "--quiet"], cwd=REPO, quiet=False)
+    sh(["cargo", "build", "--release", "--quiet", "--example", "s3server"], cwd=REPO, quiet=False)
+    return REPO / "target" / "release" / "czc", REPO / "target" / "release" / "examples" / "s3server"
+
+
+class S3Server:
+    def __init__(self, binary, root):
+        self.proc = subprocess.Popen([str(binary), str(root), "czc", "dvc"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.endpoint = self.proc.stdout.readline().decode().strip()
+        if not self.endpoint.startswith("http://"):
+            raise SystemExit("the S3 test server did not start")
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, with_dvc, size_mib, files):
+    """Returns the rows of the remote table."""
+    s3_root = work / "s3-root"
+    server = S3Server(s3_binary, s3_root)
+    aws = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {**env, **aws}
+    remotes = work / "remotes"
+    remotes.mkdir(exist_ok=True)
+    counter = [0]
+
+    def fresh(prefix):
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    def url(kind, tool, location):
+        if kind == "folder":
+            return str(remotes / tool / location)
+        return f"s3://{tool}/{location}"
+
+    results = {}
+    try:
+        for data in ["small", "big"]:
+            target = "ds" if data == "small" else "big.bin"
+
+            def place(proj):
+                path = proj / target
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.chmod(0o644)
+                    path.unlink()
+                if data == "small":
+                    shutil.copytree(small_src, path)
+                else:
+                    shutil.copyfile(big_src, path)
+
+            def drop(path):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.chmod(0o644)
+                    path.unlink()
+
+            # ---------- czc ----------
+            proj = work / f"czc-remote-{data}"
+            proj.mkdir()
+            sh(["git", "init", "-q"], cwd=proj, env=env)
+            place(proj)
+            cache = work / f"czc-remote-cache-{data}"
+            czc_env = {**env, "CZC_CACHE_DIR": str(cache), "CZC_CACHE_SIZE_LIMIT": "100GiB"}
+            sh([czc, "save", target], cwd=proj, env=czc_env)
+            for kind in ["folder", "s3"]:
+                location = [None]
+
+                def configure(loc, kind=kind, proj=proj):
+                    location[0] = loc
+                    text = f'[remote]\ndefault = "team"\n\n[remotes.team]\nurl = "{url(kind, "czc", loc)}"\n'
+                    if kind == "s3":
+                        text += f'endpoint = "{server.endpoint}"\n'
+                    (proj / ".czcache.toml").write_text(text)
+
+                push = timed([czc, "push"], proj, czc_env, setup=lambda: configure(fresh("run")), runs=runs)
+                noop = timed([czc, "push"], proj, czc_env, runs=runs)
+
+                def empty(proj=proj, cache=cache):
+                    shutil.rmtree(cache, ignore_errors=True)
+                    drop(proj / target)
+
+                pull = timed([czc, "pull"], proj, czc_env, setup=empty, runs=runs)
+                row = {"push": push, "noop": noop, "pull": pull}
+                if data == "big":
+                    configure(fresh("rss"))
+                    row["push_rss"] = peak_rss_anon([czc, "push"], proj, czc_env)
+                    empty()
+                    row["pull_rss"] = peak_rss_anon([czc, "pull"], proj, czc_env)
+                results[("czc", data, kind)] = row
+
+            # ---------- floors: cp of the big file to and from a folder ----------
+            if data == "big":
+                floor_dest = remotes / "cp-floor.bin"
+                back = work / "cp-back.bin"
+                results[("cp", "big", "folder")] = {
+                    "push": timed(["cp", str(big_src), str(floor_dest)], work, env,
+                                  setup=lambda: floor_dest.unlink(missing_ok=True), runs=runs),
+                    "pull": timed(["cp", str(floor_dest), str(back)], work, env,
+                                  setup=lambda: back.unlink(missing_ok=True), runs=runs),
+                }
+                floor_dest.unlink(missing_ok=True)
+                back.unlink(missing_ok=True)
+
+            # ---------- DVC ----------
+            if not with_dvc:
+                continue
+            dproj = work / f"dvc-remote-{data}"
+            dproj.mkdir()
+            sh(["git", "init", "-q"], cwd=dproj, env=env)
+            sh(["dvc", "init", "-q"], cwd=dproj, env=env)
+            place(dproj)
+            sh(["dvc", "add", "-q", target], cwd=dproj, env=env)
+            for kind in ["folder", "s3"]:
+                print(f"running dvc ({data}, {kind})", file=sys.stderr)
+                first = fresh("dvc")
+                sh(["dvc", "remote", "add", "-f", "-d", "team", url(kind, "dvc", first)], cwd=dproj, env=env)
+                if kind == "s3":
+                    sh(["dvc", "remote", "modify", "team", "endpointurl", server.endpoint], cwd=dproj, env=env)
+
+                def configure_dvc(kind=kind):
+                    sh(["dvc", "remote", "modify", "team", "url", url(kind, "dvc", fresh("dvc"))],
+                       cwd=dproj, env=env)
+
+                push = timed(["dvc", "push", "-q"], dproj, env, setup=configure_dvc, runs=other_runs)
+                noop = timed(["dvc", "push", "-q"], dproj, env, runs=other_runs)
+
+                def empty_dvc():
+                    shutil.rmtree(dproj / ".dvc" / "cache", ignore_errors=True)
+                    shutil.rmtree(dproj / ".dvc" / "tmp", ignore_errors=True)
+                    drop(dproj / target)
+
+                pull = timed(["dvc", "pull", "-q"], dproj, env, setup=empty_dvc, runs=other_runs)
+                results[("dvc", data, kind)] = {"push": push, "noop": noop, "pull": pull}
+    finally:
+        server.stop()
+    return results
+
+
+def print_table(results, size_mib, files, runs, other_runs):
+    def get(tool, data, kind, step):
+        return results.get((tool, data, kind), {}).get(step)
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a and b else "—"
+
+    def speedup(czc, other):
+        return f"{other / czc:.1f}× faster" if czc and other else "—"
+
+    print()
+    print(f"czc remote benchmarks — {size_mib} MiB file, {files} files of 1–4 KiB, median of {runs} runs "
+          f"(DVC: {other_runs}), {os.cpu_count()} cores, servers on loopback")
+    print()
+    print("| step | remote | czc | cp | czc / cp | DVC | czc vs DVC | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    names = {"small": f"{files} files", "big": f"{size_mib} MiB file"}
+    for data in ["small", "big"]:
+        for kind in ["folder", "s3"]:
+            for step, label in [("push", "push"), ("noop", "no-op push"), ("pull", "pull (empty cache)")]:
+                mine = get("czc", data, kind, step)
+                floor = get("cp", data, kind, step)
+                dvc = get("dvc", data, kind, step)
+                target = ""
+                if data == "small" and step in ("push", "pull"):
+                    target = "≥ 5× faster than DVC"
+                if data == "small" and step == "noop":
+                    target = "< 2 s"
+                if data == "big" and kind == "folder" and step == "push":
+                    target = "≤ 1.5× cp"
+                print(f"| {label} {names[data]} | {kind} | {fmt_s(mine)} | {fmt_s(floor)} | {ratio(mine, floor)} "
+                      f"| {fmt_s(dvc)} | {speedup(mine, dvc)} | {target} |")
+    for kind in ["folder", "s3"]:
+        push_rss = get("czc", "big", kind, "push_rss")
+        pull_rss = get("czc", "big", kind, "pull_rss")
+        if push_rss is not None:
+            print(f"| peak heap (RssAnon) push / pull {names['big']} | {kind} | "
+                  f"{push_rss / 1024:.1f} / {pull_rss / 1024:.1f} MiB | — | — | — | — | < 200 MiB |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--other-runs", type=int, default=1, help="runs of each DVC step (slow)")
+    parser.add_argument("--quick", action="store_true", help="256 MiB and 5,000 files")
+    parser.add_argument("--work", default=os.environ.get("CZC_BENCH_DIR", "/tmp/czc-bench") + "-remote")
+    parser.add_argument("--skip-others", action="store_true", help="skip DVC")
+    args = parser.parse_args()
+    if args.quick:
+        args.size_mib, args.files = 256, 5000
+    czc, s3_binary = ensure_remote_tools(not args.skip_others)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    home = work / "home"
+    home.mkdir()
+    env = git_env(home)
+    print(f"preparing {args.size_mib} MiB file and {args.files} small files in {work}", file=sys.stderr)
+    big_src = work / "big.bin"
+    write_random(big_src, args.size_mib << 20)
+    small_src = work / "small-src"
+    make_small_files(small_src, args.files)
+    started = time.perf_counter()
+    results = run_remote(str(czc), s3_binary, work, env, big_src, small_src, args.runs, args.other_runs,
+                         not args.skip_others, args.size_mib, args.files)
+    print_table(results, args.size_mib, args.files, args.runs, args.other_runs)
+    print(f"\n(remote benchmarks took {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
