@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (REPO, fmt_s, git_env, make_small_files, peak_rss_anon, sh, timed,  # noqa: E402
-                 write_random)
+                 timed_pair, write_random)
 
 ACCESS_KEY = "czc-test-access"
 SECRET_KEY = "czc-test-secret-key"
@@ -122,14 +122,34 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
                         text += f'endpoint = "{server.endpoint}"\n'
                     (proj / ".czcache.toml").write_text(text)
 
-                push = timed([czc, "push"], proj, czc_env, setup=lambda: configure(fresh("run")), runs=runs)
-                noop = timed([czc, "push"], proj, czc_env, runs=runs)
-
                 def empty(proj=proj, cache=cache):
                     shutil.rmtree(cache, ignore_errors=True)
                     drop(proj / target)
 
-                pull = timed([czc, "pull"], proj, czc_env, setup=empty, runs=runs)
+                push_step = ([czc, "push"], proj, czc_env, lambda: configure(fresh("run")))
+                pull_step = ([czc, "pull"], proj, czc_env, empty)
+                if data == "big" and kind == "folder":
+                    # cp of the same file to and from the remote's disk, alternated with
+                    # czc so both see the same disk state.
+                    floor_dest = remotes / "cp-floor.bin"
+                    back = work / "cp-back.bin"
+                    push, cp_push = timed_pair(
+                        push_step,
+                        (["cp", str(big_src), str(floor_dest)], work, env,
+                         lambda: floor_dest.unlink(missing_ok=True)),
+                        runs=runs)
+                    noop = timed([czc, "push"], proj, czc_env, runs=runs)
+                    pull, cp_pull = timed_pair(
+                        pull_step,
+                        (["cp", str(floor_dest), str(back)], work, env, lambda: back.unlink(missing_ok=True)),
+                        runs=runs)
+                    floor_dest.unlink(missing_ok=True)
+                    back.unlink(missing_ok=True)
+                    results[("cp", "big", "folder")] = {"push": cp_push, "pull": cp_pull}
+                else:
+                    push = timed(*push_step, runs=runs)
+                    noop = timed([czc, "push"], proj, czc_env, runs=runs)
+                    pull = timed(*pull_step, runs=runs)
                 row = {"push": push, "noop": noop, "pull": pull}
                 if data == "big":
                     configure(fresh("rss"))
@@ -137,19 +157,6 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
                     empty()
                     row["pull_rss"] = peak_rss_anon([czc, "pull"], proj, czc_env)
                 results[("czc", data, kind)] = row
-
-            # ---------- floors: cp of the big file to and from a folder ----------
-            if data == "big":
-                floor_dest = remotes / "cp-floor.bin"
-                back = work / "cp-back.bin"
-                results[("cp", "big", "folder")] = {
-                    "push": timed(["cp", str(big_src), str(floor_dest)], work, env,
-                                  setup=lambda: floor_dest.unlink(missing_ok=True), runs=runs),
-                    "pull": timed(["cp", str(floor_dest), str(back)], work, env,
-                                  setup=lambda: back.unlink(missing_ok=True), runs=runs),
-                }
-                floor_dest.unlink(missing_ok=True)
-                back.unlink(missing_ok=True)
 
             # ---------- DVC ----------
             if not with_dvc:

@@ -3,6 +3,7 @@
 
     python3 bench/run.py                 # 1 GiB file, 20,000 small files, 3 runs each
     python3 bench/run.py --quick         # 256 MiB, 5,000 files: a smoke run
+    python3 bench/run.py --skip-remote   # the local steps only (bench/remote.py: remote only)
 
 Compares, in one run on this machine with a warm page cache:
   * czc save of a big file      vs  b3sum + cp of the same file   (target ratio <= 1.3)
@@ -13,6 +14,7 @@ Compares, in one run on this machine with a warm page cache:
 and the same data through DVC (dvc add / status / checkout) and Git LFS (git add with a
 tracked pattern / git status / git checkout --). Missing tools are installed (b3sum and
 git-lfs from Debian, dvc from PyPI). Every timing is the median of --runs runs.
+Then the remote table of bench/remote.py (push/pull to a folder and an S3 server, vs DVC).
 """
 
 import argparse
@@ -134,6 +136,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="256 MiB and 5,000 files")
     parser.add_argument("--work", default=os.environ.get("CZC_BENCH_DIR", "/tmp/czc-bench"))
     parser.add_argument("--skip-others", action="store_true", help="skip DVC and Git LFS")
+    parser.add_argument("--skip-remote", action="store_true", help="skip push/pull (bench/remote.py)")
+    parser.add_argument("--other-runs", type=int, default=1, help="runs of each remote DVC step (slow)")
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.files = 256, 5000
@@ -255,6 +259,14 @@ def main():
     print()
     print("DVC steps: dvc add / dvc status / dvc checkout. Git LFS steps: git add (tracked pattern) / "
           "git status / git checkout -- <path>.")
+    sys.stdout.flush()
+
+    if not args.skip_remote:
+        import remote
+        _, s3_binary = remote.ensure_remote_tools(not args.skip_others)
+        results = remote.run_remote(czc, s3_binary, work, env, source, small_src, runs, args.other_runs,
+                                    not args.skip_others, args.size_mib, args.files)
+        remote.print_table(results, args.size_mib, args.files, runs, args.other_runs)
 
 
 def run_other(tool, work, env, source, small_src, runs):

@@ -1,8 +1,10 @@
 //! File-system helpers shared by every module: the one atomic write, locks with a
-//! waiting message and timeout, and read-only modes.
+//! waiting message and timeout, read-only modes, and the big-file copy pipeline.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+
+use crate::oid::Oid;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -174,6 +176,86 @@ pub fn now_ns() -> i128 {
 pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     let dir = File::open(path)?;
     rustix::fs::syncfs(&dir).map_err(io::Error::from)
+}
+
+/// Copies a big file into `temp` in one pass of overlapping workers: this thread copies
+/// chunks in the kernel (copy_file_range), a hasher hashes each chunk from the copy as
+/// it lands (so the oid names the bytes placed, even if the source changes meanwhile),
+/// and, with `flush`, a flusher pushes written chunks to disk so the final fsync has
+/// little left to do. Returns the oid and the bytes copied.
+pub fn copy_hash_flush(
+    src: &mut File,
+    temp: &File,
+    temp_path: &Path,
+    size_hint: u64,
+    flush: bool,
+    report: &(dyn Fn(u64) + Sync),
+) -> io::Result<(Oid, u64)> {
+    use std::sync::mpsc;
+    const CHUNK: u64 = 32 << 20;
+    let mut reader = File::open(temp_path)?;
+    let (to_hasher, hasher_rx) = mpsc::channel::<u64>();
+    let (to_flusher, flusher_rx) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || -> io::Result<(blake3::Hash, u64)> {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut hashed = 0u64;
+            for copied in hasher_rx {
+                while hashed < copied {
+                    let want = ((copied - hashed) as usize).min(buf.len());
+                    let n = reader.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "staged copy shrank while hashing",
+                        ));
+                    }
+                    hasher.update(&buf[..n]);
+                    hashed += n as u64;
+                }
+            }
+            Ok((hasher.finalize(), hashed))
+        });
+        let flusher = scope.spawn(move || -> io::Result<()> {
+            while flusher_rx.recv().is_ok() {
+                // Coalesce: one fdatasync covers every chunk written so far.
+                while flusher_rx.try_recv().is_ok() {}
+                if flush {
+                    temp.sync_data()?;
+                }
+            }
+            Ok(())
+        });
+        let mut copied = 0u64;
+        let mut dest = temp;
+        let copy_result = loop {
+            let want = CHUNK.max(size_hint / 64);
+            match io::copy(&mut Read::by_ref(src).take(want), &mut dest) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    copied += n;
+                    report(n);
+                    let _ = to_hasher.send(copied);
+                    let _ = to_flusher.send(());
+                }
+                Err(err) => break Err(err),
+            }
+        };
+        drop(to_hasher);
+        drop(to_flusher);
+        let hashed = hasher
+            .join()
+            .map_err(|_| io::Error::other("hashing thread panicked"))?;
+        let flushed = flusher
+            .join()
+            .map_err(|_| io::Error::other("flushing thread panicked"))?;
+        copy_result?;
+        flushed?;
+        let (hash, hashed) = hashed?;
+        debug_assert_eq!(hashed, copied);
+        Ok((Oid::from_hash(hash), copied))
+    })
 }
 
 #[cfg(test)]

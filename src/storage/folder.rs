@@ -13,6 +13,8 @@ use crate::oid::{self, Oid};
 
 const LOCK_FILE: &str = ".czc-storage.lock";
 const TEMP_PREFIX: &str = ".czc-tmp-";
+/// Files from this size are copied by the chunked copy-hash-flush pipeline.
+const PIPELINE_THRESHOLD: u64 = 8 << 20;
 /// Batches up to this size are made durable file by file; larger ones with syncfs.
 const BATCH_MIN: usize = 16;
 
@@ -88,7 +90,37 @@ impl FolderStorage {
             .tempfile_in(dir)
             .map_err(|e| self.io(key, e))?;
         let mut input = File::open(src).map_err(|e| self.io(key, e))?;
-        io::copy(&mut input, temp.as_file_mut()).map_err(|e| self.io(key, e))?;
+        let size = input.metadata().map_err(|e| self.io(key, e))?.len();
+        if size >= PIPELINE_THRESHOLD {
+            // One big copy_file_range gets throttled on dirty pages and then waits on
+            // the disk all at once; chunks written back as they land keep the copy
+            // and the disk busy together, and the copy is hashed on the way.
+            let (oid, _) = crate::fsutil::copy_hash_flush(
+                &mut input,
+                temp.as_file(),
+                temp.path(),
+                size,
+                true,
+                &|_| {},
+            )
+            .map_err(|e| self.io(key, e))?;
+            if let Some(expected) = object_key_oid(key) {
+                if expected != oid {
+                    return Err(self.io(
+                        key,
+                        io::Error::new(
+                            ErrorKind::InvalidData,
+                            format!(
+                                "{} holds {oid}, not the object its key names",
+                                src.display()
+                            ),
+                        ),
+                    ));
+                }
+            }
+        } else {
+            io::copy(&mut input, temp.as_file_mut()).map_err(|e| self.io(key, e))?;
+        }
         // Keep the source's mtime, so put_if_newer compares content ages, not upload times.
         if let Ok(modified) = input.metadata().and_then(|m| m.modified()) {
             let _ = temp.as_file().set_modified(modified);
@@ -167,6 +199,16 @@ impl FolderStorage {
             Err(err) => Err(self.io(key, err)),
         }
     }
+}
+
+/// The oid an `objects/<2 hex>/<62 hex>` key names.
+fn object_key_oid(key: &str) -> Option<Oid> {
+    let rest = key.strip_prefix("objects/")?;
+    let (shard, tail) = rest.split_once('/')?;
+    if shard.len() != 2 {
+        return None;
+    }
+    Oid::from_hex(&format!("{shard}{tail}")).ok()
 }
 
 fn describe_found(found: Option<Oid>) -> String {

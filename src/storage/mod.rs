@@ -409,6 +409,28 @@ mod tests {
     }
 
     #[test]
+    fn a_big_upload_under_the_wrong_object_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FolderStorage::new(dir.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 9 << 20];
+        let src = file(scratch.path(), "big", &big);
+        let wrong = Oid::of_bytes(b"something else").object_key();
+        let err = storage.put_if_absent(&wrong, &src).unwrap_err();
+        assert!(err.to_string().contains("not the object its key names"), "{err}");
+        assert!(!storage.exists(&wrong).unwrap(), "nothing was published");
+        let files = walkdir::WalkDir::new(dir.path())
+            .into_iter()
+            .filter(|entry| entry.as_ref().unwrap().file_type().is_file())
+            .count();
+        assert_eq!(files, 0, "no temp file left");
+        // Under its own key it goes in, through the same pipeline.
+        let right = Oid::of_bytes(&big).object_key();
+        storage.put_if_absent(&right, &src).unwrap();
+        assert_eq!(storage.hash(&right).unwrap(), Some(Oid::of_bytes(&big)));
+    }
+
+    #[test]
     fn temporary_storage_is_removed_on_drop() {
         let storage = TemporaryStorage::new().unwrap();
         keyed_write_suite(&storage);
