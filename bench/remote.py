@@ -8,7 +8,7 @@
 for one big file, to a folder remote and to an S3-compatible server (the tests' s3s
 server, `cargo run --release --example s3server`, on a loopback port):
   * czc push into an empty remote, and a no-op push (everything there; target < 2 s)
-  * czc pull into an empty cache and workspace
+  * czc pull into a fresh clone (config + markers) with an empty cache
   * cp of the big file to and from the folder remote (target: push within 1.5x of cp)
   * peak heap (RssAnon) of push and pull of the big file (target < 200 MiB)
   * the same with dvc push / dvc pull (target: czc at least 5x faster on small files)
@@ -18,6 +18,7 @@ Every push goes to a fresh remote location, so nothing is skipped that should no
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +46,12 @@ def ensure_remote_tools(with_dvc):
     sh(["cargo", "build", "--release", "--quiet"], cwd=REPO, quiet=False)
     sh(["cargo", "build", "--release", "--quiet", "--example", "s3server"], cwd=REPO, quiet=False)
     return REPO / "target" / "release" / "czc", REPO / "target" / "release" / "examples" / "s3server"
+
+
+def timed_fresh(make_step):
+    """One timed run of the (cmd, cwd, env) that `make_step` prepares (untimed)."""
+    cmd, cwd, env = make_step()
+    return timed(cmd, cwd, env, runs=1)
 
 
 class S3Server:
@@ -122,12 +129,19 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
                         text += f'endpoint = "{server.endpoint}"\n'
                     (proj / ".czcache.toml").write_text(text)
 
-                def empty(proj=proj, cache=cache):
-                    shutil.rmtree(cache, ignore_errors=True)
-                    drop(proj / target)
+                def fresh_clone(proj=proj):
+                    """A new clone (config + marker) with a new, empty cache: what a
+                    colleague or CI job pulls into. Fresh folders rather than deleted
+                    ones, which this disk makes slow to refill."""
+                    clone = work / fresh("czc-clone-")
+                    clone.mkdir()
+                    sh(["git", "init", "-q"], cwd=clone, env=env)
+                    shutil.copyfile(proj / ".czcache.toml", clone / ".czcache.toml")
+                    shutil.copyfile(proj / f"{target}.czc", clone / f"{target}.czc")
+                    return [czc, "pull"], clone, {**czc_env, "CZC_CACHE_DIR": str(clone) + "-cache"}
 
                 push_step = ([czc, "push"], proj, czc_env, lambda: configure(fresh("run")))
-                pull_step = ([czc, "pull"], proj, czc_env, empty)
+                pull_step = fresh_clone
                 if data == "big" and kind == "folder":
                     # cp of the same file to and from the remote's disk, alternated with
                     # czc so both see the same disk state.
@@ -139,23 +153,25 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
                          lambda: floor_dest.unlink(missing_ok=True)),
                         runs=runs)
                     noop = timed([czc, "push"], proj, czc_env, runs=runs)
-                    pull, cp_pull = timed_pair(
-                        pull_step,
-                        (["cp", str(floor_dest), str(back)], work, env, lambda: back.unlink(missing_ok=True)),
-                        runs=runs)
+                    pulls, cp_pulls = [], []
+                    for _ in range(runs):
+                        pulls.append(timed_fresh(pull_step))
+                        cp_pulls.append(timed(["cp", str(floor_dest), str(back)], work, env,
+                                              setup=lambda: back.unlink(missing_ok=True), runs=1))
+                    pull, cp_pull = statistics.median(pulls), statistics.median(cp_pulls)
                     floor_dest.unlink(missing_ok=True)
                     back.unlink(missing_ok=True)
                     results[("cp", "big", "folder")] = {"push": cp_push, "pull": cp_pull}
                 else:
                     push = timed(*push_step, runs=runs)
                     noop = timed([czc, "push"], proj, czc_env, runs=runs)
-                    pull = timed(*pull_step, runs=runs)
+                    pull = statistics.median(timed_fresh(pull_step) for _ in range(runs))
                 row = {"push": push, "noop": noop, "pull": pull}
                 if data == "big":
                     configure(fresh("rss"))
                     row["push_rss"] = peak_rss_anon([czc, "push"], proj, czc_env)
-                    empty()
-                    row["pull_rss"] = peak_rss_anon([czc, "pull"], proj, czc_env)
+                    cmd, clone, clone_env = fresh_clone()
+                    row["pull_rss"] = peak_rss_anon(cmd, clone, clone_env)
                 results[("czc", data, kind)] = row
 
             # ---------- DVC ----------
@@ -181,12 +197,16 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
                 push = timed(["dvc", "push", "-q"], dproj, env, setup=configure_dvc, runs=other_runs)
                 noop = timed(["dvc", "push", "-q"], dproj, env, runs=other_runs)
 
-                def empty_dvc():
-                    shutil.rmtree(dproj / ".dvc" / "cache", ignore_errors=True)
-                    shutil.rmtree(dproj / ".dvc" / "tmp", ignore_errors=True)
-                    drop(dproj / target)
+                def fresh_dvc_clone():
+                    clone = work / fresh("dvc-clone-")
+                    clone.mkdir()
+                    sh(["git", "init", "-q"], cwd=clone, env=env)
+                    (clone / ".dvc").mkdir()
+                    shutil.copyfile(dproj / ".dvc" / "config", clone / ".dvc" / "config")
+                    shutil.copyfile(dproj / f"{target}.dvc", clone / f"{target}.dvc")
+                    return ["dvc", "pull", "-q"], clone, env
 
-                pull = timed(["dvc", "pull", "-q"], dproj, env, setup=empty_dvc, runs=other_runs)
+                pull = statistics.median(timed_fresh(fresh_dvc_clone) for _ in range(other_runs))
                 results[("dvc", data, kind)] = {"push": push, "noop": noop, "pull": pull}
     finally:
         server.stop()
@@ -212,7 +232,7 @@ def print_table(results, size_mib, files, runs, other_runs):
     names = {"small": f"{files} files", "big": f"{size_mib} MiB file"}
     for data in ["small", "big"]:
         for kind in ["folder", "s3"]:
-            for step, label in [("push", "push"), ("noop", "no-op push"), ("pull", "pull (empty cache)")]:
+            for step, label in [("push", "push"), ("noop", "no-op push"), ("pull", "pull (fresh clone, empty cache)")]:
                 mine = get("czc", data, kind, step)
                 floor = get("cp", data, kind, step)
                 dvc = get("dvc", data, kind, step)

@@ -54,8 +54,10 @@ def timed(cmd, cwd, env, setup=None, runs=3):
     for _ in range(runs):
         if setup:
             setup()
-        # Start from a quiet disk: no run pays for the previous one's pending writeback.
+        # Start from a quiet disk: no run pays for the previous one's pending writeback
+        # (this virtual disk stays slow for a moment after a big flush).
         os.sync()
+        time.sleep(1)
         start = time.perf_counter()
         result = subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -258,6 +258,24 @@ pub fn copy_hash_flush(
     })
 }
 
+/// Renames `from` to `to` unless `to` exists: `Ok(false)` then, and `from` stays. Atomic
+/// where the filesystem has RENAME_NOREPLACE; elsewhere a check, then a rename.
+pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<bool> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Ok(false),
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            if to.exists() {
+                return Ok(false);
+            }
+            fs::rename(from, to).map(|()| true)
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

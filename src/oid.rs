@@ -132,8 +132,9 @@ pub fn hash_open_file(file: &mut File, size: u64, path: &Path) -> io::Result<Oid
         hasher.update_mmap_rayon(path)?;
     } else {
         // One read of at most 1 MiB: cheaper than a map for small files.
+        // Through `take`: File's own read_to_end asks the size again (one more statx).
         let mut buf = Vec::with_capacity(size as usize + 1);
-        file.read_to_end(&mut buf)?;
+        Read::by_ref(file).take(size + 1).read_to_end(&mut buf)?;
         hasher.update(&buf);
     }
     Ok(Oid::from_hash(hasher.finalize()))

@@ -247,8 +247,7 @@ pub fn push(
         let verified: Vec<Result<(String, PathBuf, u64)>> = todo
             .par_iter()
             .map(|(oid, for_path)| {
-                let path = cache.verified_path(oid, for_path)?;
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let (path, size) = cache.verified_object(oid, for_path)?;
                 Ok((oid.object_key(), path, size))
             })
             .collect();

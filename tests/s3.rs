@@ -411,3 +411,73 @@ fn czc_serve_fronts_an_s3_bucket() {
     let bucket = signed(&server, "s3://team/lab");
     assert_eq!(bucket.hash(&key).unwrap(), Some(Oid::of_bytes(&content)));
 }
+
+#[test]
+fn bad_s3_settings_fail_with_one_line_naming_the_remote() {
+    let server = S3Server::start(&["team"]);
+    let env = TestEnv::new()
+        .with_env("AWS_ACCESS_KEY_ID", s3server::ACCESS_KEY)
+        .with_env("AWS_SECRET_ACCESS_KEY", "wrong-secret");
+    env.write(".czcache.toml", s3_config(&server));
+    env.write("a.bin", bytes(5, 1000));
+    env.czc().args(["save", "a.bin"]).assert().success();
+    let out = env.czc().arg("push").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("czc: error:") && err.contains("s3://team/czc"),
+        "{err}"
+    );
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert!(fs::read_dir(server.root.join("team"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    // A bucket that does not exist: named as such, nothing created.
+    let env = with_credentials(TestEnv::new(), &server);
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remotes.team]\nurl = \"s3://missing/czc\"\nendpoint = \"{}\"\n",
+            server.endpoint
+        ),
+    );
+    env.write("a.bin.czc", {
+        let other = with_credentials(TestEnv::new(), &server);
+        other.write("a.bin", bytes(5, 1000));
+        other.czc().args(["save", "a.bin"]).assert().success();
+        other.read("a.bin.czc")
+    });
+    let out = env.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("bucket does not exist"), "{err}");
+    assert!(!server.root.join("missing").exists());
+    assert!(!env.path("a.bin").exists());
+
+    // No credentials at all (off EC2): said plainly, not as a metadata-service failure.
+    let bare = TestEnv::new();
+    bare.write(".czcache.toml", s3_config(&server));
+    bare.write("a.bin", bytes(5, 1000));
+    bare.czc().args(["save", "a.bin"]).assert().success();
+    let out = bare
+        .czc()
+        .arg("push")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        // A closed port stands in for the metadata service, whatever this machine has.
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+
+    // A url with no bucket is bad configuration.
+    env.write(".czcache.toml", "[remotes.team]\nurl = \"s3://\"\n");
+    let out = env.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no bucket name"), "{}", stderr(&out));
+}

@@ -372,21 +372,20 @@ impl LocalCache {
         let now = self.now();
         let mut admitted = Vec::with_capacity(staged.len());
         let mut entries = Vec::with_capacity(staged.len());
+        let mut folders_made = std::collections::HashSet::new();
         for item in staged {
             let dest = self.object_path(&item.oid);
-            let added = if dest.is_file() {
-                false // the temp file is removed on drop
-            } else {
-                let parent = fsutil::parent_dir(&dest);
+            let parent = fsutil::parent_dir(&dest);
+            if !folders_made.contains(parent) {
                 fs::create_dir_all(parent).at(parent)?;
-                fs::set_permissions(&*item.temp, fs::Permissions::from_mode(0o444))
-                    .at(&*item.temp)?;
-                item.temp.persist(&dest).map_err(|err| Error::Io {
-                    path: dest.clone(),
-                    source: err.error,
-                })?;
-                true
-            };
+                folders_made.insert(parent.to_path_buf());
+            }
+            fs::set_permissions(&*item.temp, fs::Permissions::from_mode(0o444)).at(&*item.temp)?;
+            // An object already there stays (same bytes); the temp file goes on drop.
+            let added = fsutil::rename_no_replace(&item.temp, &dest).at(&dest)?;
+            if added {
+                let _ = item.temp.keep();
+            }
             entries.push(Entry {
                 oid: item.oid,
                 size: item.size,
@@ -478,9 +477,14 @@ impl LocalCache {
 
     /// Rehashes an object; a corrupt one is quarantined and reported, never returned.
     pub fn verified_path(&self, oid: &Oid, for_path: &Path) -> Result<PathBuf> {
+        self.verified_object(oid, for_path).map(|(path, _)| path)
+    }
+
+    /// [`verified_path`](Self::verified_path) and the object's size.
+    pub fn verified_object(&self, oid: &Oid, for_path: &Path) -> Result<(PathBuf, u64)> {
         let path = self.object_path(oid);
         match oid::hash_file(&path) {
-            Ok((actual, _)) if actual == *oid => Ok(path),
+            Ok((actual, size)) if actual == *oid => Ok((path, size)),
             Ok(_) => Err(self.quarantine(oid)?),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 Err(self.not_cached(oid, for_path))

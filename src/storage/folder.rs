@@ -15,6 +15,8 @@ const LOCK_FILE: &str = ".czc-storage.lock";
 const TEMP_PREFIX: &str = ".czc-tmp-";
 /// Files from this size are copied by the chunked copy-hash-flush pipeline.
 const PIPELINE_THRESHOLD: u64 = 8 << 20;
+/// Files up to this size are copied with one read and one write.
+const SMALL_FILE: u64 = 64 << 10;
 /// Batches up to this size are made durable file by file; larger ones with syncfs.
 const BATCH_MIN: usize = 16;
 
@@ -82,15 +84,30 @@ impl FolderStorage {
         key: &str,
         src: &Path,
     ) -> Result<(tempfile::NamedTempFile, PathBuf), StorageError> {
+        self.stage_into_folder(key, src, false)
+            .map(|(temp, dest, _)| (temp, dest))
+    }
+
+    /// Stages `src` for `key`; `folder_ready` skips creating the key's folder (a batch
+    /// creates each once). Returns the temp file, its destination and the size.
+    fn stage_into_folder(
+        &self,
+        key: &str,
+        src: &Path,
+        folder_ready: bool,
+    ) -> Result<(tempfile::NamedTempFile, PathBuf, u64), StorageError> {
         let dest = self.file(key)?;
         let dir = dest.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
+        if !folder_ready {
+            fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
+        }
         let mut temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(dir)
             .map_err(|e| self.io(key, e))?;
         let mut input = File::open(src).map_err(|e| self.io(key, e))?;
-        let size = input.metadata().map_err(|e| self.io(key, e))?.len();
+        let meta = input.metadata().map_err(|e| self.io(key, e))?;
+        let size = meta.len();
         if size >= PIPELINE_THRESHOLD {
             // One big copy_file_range gets throttled on dirty pages and then waits on
             // the disk all at once; chunks written back as they land keep the copy
@@ -118,14 +135,20 @@ impl FolderStorage {
                     ));
                 }
             }
+        } else if size <= SMALL_FILE {
+            // Small files: one read and one write, not copy_file_range's probing.
+            let mut bytes = Vec::with_capacity(size as usize + 1);
+            io::Read::read_to_end(&mut io::Read::take(&mut input, size + 1), &mut bytes)
+                .map_err(|e| self.io(key, e))?;
+            io::Write::write_all(temp.as_file_mut(), &bytes).map_err(|e| self.io(key, e))?;
         } else {
             io::copy(&mut input, temp.as_file_mut()).map_err(|e| self.io(key, e))?;
         }
         // Keep the source's mtime, so put_if_newer compares content ages, not upload times.
-        if let Ok(modified) = input.metadata().and_then(|m| m.modified()) {
+        if let Ok(modified) = meta.modified() {
             let _ = temp.as_file().set_modified(modified);
         }
-        Ok((temp, dest))
+        Ok((temp, dest, size))
     }
 
     fn lock(&self, key: &str) -> Result<FileLock, StorageError> {
@@ -230,7 +253,17 @@ impl ReadStorage for FolderStorage {
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(self.io(key, err)),
         };
-        let copied = io::copy(&mut input, out).map_err(|e| self.io(key, e))?;
+        let size = input.metadata().map_err(|e| self.io(key, e))?.len();
+        let copied = if size <= SMALL_FILE {
+            // One read and one write, not copy_file_range's probing.
+            let mut bytes = Vec::with_capacity(size as usize + 1);
+            io::Read::read_to_end(&mut io::Read::take(&mut input, size + 1), &mut bytes)
+                .map_err(|e| self.io(key, e))?;
+            io::Write::write_all(out, &bytes).map_err(|e| self.io(key, e))?;
+            bytes.len() as u64
+        } else {
+            io::copy(&mut input, out).map_err(|e| self.io(key, e))?
+        };
         Ok(Some(copied))
     }
 
@@ -334,12 +367,30 @@ impl WriteStorage for FolderStorage {
         }
         // Copy everything, one syncfs for all the data, publish, one syncfs for all the
         // names: thousands of small objects cost two flushes, not two fsyncs each.
+        let mut folders: Vec<PathBuf> = items
+            .iter()
+            .filter_map(|(key, _)| self.file(key).ok()?.parent().map(Path::to_path_buf))
+            .collect();
+        folders.sort_unstable();
+        folders.dedup();
+        let made: Vec<PathBuf> = folders
+            .into_iter()
+            .filter(|folder| fs::create_dir_all(folder).is_ok())
+            .collect();
         let staged: Vec<Result<(tempfile::TempPath, PathBuf), StorageError>> = items
             .par_iter()
             .map(|(key, src)| {
-                let staged = self.stage_unsynced(key, src);
-                progress(fs::metadata(src).map(|m| m.len()).unwrap_or(0));
-                staged.map(|(temp, dest)| (temp.into_temp_path(), dest))
+                let ready = self
+                    .file(key)
+                    .ok()
+                    .and_then(|dest| {
+                        dest.parent()
+                            .map(|dir| made.binary_search(&dir.to_path_buf()).is_ok())
+                    })
+                    .unwrap_or(false);
+                let (temp, dest, size) = self.stage_into_folder(key, src, ready)?;
+                progress(size);
+                Ok((temp.into_temp_path(), dest))
             })
             .collect();
         if let Err(err) = crate::fsutil::sync_filesystem(&self.root) {

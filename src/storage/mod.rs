@@ -417,7 +417,10 @@ mod tests {
         let src = file(scratch.path(), "big", &big);
         let wrong = Oid::of_bytes(b"something else").object_key();
         let err = storage.put_if_absent(&wrong, &src).unwrap_err();
-        assert!(err.to_string().contains("not the object its key names"), "{err}");
+        assert!(
+            err.to_string().contains("not the object its key names"),
+            "{err}"
+        );
         assert!(!storage.exists(&wrong).unwrap(), "nothing was published");
         let files = walkdir::WalkDir::new(dir.path())
             .into_iter()

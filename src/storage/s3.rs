@@ -63,6 +63,9 @@ pub struct S3Storage {
     /// answers a missing bucket with the same 404 as a missing key).
     bucket_checked: OnceLock<()>,
     http: reqwest::Client,
+    /// Where credentials come from when no `AWS_*` variable gives them (the instance
+    /// metadata service), to explain its failures as missing credentials.
+    metadata_endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -114,6 +117,19 @@ impl S3Storage {
             Some(vars) => vars.clone().into_iter().collect(),
             None => std::env::vars().collect(),
         };
+        let has_var = |name: &str| aws_env.iter().any(|(key, _)| key == name);
+        let metadata_endpoint = (!options.anonymous
+            && !has_var("AWS_ACCESS_KEY_ID")
+            && !has_var("AWS_WEB_IDENTITY_TOKEN_FILE")
+            && !has_var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            && !has_var("AWS_CONTAINER_CREDENTIALS_FULL_URI"))
+        .then(|| {
+            aws_env
+                .iter()
+                .find(|(key, _)| key == "AWS_METADATA_ENDPOINT")
+                .map(|(_, value)| value.trim_start_matches("http://").to_string())
+                .unwrap_or_else(|| "169.254.169.254".into())
+        });
         let mut builder = AmazonS3Builder::new();
         let mut has_region = false;
         for (name, value) in aws_env {
@@ -174,6 +190,7 @@ impl S3Storage {
             runtime: Some(runtime),
             bucket_checked: OnceLock::new(),
             http: reqwest::Client::new(),
+            metadata_endpoint,
         })
     }
 
@@ -227,7 +244,26 @@ impl S3Storage {
                     ),
                 ),
             },
-            other => self.io(key, ErrorKind::Other, one_line(&other)),
+            other => {
+                let message = one_line(&other);
+                // With no AWS_* credentials object_store asks the EC2 instance metadata
+                // service; off EC2 that fails with an address nobody recognizes.
+                let from_metadata = self
+                    .metadata_endpoint
+                    .as_ref()
+                    .is_some_and(|endpoint| message.contains(endpoint.as_str()));
+                if from_metadata {
+                    return self.io(
+                        key,
+                        ErrorKind::PermissionDenied,
+                        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                         (no instance metadata service answered), or anonymous = true for \
+                         a public bucket"
+                            .into(),
+                    );
+                }
+                self.io(key, ErrorKind::Other, message)
+            }
         }
     }
 
