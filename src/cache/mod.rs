@@ -311,6 +311,17 @@ impl LocalCache {
     /// Downloads a storage key into staging and hashes what arrived; `None` if the
     /// storage does not have the key. The caller compares the oid with the one it wanted.
     pub fn stage_from(&self, storage: &dyn ReadStorage, key: &str) -> Result<Option<Staged>> {
+        if let Some(path) = storage.local_file(key)? {
+            // A file on this machine: the save pipeline (kernel copy, hashing the copy,
+            // writeback as it goes) instead of a plain copy and a second read to hash.
+            return match self.stage_file(&path) {
+                Ok(staged) => Ok(Some(staged)),
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    Ok(None)
+                }
+                Err(err) => Err(err),
+            };
+        }
         let mut temp = self.new_temp()?;
         let Some(size) = storage.copy_into(key, temp.as_file_mut())? else {
             return Ok(None);

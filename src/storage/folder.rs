@@ -284,6 +284,10 @@ impl ReadStorage for FolderStorage {
         Ok(self.size(key)?.is_some())
     }
 
+    fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
+        self.file(key).map(Some)
+    }
+
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         match fs::metadata(self.file(key)?) {
             Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
@@ -514,6 +518,9 @@ impl ReadStorage for TemporaryStorage {
     }
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         self.folder.size(key)
+    }
+    fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
+        self.folder.local_file(key)
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         self.folder.list(prefix)

@@ -88,6 +88,12 @@ pub trait ReadStorage: Send + Sync {
     fn exists(&self, key: &str) -> Result<bool, StorageError>;
     /// The key's length in bytes, or `None` if it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
+    /// The file a key lives in when it is a file on this machine (folders), so a copy
+    /// can go through the local big-file pipeline; `None` for network storages.
+    fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
     /// Every key that starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
     /// Whether each key exists, in one batch where the backend can: by default one
@@ -194,6 +200,9 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     }
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         self.0.size(key)
+    }
+    fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
+        self.0.local_file(key)
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         self.0.list(prefix)
