@@ -332,7 +332,7 @@ pub fn fetch(
             }
         }
     }
-    let admitted = cache.commit(staged)?;
+    let admitted = cache.commit_fetched(staged)?;
     for item in &admitted {
         report.transferred += 1;
         report.bytes += item.size;
@@ -428,7 +428,7 @@ pub fn get_key(
             path: PathBuf::from(format!("{remote}:{key}")),
         });
     };
-    let admitted = cache.commit(vec![staged])?.remove(0);
+    let admitted = cache.commit_fetched(vec![staged])?.remove(0);
     // A key's bytes came from the remote: evicting them loses nothing.
     cache.mark_pushed(&[admitted.oid])?;
     write_key_record(

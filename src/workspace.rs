@@ -505,7 +505,9 @@ impl Workspace {
     /// Loads the manifest a folder marker names from the cache, verified.
     fn load_manifest(&self, marker_path: &Path, oid: &Oid) -> Result<Manifest> {
         self.ensure(oid, marker_path)?;
-        let bytes = self.cache.read_verified(oid, marker_path)?;
+        let bytes = self.refetching_corrupt(oid, marker_path, || {
+            self.cache.read_verified(oid, marker_path)
+        })?;
         Manifest::parse(&bytes).map_err(|source| Error::Manifest {
             path: marker_path.into(),
             oid: *oid,
@@ -644,9 +646,33 @@ impl Workspace {
                 })
             }
         }
-        self.cache
-            .materialize_in_existing_dir(oid, dest, executable)
-            .map(Some)
+        self.refetching_corrupt(oid, dest, || {
+            self.cache
+                .materialize_in_existing_dir(oid, dest, executable)
+        })
+        .map(Some)
+    }
+
+    /// Runs a read of a cached object; if the cached copy turns out corrupt (it is then
+    /// quarantined) and a remote is configured, fetches it again and retries once. A
+    /// fetched copy is not fsynced, so a crash may damage it: this is how it heals.
+    fn refetching_corrupt<T>(
+        &self,
+        oid: &Oid,
+        for_path: &Path,
+        read: impl Fn() -> Result<T>,
+    ) -> Result<T> {
+        match read() {
+            Err(Error::Corrupt { quarantine, .. }) if !self.chain().is_empty() => {
+                eprintln!(
+                    "czc: warning: the cached copy of {oid} was corrupt (moved to {}); fetching it again",
+                    quarantine.display()
+                );
+                self.chain().fetch(&self.cache, oid, for_path)?;
+                read()
+            }
+            other => other,
+        }
     }
 
     // ---- status ----
@@ -997,7 +1023,8 @@ impl Workspace {
     pub fn open_path(&self, target: &Target) -> Result<PathBuf> {
         let (oid, named) = self.file_oid(target)?;
         self.ensure(&oid, &named)?;
-        let path = self.cache.verified_path(&oid, &named)?;
+        let path =
+            self.refetching_corrupt(&oid, &named, || self.cache.verified_path(&oid, &named))?;
         self.cache.touch(&[oid])?;
         Ok(path)
     }

@@ -66,7 +66,7 @@ impl RemoteChain {
     /// names every remote tried and what each said.
     pub fn fetch(&self, cache: &LocalCache, oid: &Oid, for_path: &Path) -> Result<Admitted> {
         let staged = self.stage(cache, oid, for_path)?;
-        Ok(cache.commit(vec![staged])?.remove(0))
+        Ok(cache.commit_fetched(vec![staged])?.remove(0))
     }
 
     /// Downloads and verifies one object into the cache's staging, not yet committed

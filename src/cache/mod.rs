@@ -276,6 +276,11 @@ impl LocalCache {
 
     /// Copies a file into staging and hashes the copy.
     pub fn stage_file(&self, src: &Path) -> Result<Staged> {
+        self.stage_file_with(src, true)
+    }
+
+    /// `flush`: push the copy to disk as it lands (for a commit that will fsync).
+    fn stage_file_with(&self, src: &Path, flush: bool) -> Result<Staged> {
         let mut file = File::open(src).at(src)?;
         let meta = file.metadata().at(src)?;
         if !meta.is_file() {
@@ -296,7 +301,7 @@ impl LocalCache {
             temp.as_file(),
             temp.path(),
             meta.len(),
-            true,
+            flush,
             &|n| self.report(n),
         )
         .at(src)?;
@@ -312,9 +317,10 @@ impl LocalCache {
     /// storage does not have the key. The caller compares the oid with the one it wanted.
     pub fn stage_from(&self, storage: &dyn ReadStorage, key: &str) -> Result<Option<Staged>> {
         if let Some(path) = storage.local_file(key)? {
-            // A file on this machine: the save pipeline (kernel copy, hashing the copy,
-            // writeback as it goes) instead of a plain copy and a second read to hash.
-            return match self.stage_file(&path) {
+            // A file on this machine: the save pipeline (kernel copy, hashing the copy)
+            // instead of a plain copy and a second read to hash. No writeback: fetched
+            // objects are committed without fsync (see commit_fetched).
+            return match self.stage_file_with(&path, false) {
                 Ok(staged) => Ok(Some(staged)),
                 Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     Ok(None)
@@ -373,13 +379,26 @@ impl LocalCache {
     /// Makes staged objects durable and visible, records them in the index, then evicts
     /// least-recently-used objects if the cache is over its limit.
     pub fn commit(&self, staged: Vec<Staged>) -> Result<Vec<Admitted>> {
+        self.commit_with(staged, true)
+    }
+
+    /// Commits objects that came from a remote: visible at once (atomic renames), but
+    /// not fsynced. A remote holds them, and every read verifies, so a copy a crash
+    /// damaged is quarantined and fetched again; waiting for the disk would buy nothing.
+    pub fn commit_fetched(&self, staged: Vec<Staged>) -> Result<Vec<Admitted>> {
+        self.commit_with(staged, false)
+    }
+
+    fn commit_with(&self, staged: Vec<Staged>, durable: bool) -> Result<Vec<Admitted>> {
         if staged.is_empty() {
             return Ok(Vec::new());
         }
         let total: u64 = staged.iter().map(|s| s.size).sum();
         self.check_fits(Path::new("the objects being saved"), total)?;
         // Data reaches the disk before any rename makes it visible.
-        self.sync_staged(&staged)?;
+        if durable {
+            self.sync_staged(&staged)?;
+        }
         let now = self.now();
         let mut admitted = Vec::with_capacity(staged.len());
         let mut entries = Vec::with_capacity(staged.len());
@@ -411,7 +430,9 @@ impl LocalCache {
                 added,
             });
         }
-        self.sync_renames(&admitted)?;
+        if durable {
+            self.sync_renames(&admitted)?;
+        }
         self.index.insert(&entries)?;
         let eviction = self.evict_to(self.size_limit)?;
         if eviction.unpushed_kept > 0 {
