@@ -25,10 +25,33 @@ impl SqliteIndex {
         };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
+        // Processes opening a new cache at once race to switch it to WAL and create the
+        // table; SQLite answers "locked" at once there (no busy handler), so wait here.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match Self::prepare(&conn) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(failure, _))
+                    if matches!(
+                        failure.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(other) => return Err(err(other)),
+            }
+        }
+        Ok(SqliteIndex {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// WAL mode, the table, and the `pushed` column for indexes made before it existed.
+    fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS objects (
                 oid TEXT PRIMARY KEY,
@@ -38,21 +61,14 @@ impl SqliteIndex {
                 hits INTEGER NOT NULL,
                 pushed INTEGER NOT NULL DEFAULT 0
             ) WITHOUT ROWID;",
-        )
-        .map_err(err)?;
-        // Indexes made before `pushed` existed gain the column.
+        )?;
         let has_pushed: bool = conn
             .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'pushed'")
-            .and_then(|mut stmt| stmt.exists([]))
-            .map_err(err)?;
+            .and_then(|mut stmt| stmt.exists([]))?;
         if !has_pushed {
-            conn.execute_batch("ALTER TABLE objects ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0")
-                .map_err(err)?;
+            conn.execute_batch("ALTER TABLE objects ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0")?;
         }
-        Ok(SqliteIndex {
-            path,
-            conn: Mutex::new(conn),
-        })
+        Ok(())
     }
 
     fn err(&self, source: rusqlite::Error) -> IndexError {
