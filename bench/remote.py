@@ -221,7 +221,9 @@ def print_table(results, size_mib, files, runs, other_runs):
         return f"{a / b:.2f}" if a and b else "—"
 
     def speedup(czc, other):
-        return f"{other / czc:.1f}× faster" if czc and other else "—"
+        if not (czc and other):
+            return "—"
+        return f"{other / czc:.1f}× faster" if other >= czc else f"{czc / other:.1f}× slower"
 
     print()
     print(f"czc remote benchmarks — {size_mib} MiB file, {files} files of 1–4 KiB, median of {runs} runs "
