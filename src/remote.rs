@@ -243,11 +243,13 @@ pub fn push(
         .collect();
     report.already = oids.len() - todo.len();
     let results: Vec<Result<Option<u64>>> = pool(jobs)?.install(|| {
-        // Never spread a corrupt copy: each object is verified before it leaves.
+        // Never spread a corrupt copy: every backend hashes what it receives and refuses
+        // bytes that do not match the object key (a folder while copying, S3 for the
+        // metadata it stores, czc serve on arrival), so no separate pass reads it here.
         let verified: Vec<Result<(String, PathBuf, u64)>> = todo
             .par_iter()
             .map(|(oid, for_path)| {
-                let (path, size) = cache.verified_object(oid, for_path)?;
+                let (path, size) = cache.object_file(oid, for_path)?;
                 Ok((oid.object_key(), path, size))
             })
             .collect();
@@ -261,13 +263,18 @@ pub fn push(
             .into_iter();
         verified
             .into_iter()
-            .map(|item| {
+            .zip(&todo)
+            .map(|(item, (oid, for_path))| {
                 let (_, _, size) = item?;
                 match uploaded.next().expect("one result per upload") {
                     Ok(()) => Ok(Some(size)),
                     // Someone else pushed it meanwhile: the remote has it.
                     Err(StorageError::LostRace { .. }) => Ok(None),
-                    Err(err) => Err(err.into()),
+                    // Refused: if our copy is corrupt, say so (and quarantine it).
+                    Err(err) => match cache.verified_object(oid, for_path) {
+                        Err(corrupt @ Error::Corrupt { .. }) => Err(corrupt),
+                        _ => Err(err.into()),
+                    },
                 }
             })
             .collect()

@@ -518,3 +518,38 @@ fn a_fetched_copy_damaged_in_the_cache_is_fetched_again() {
     assert_eq!(other.read("data/model.bin"), bytes(1, 300_000));
     assert_eq!(fs::read(&cached).unwrap(), bytes(1, 300_000));
 }
+
+#[test]
+fn push_never_spreads_a_corrupt_cached_copy() {
+    let (env, team) = team_setup();
+    let oid = env.marker_oid("data/model.bin.czc");
+    let hex = &oid["blake3:".len()..];
+    let cached = env.cache.join("objects").join(&hex[..2]).join(&hex[2..]);
+    fs::set_permissions(&cached, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    fs::write(&cached, vec![0u8; 300_000]).unwrap();
+    let out = env.czc().arg("push").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("corrupt") && err.contains(&oid), "{err}");
+    // The remote never got those bytes; the copy went to quarantine; the rest went up.
+    assert!(!team
+        .join("objects")
+        .join(&hex[..2])
+        .join(&hex[2..])
+        .exists());
+    assert!(!cached.exists());
+    assert!(env
+        .cache
+        .join("quarantine")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
+    let set = env.marker_oid("data/set.czc");
+    let set_hex = &set["blake3:".len()..];
+    assert!(team
+        .join("objects")
+        .join(&set_hex[..2])
+        .join(&set_hex[2..])
+        .exists());
+}

@@ -499,6 +499,19 @@ impl LocalCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An object's file and size, unverified: for handing it to a storage that verifies
+    /// what it receives (every backend refuses bytes that do not match an object key).
+    pub fn object_file(&self, oid: &Oid, for_path: &Path) -> Result<(PathBuf, u64)> {
+        let path = self.object_path(oid);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok((path, meta.len())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                Err(self.not_cached(oid, for_path))
+            }
+            Err(err) => Err(err).at(&path),
+        }
+    }
+
     fn not_cached(&self, oid: &Oid, path: &Path) -> Error {
         self.record_miss();
         Error::NotCached {

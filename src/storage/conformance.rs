@@ -63,6 +63,14 @@ pub fn object_write_suite(storage: &dyn WriteStorage) {
     let src = write_file(scratch.path(), "object", bytes);
     let oid = Oid::of_bytes(bytes);
     let key = oid.object_key();
+    // Bytes that do not hash to the object key are refused, and nothing is stored.
+    let wrong_key = Oid::of_bytes(b"other bytes").object_key();
+    let refused = storage.put_if_absent(&wrong_key, &src);
+    assert!(
+        matches!(refused, Err(StorageError::Io { .. })),
+        "an upload under the wrong object key is refused: {refused:?}"
+    );
+    assert!(!storage.exists(&wrong_key).unwrap());
     storage.put_if_absent(&key, &src).unwrap();
     object_read_suite(storage, bytes);
     let again = storage.put_if_absent(&key, &src);

@@ -7,7 +7,7 @@ use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{check_key, LocalStorage, ReadStorage, StorageError, WriteStorage};
+use super::{check_key, object_key_oid, LocalStorage, ReadStorage, StorageError, WriteStorage};
 use crate::fsutil::{FileLock, LockMode};
 use crate::oid::{self, Oid};
 
@@ -135,14 +135,27 @@ impl FolderStorage {
                     ));
                 }
             }
-        } else if size <= SMALL_FILE {
-            // Small files: one read and one write, not copy_file_range's probing.
+        } else {
+            // Smaller files: one read, checked against an object key, and one write.
             let mut bytes = Vec::with_capacity(size as usize + 1);
             io::Read::read_to_end(&mut io::Read::take(&mut input, size + 1), &mut bytes)
                 .map_err(|e| self.io(key, e))?;
+            if let Some(expected) = object_key_oid(key) {
+                let oid = Oid::of_bytes(&bytes);
+                if expected != oid {
+                    return Err(self.io(
+                        key,
+                        io::Error::new(
+                            ErrorKind::InvalidData,
+                            format!(
+                                "{} holds {oid}, not the object its key names",
+                                src.display()
+                            ),
+                        ),
+                    ));
+                }
+            }
             io::Write::write_all(temp.as_file_mut(), &bytes).map_err(|e| self.io(key, e))?;
-        } else {
-            io::copy(&mut input, temp.as_file_mut()).map_err(|e| self.io(key, e))?;
         }
         // Keep the source's mtime, so put_if_newer compares content ages, not upload times.
         if let Ok(modified) = meta.modified() {
@@ -222,16 +235,6 @@ impl FolderStorage {
             Err(err) => Err(self.io(key, err)),
         }
     }
-}
-
-/// The oid an `objects/<2 hex>/<62 hex>` key names.
-fn object_key_oid(key: &str) -> Option<Oid> {
-    let rest = key.strip_prefix("objects/")?;
-    let (shard, tail) = rest.split_once('/')?;
-    if shard.len() != 2 {
-        return None;
-    }
-    Oid::from_hex(&format!("{shard}{tail}")).ok()
 }
 
 fn describe_found(found: Option<Oid>) -> String {

@@ -344,6 +344,16 @@ fn is_transient(kind: std::io::ErrorKind) -> bool {
     )
 }
 
+/// The oid an `objects/<2 hex>/<62 hex>` key names.
+pub(crate) fn object_key_oid(key: &str) -> Option<Oid> {
+    let rest = key.strip_prefix("objects/")?;
+    let (shard, tail) = rest.split_once('/')?;
+    if shard.len() != 2 {
+        return None;
+    }
+    Oid::from_hex(&format!("{shard}{tail}")).ok()
+}
+
 /// Checks that a key is a relative `/`-separated path that stays inside the storage.
 pub fn check_key(storage: &dyn ReadStorage, key: &str) -> Result<(), StorageError> {
     let bad = |reason| StorageError::BadKey {

@@ -28,7 +28,7 @@ use object_store::{
     UpdateVersion,
 };
 
-use super::{check_key, ReadStorage, StorageError, WriteStorage};
+use super::{check_key, object_key_oid, ReadStorage, StorageError, WriteStorage};
 use crate::oid::Oid;
 
 /// Objects above this size are uploaded in parts of this size.
@@ -357,6 +357,18 @@ impl S3Storage {
         let location = self.location(key)?;
         let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", src.display()));
         let (oid, size) = crate::oid::hash_file(src).map_err(local)?;
+        if let Some(expected) = object_key_oid(key) {
+            if expected != oid {
+                return Err(self.io(
+                    key,
+                    ErrorKind::InvalidData,
+                    format!(
+                        "{} holds {oid}, not the object its key names",
+                        src.display()
+                    ),
+                ));
+            }
+        }
         let mut attributes = Attributes::new();
         attributes.insert(
             Attribute::Metadata(HASH_METADATA.into()),
