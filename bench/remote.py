@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (REPO, fmt_s, git_env, make_small_files, peak_rss_anon, sh, timed,  # noqa: E402
-                 timed_pair, write_random)
+from run import (REPO, fmt_s, git_env, make_small_files, peak_rss_anon, replace_with_copy,  # noqa: E402
+                 sh, timed, timed_pair, write_random)
 
 ACCESS_KEY = "czc-test-access"
 SECRET_KEY = "czc-test-secret-key"
@@ -93,23 +93,7 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
             target = "ds" if data == "small" else "big.bin"
 
             def place(proj):
-                path = proj / target
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.chmod(0o644)
-                    path.unlink()
-                if data == "small":
-                    shutil.copytree(small_src, path)
-                else:
-                    shutil.copyfile(big_src, path)
-
-            def drop(path):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.chmod(0o644)
-                    path.unlink()
+                replace_with_copy(proj / target, small_src if data == "small" else big_src)
 
             # ---------- czc ----------
             proj = work / f"czc-remote-{data}"

@@ -116,6 +116,24 @@ def make_small_files(root, count):
         (folder / f"f{i % per_dir:03}.bin").write_bytes(os.urandom(rng.randint(1024, 4096)))
 
 
+def remove_path(path):
+    """Removes a file (read-only ones too) or a folder, if there."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.chmod(0o644)
+        path.unlink()
+
+
+def replace_with_copy(path, source):
+    """Puts a fresh copy of the file or folder `source` at `path`."""
+    remove_path(path)
+    if source.is_dir():
+        shutil.copytree(source, path)
+    else:
+        shutil.copyfile(source, path)
+
+
 def git_env(home):
     env = {**os.environ, "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
@@ -281,16 +299,7 @@ def run_other(tool, work, env, source, small_src, runs):
         target = "big.bin" if kind == "big" else "ds"
 
         def place():
-            path = proj / target
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.chmod(0o644)
-                path.unlink()
-            if kind == "big":
-                shutil.copyfile(source, path)
-            else:
-                shutil.copytree(small_src, path)
+            replace_with_copy(proj / target, source if kind == "big" else small_src)
 
         if tool == "dvc":
             sh(["dvc", "init", "-q"], cwd=proj, env=env)

@@ -7,7 +7,10 @@ use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{check_key, object_key_oid, LocalStorage, ReadStorage, StorageError, WriteStorage};
+use super::{
+    check_key, check_object_bytes, object_key_oid, LocalStorage, ReadStorage, StorageError,
+    WriteStorage,
+};
 use crate::fsutil::{FileLock, LockMode};
 use crate::oid::{self, Oid};
 
@@ -121,39 +124,15 @@ impl FolderStorage {
                 &|_| {},
             )
             .map_err(|e| self.io(key, e))?;
-            if let Some(expected) = object_key_oid(key) {
-                if expected != oid {
-                    return Err(self.io(
-                        key,
-                        io::Error::new(
-                            ErrorKind::InvalidData,
-                            format!(
-                                "{} holds {oid}, not the object its key names",
-                                src.display()
-                            ),
-                        ),
-                    ));
-                }
-            }
+            check_object_bytes(key, &oid, src).map_err(|e| self.io(key, e))?;
         } else {
             // Smaller files: one read, checked against an object key, and one write.
             let mut bytes = Vec::with_capacity(size as usize + 1);
             io::Read::read_to_end(&mut io::Read::take(&mut input, size + 1), &mut bytes)
                 .map_err(|e| self.io(key, e))?;
-            if let Some(expected) = object_key_oid(key) {
-                let oid = Oid::of_bytes(&bytes);
-                if expected != oid {
-                    return Err(self.io(
-                        key,
-                        io::Error::new(
-                            ErrorKind::InvalidData,
-                            format!(
-                                "{} holds {oid}, not the object its key names",
-                                src.display()
-                            ),
-                        ),
-                    ));
-                }
+            if object_key_oid(key).is_some() {
+                check_object_bytes(key, &Oid::of_bytes(&bytes), src)
+                    .map_err(|e| self.io(key, e))?;
             }
             io::Write::write_all(temp.as_file_mut(), &bytes).map_err(|e| self.io(key, e))?;
         }

@@ -354,6 +354,21 @@ pub(crate) fn object_key_oid(key: &str) -> Option<Oid> {
     Oid::from_hex(&format!("{shard}{tail}")).ok()
 }
 
+/// Refuses bytes hashing to `found` under an object key that names another oid: no
+/// backend stores an object under a name its bytes do not have.
+pub(crate) fn check_object_bytes(key: &str, found: &Oid, src: &Path) -> std::io::Result<()> {
+    match object_key_oid(key) {
+        Some(expected) if expected != *found => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} holds {found}, not the object its key names",
+                src.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks that a key is a relative `/`-separated path that stays inside the storage.
 pub fn check_key(storage: &dyn ReadStorage, key: &str) -> Result<(), StorageError> {
     let bad = |reason| StorageError::BadKey {

@@ -28,7 +28,7 @@ use object_store::{
     UpdateVersion,
 };
 
-use super::{check_key, object_key_oid, ReadStorage, StorageError, WriteStorage};
+use super::{check_key, check_object_bytes, ReadStorage, StorageError, WriteStorage};
 use crate::oid::Oid;
 
 /// Objects above this size are uploaded in parts of this size.
@@ -356,26 +356,23 @@ impl S3Storage {
     fn upload(&self, key: &str, src: &Path, mode: PutMode) -> Result<(), StorageError> {
         let location = self.location(key)?;
         let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", src.display()));
-        let (oid, size) = crate::oid::hash_file(src).map_err(local)?;
-        if let Some(expected) = object_key_oid(key) {
-            if expected != oid {
-                return Err(self.io(
-                    key,
-                    ErrorKind::InvalidData,
-                    format!(
-                        "{} holds {oid}, not the object its key names",
-                        src.display()
-                    ),
-                ));
-            }
-        }
+        let size = std::fs::metadata(src).map_err(local)?.len();
+        // A small file is read once and hashed in memory; a big one hashed first, since
+        // its hash goes into the metadata the multipart upload starts with.
+        let (bytes, oid) = if size <= MULTIPART_THRESHOLD {
+            let bytes = std::fs::read(src).map_err(local)?;
+            let oid = Oid::of_bytes(&bytes);
+            (Some(bytes), oid)
+        } else {
+            (None, crate::oid::hash_file(src).map_err(local)?.0)
+        };
+        check_object_bytes(key, &oid, src).map_err(|e| self.io(key, e.kind(), e.to_string()))?;
         let mut attributes = Attributes::new();
         attributes.insert(
             Attribute::Metadata(HASH_METADATA.into()),
             AttributeValue::from(oid.hex()),
         );
-        if size <= MULTIPART_THRESHOLD {
-            let bytes = std::fs::read(src).map_err(local)?;
+        if let Some(bytes) = bytes {
             let store = self.store.clone();
             let options = PutOptions {
                 mode,
