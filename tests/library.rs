@@ -113,7 +113,11 @@ fn eviction_waits_while_another_process_uses_the_cache() {
     let config = cache_config(dir.path(), 150, IndexKind::Sqlite);
     // Two handles hold two lock descriptors, exactly as two processes would.
     let reader = LocalCache::open(&config).unwrap();
-    let writer = LocalCache::open(&config).unwrap();
+    // A ticking clock: two admissions within one millisecond would tie and fall back to oid order.
+    let ticks = Arc::new(AtomicI64::new(1_000));
+    let writer = LocalCache::open(&config)
+        .unwrap()
+        .with_clock(Arc::new(move || ticks.fetch_add(1, Ordering::SeqCst)));
     let first = dir.path().join("first");
     std::fs::write(&first, vec![1u8; 100]).unwrap();
     let in_use = writer.admit_file(&first).unwrap().oid;
