@@ -101,12 +101,15 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Download into the cache what the markers under the paths reference.
+    /// Download into the cache what the markers under the paths reference (or, with
+    /// --rev, --branches or --all-commits, what those commits reference).
     Fetch {
         paths: Vec<PathBuf>,
         /// Read from this remote only (default: the remote.read chain).
         #[arg(long, value_name = "NAME")]
         remote: Option<String>,
+        #[command(flatten)]
+        history: HistoryArgs,
     },
     /// Fetch, then check out.
     Pull {
@@ -169,11 +172,135 @@ enum Command {
         #[arg(long)]
         read_only: bool,
     },
+    /// Set up git to run files through czc: the filter in your git config (the
+    /// repository's with --local) and, inside a repository, czc's hooks.
+    Install {
+        #[arg(long)]
+        local: bool,
+    },
+    /// Undo `czc install`: remove the filter config and czc's hooks (restoring the hooks
+    /// they chained to).
+    Uninstall {
+        #[arg(long)]
+        local: bool,
+    },
+    /// Send files matching patterns through czc (.gitattributes); no pattern: list them.
+    Track { patterns: Vec<String> },
+    /// Stop sending files matching patterns through czc.
+    Untrack {
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// List the tracked data files (sidecar markers and filtered files) with their
+    /// cached and pushed state.
+    Ls {
+        /// Read this commit instead of HEAD and the working tree.
+        #[arg(long, value_name = "REV")]
+        rev: Option<String>,
+    },
+    /// Delete objects that no marker references: a remote's (--remote), or the local
+    /// cache's (--cache: across every repository that uses it).
+    #[command(group(clap::ArgGroup::new("gc_target").required(true).args(["remote", "cache"])))]
+    Gc {
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+        #[arg(long)]
+        cache: bool,
+        /// Keep what any commit references (default: branch and tag tips, HEAD and the
+        /// working tree).
+        #[arg(long)]
+        all_commits: bool,
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Never delete what was written (remote) or used (cache) more recently than
+        /// this, e.g. 7d, 12h, 0s: another clone may have pushed it a minute ago.
+        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_age)]
+        keep_younger_than: std::time::Duration,
+    },
+    /// git's long-running filter process (set up by `czc install`).
+    #[command(hide = true)]
+    FilterProcess,
+    /// git's clean filter, one file: content on stdin, marker on stdout.
+    #[command(hide = true)]
+    Clean { path: PathBuf },
+    /// git's smudge filter, one file: marker on stdin, content on stdout.
+    #[command(hide = true)]
+    Smudge { path: PathBuf },
+    /// What czc's git hooks run.
+    #[command(hide = true)]
+    Hook {
+        #[command(subcommand)]
+        hook: HookCommand,
+    },
     /// Edit the named remotes in .czcache.toml.
     Remote {
         #[command(subcommand)]
         command: RemoteCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// What this commit references (repeatable).
+    #[arg(long, value_name = "REV")]
+    rev: Vec<String>,
+    /// What the tip of every local branch references.
+    #[arg(long)]
+    branches: bool,
+    /// What any commit reachable from a ref references.
+    #[arg(long)]
+    all_commits: bool,
+}
+
+impl HistoryArgs {
+    fn selection(&self) -> Option<czcache::git::Selection> {
+        (!self.rev.is_empty() || self.branches || self.all_commits).then(|| {
+            czcache::git::Selection {
+                revs: self.rev.clone(),
+                branches: self.branches,
+                all_commits: self.all_commits,
+            }
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum HookCommand {
+    PrePush {
+        remote: String,
+        url: Option<String>,
+    },
+    PostCheckout {
+        previous: String,
+        new: String,
+        branch_flag: String,
+    },
+    PostMerge {
+        squash: Option<String>,
+    },
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not an age like 7d, 12h, 30m or 0s"))?;
+    let seconds = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(format!("'{text}' is not an age like 7d, 12h, 30m or 0s")),
+    };
+    Ok(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    ))
 }
 
 #[derive(Subcommand)]
@@ -458,9 +585,23 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             let report = ws.push(paths, remote.as_deref(), *all)?;
             Ok(print_transfer(cli, "pushed", "to", &report))
         }
-        Command::Fetch { paths, remote } => {
+        Command::Fetch {
+            paths,
+            remote,
+            history,
+        } => {
             let ws = open_workspace(cli, false)?;
-            let report = ws.fetch(paths, remote.as_deref())?;
+            let report = match history.selection() {
+                Some(selection) => {
+                    if !paths.is_empty() {
+                        return Err(Error::Git(
+                            "give paths or --rev/--branches/--all-commits, not both".into(),
+                        ));
+                    }
+                    czcache::git::ops::fetch_history(&ws, &selection, remote.as_deref())?
+                }
+                None => ws.fetch(paths, remote.as_deref())?,
+            };
             Ok(print_transfer(cli, "fetched", "from", &report))
         }
         Command::Pull {
@@ -469,9 +610,30 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             force,
         } => {
             let ws = open_workspace(cli, *force)?;
-            let fetched = ws.fetch(paths, remote.as_deref())?;
+            // Filtered files whose smudge was skipped hold marker text: fill them in.
+            let (filtered_fetch, filtered) = czcache::git::ops::pull_filtered(&ws, paths)?;
+            let has_sidecars = !paths.is_empty() || !ws.find_markers(&[])?.is_empty();
+            let (mut fetched, mut report) = if has_sidecars || filtered.restored == 0 {
+                match (ws.fetch(paths, remote.as_deref()), filtered.restored) {
+                    // Patterns that matched only filtered files.
+                    (Err(Error::NotFound { .. }), restored) if restored > 0 => {
+                        (TransferReport::default(), CheckoutReport::default())
+                    }
+                    (fetched, _) => (fetched?, ws.checkout(paths)?),
+                }
+            } else {
+                (TransferReport::default(), CheckoutReport::default())
+            };
+            fetched.transferred += filtered_fetch.transferred;
+            fetched.bytes += filtered_fetch.bytes;
+            fetched.failed += filtered_fetch.failed;
+            fetched.failures.extend(filtered_fetch.failures);
+            if fetched.remote.is_empty() {
+                fetched.remote = filtered_fetch.remote;
+            }
+            report.restored += filtered.restored;
+            report.failures.extend(filtered.failures);
             let fetch_code = print_transfer(cli, "fetched", "from", &fetched);
-            let report = ws.checkout(paths)?;
             ws.finish();
             // Objects the fetch could not get were reported once already.
             let code = print_failures(&CheckoutReport {
@@ -493,6 +655,195 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             Ok(fetch_code.max(code))
         }
         Command::Remote { command } => remote_command(cli, command),
+        Command::Install { local } | Command::Uninstall { local } => {
+            use czcache::git::install::{self, Scope};
+            let dir = cwd(cli)?;
+            let scope = if *local { Scope::Repo } else { Scope::User };
+            let installing = matches!(cli.command, Command::Install { .. });
+            let report = if installing {
+                install::install(&dir, scope)?
+            } else {
+                install::uninstall(&dir, scope)?
+            };
+            if cli.json {
+                print_json(&report);
+            } else if !cli.quiet {
+                let verb = if installing { "installed" } else { "removed" };
+                println!(
+                    "{verb} the czc filter in the {} git config",
+                    report.config.unwrap_or("")
+                );
+                for hook in &report.hooks {
+                    match (&hook.chained, installing) {
+                        (Some(chained), true) => println!(
+                            "installed hook {} (runs your previous hook, kept as {}, first)",
+                            hook.path.display(),
+                            chained.display()
+                        ),
+                        (None, true) => println!("installed hook {}", hook.path.display()),
+                        (Some(_), false) => {
+                            println!("restored your hook {}", hook.path.display())
+                        }
+                        (None, false) => println!("removed hook {}", hook.path.display()),
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Track { patterns } | Command::Untrack { patterns } => {
+            use czcache::git::install;
+            let dir = cwd(cli)?;
+            let root = workspace::find_root(&dir);
+            let tracking = matches!(cli.command, Command::Track { .. });
+            if tracking && patterns.is_empty() {
+                let listed = install::tracked_patterns(&root)?;
+                if cli.json {
+                    print_json(&listed);
+                } else {
+                    for pattern in listed {
+                        println!("{pattern}");
+                    }
+                }
+                return Ok(0);
+            }
+            let changed = if tracking {
+                install::track(&root, patterns)?
+            } else {
+                install::untrack(&root, patterns)?
+            };
+            if cli.json {
+                print_json(&changed);
+            } else if !cli.quiet {
+                for pattern in patterns {
+                    let what = match (changed.contains(pattern), tracking) {
+                        (true, true) => "tracking",
+                        (false, true) => "already tracked",
+                        (true, false) => "untracked",
+                        (false, false) => "was not tracked",
+                    };
+                    println!("{what} {pattern}");
+                }
+            }
+            Ok(0)
+        }
+        Command::Ls { rev } => {
+            let ws = open_workspace(cli, false)?;
+            let listed = czcache::git::ops::ls(&ws, rev.as_deref())?;
+            if cli.json {
+                print_json(&listed);
+            } else {
+                for item in &listed {
+                    println!(
+                        "{}  {}  {:>10}  {:<7} {:<8} {}{}",
+                        item.oid,
+                        item.kind,
+                        format_size(item.size),
+                        item.tracked_by,
+                        if item.cached { "cached" } else { "-" },
+                        match item.pushed {
+                            Some(true) => "pushed  ",
+                            Some(false) => "unpushed",
+                            None => "-       ",
+                        },
+                        format_args!("  {}", item.path)
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Gc {
+            remote,
+            cache,
+            all_commits,
+            dry_run,
+            keep_younger_than,
+        } => {
+            let (dir, config) = load_config(cli)?;
+            let ws = Workspace::open(&dir, &config, &Env::from_process())?;
+            let selection = czcache::git::Selection {
+                all_commits: *all_commits,
+                ..Default::default()
+            };
+            let report = match (remote, cache) {
+                (Some(name), _) => czcache::git::ops::gc_remote(
+                    &ws,
+                    name,
+                    &selection,
+                    *keep_younger_than,
+                    *dry_run,
+                )?,
+                _ => czcache::git::ops::gc_cache(
+                    &ws,
+                    &config,
+                    &selection,
+                    *keep_younger_than,
+                    *dry_run,
+                )?,
+            };
+            if cli.json {
+                print_json(&report);
+            } else if !cli.quiet {
+                if cli.verbose > 0 || *dry_run {
+                    for oid in &report.deleted {
+                        println!(
+                            "{} {oid}",
+                            if *dry_run { "would delete" } else { "deleted" }
+                        );
+                    }
+                }
+                println!(
+                    "{} {} object{} ({}) from {}; kept {} referenced, {} younger than the grace period{}",
+                    if *dry_run { "would delete" } else { "deleted" },
+                    report.deleted.len(),
+                    if report.deleted.len() == 1 { "" } else { "s" },
+                    format_size(report.freed),
+                    report.target,
+                    report.referenced,
+                    report.kept_young,
+                    if report.lost_races > 0 {
+                        format!(", {} changed meanwhile and left alone", report.lost_races)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(0)
+        }
+        Command::FilterProcess => {
+            let ws = open_workspace(cli, false)?;
+            let result = czcache::git::filter::filter_process(
+                &ws,
+                io::stdin().lock(),
+                io::BufWriter::new(io::stdout().lock()),
+            );
+            ws.finish();
+            match result {
+                Ok(()) => Ok(0),
+                Err(err) => Err(Error::Git(err.to_string())),
+            }
+        }
+        Command::Clean { path } => {
+            let ws = open_workspace(cli, false)?;
+            let text = czcache::git::filter::clean(&ws, path, &mut io::stdin().lock())?;
+            io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|source| Error::Io {
+                    path: "stdout".into(),
+                    source,
+                })?;
+            Ok(0)
+        }
+        Command::Smudge { path } => {
+            let ws = open_workspace(cli, false)?;
+            let mut out = io::BufWriter::new(io::stdout().lock());
+            czcache::git::filter::smudge(&ws, path, &mut io::stdin().lock(), &mut out)?;
+            out.flush().map_err(|source| Error::Io {
+                path: "stdout".into(),
+                source,
+            })?;
+            Ok(0)
+        }
+        Command::Hook { hook } => hook_command(cli, hook),
         Command::Serve {
             source,
             listen,
@@ -785,6 +1136,79 @@ fn folder_summary(counts: &workspace::FolderCounts) -> String {
     } else {
         format!("/ ({} of {total} files)", parts.join(", "))
     }
+}
+
+fn hook_command(cli: &Cli, hook: &HookCommand) -> Result<i32, Error> {
+    let ws = open_workspace(cli, false)?;
+    match hook {
+        HookCommand::PrePush { remote, .. } => {
+            let mut lines = String::new();
+            io::Read::read_to_string(&mut io::stdin(), &mut lines).map_err(|source| Error::Io {
+                path: "stdin".into(),
+                source,
+            })?;
+            let report = match czcache::git::ops::pre_push(&ws, remote, &lines) {
+                Ok(report) => report,
+                Err(err) => {
+                    self::report(&err);
+                    eprintln!("czc: the git push was stopped because its data could not be pushed");
+                    return Ok(1);
+                }
+            };
+            if report.transferred + report.failed == 0 {
+                return Ok(0);
+            }
+            for err in &report.failures {
+                self::report(err);
+            }
+            // git shows a hook's stderr; stdout may be the push protocol's.
+            if !cli.quiet {
+                eprintln!(
+                    "czc: pushed {} object{} ({}) to {}, {} already there",
+                    report.transferred,
+                    if report.transferred == 1 { "" } else { "s" },
+                    format_size(report.bytes),
+                    report.remote,
+                    report.already
+                );
+            }
+            if report.failed > 0 {
+                eprintln!("czc: the git push was stopped because its data could not be pushed");
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        HookCommand::PostCheckout {
+            previous,
+            new,
+            branch_flag,
+        } => {
+            if branch_flag != "1" {
+                return Ok(0); // a file checkout: git restored exactly what was asked
+            }
+            let (fetched, report) = czcache::git::ops::checkout_changed(&ws, Some(previous), new)?;
+            ws.finish();
+            Ok(print_hook_checkout(cli, &fetched, &report))
+        }
+        HookCommand::PostMerge { .. } => {
+            let (fetched, report) =
+                czcache::git::ops::checkout_changed(&ws, Some("ORIG_HEAD"), "HEAD")?;
+            ws.finish();
+            Ok(print_hook_checkout(cli, &fetched, &report))
+        }
+    }
+}
+
+fn print_hook_checkout(cli: &Cli, fetched: &TransferReport, report: &CheckoutReport) -> i32 {
+    let code = print_failures(report).max(if fetched.failed > 0 { 1 } else { 0 });
+    if !cli.quiet && report.restored > 0 {
+        eprintln!(
+            "czc: restored {} data file{}",
+            report.restored,
+            if report.restored == 1 { "" } else { "s" }
+        );
+    }
+    code
 }
 
 fn print_failures(failures: &CheckoutReport) -> i32 {

@@ -73,6 +73,11 @@ pub enum Error {
     ReadOnlyRemote { name: String },
     #[error("no remote to push to: set remote.default in .czcache.toml or pass --remote")]
     NoDefaultRemote,
+    #[error("another czc is using the cache at {path}; try again when it is done")]
+    Busy { path: PathBuf },
+    /// git said no, or the repository could not be read.
+    #[error("{0}")]
+    Git(String),
     #[error("{path}: {reason}")]
     ConfigEdit { path: PathBuf, reason: String },
 }

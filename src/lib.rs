@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod git;
 pub mod index;
 pub mod marker;
 pub mod oid;

@@ -372,6 +372,19 @@ pub struct KeyFetch {
     pub downloaded: bool,
 }
 
+/// The objects the key cache's records point at (kept by `czc gc --cache`).
+pub fn key_cache_oids(cache: &LocalCache) -> Vec<Oid> {
+    let root = cache.root().join("keys");
+    walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_file())
+        .filter_map(|entry| std::fs::read(entry.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice::<KeyRecord>(&bytes).ok())
+        .map(|record| record.oid)
+        .collect()
+}
+
 fn key_record_path(cache: &LocalCache, remote: &str, key: &str) -> PathBuf {
     let mut path = cache.root().join("keys").join(remote);
     path.extend(key.split('/'));

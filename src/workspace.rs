@@ -170,6 +170,10 @@ impl Workspace {
             let path = stats_path.clone();
             std::thread::spawn(move || StatCache::load(path))
         };
+        if root.join(".git").exists() {
+            // Best effort: a read-only cache folder must not stop the command.
+            let _ = cache.register_repo(&root);
+        }
         let remotes = Remotes::from_config(config, &root, env);
         cache.set_protect_unpushed(remotes.has_writable_default());
         Ok(Workspace {
@@ -193,6 +197,11 @@ impl Workspace {
         self
     }
 
+    /// Whether any remote is configured to read from.
+    pub fn has_remotes(&self) -> bool {
+        !self.chain().is_empty()
+    }
+
     /// The configured remotes.
     pub fn remotes(&self) -> &Remotes {
         &self.remotes
@@ -205,7 +214,7 @@ impl Workspace {
 
     /// Makes sure an object is in the cache, fetching it through the remote chain. With
     /// no remotes configured the caller reports the miss.
-    fn ensure(&self, oid: &Oid, for_path: &Path) -> Result<()> {
+    pub(crate) fn ensure(&self, oid: &Oid, for_path: &Path) -> Result<()> {
         if self.cache.contains(oid) || self.chain().is_empty() {
             return Ok(());
         }
@@ -214,7 +223,10 @@ impl Workspace {
 
     /// Fetches every missing object of a list in one parallel batch; returns the oids
     /// that could not be had and the errors saying why.
-    fn ensure_many(&self, wanted: &[(Oid, PathBuf)]) -> Result<(HashSet<Oid>, Vec<Error>)> {
+    pub(crate) fn ensure_many(
+        &self,
+        wanted: &[(Oid, PathBuf)],
+    ) -> Result<(HashSet<Oid>, Vec<Error>)> {
         let missing: Vec<(Oid, PathBuf)> = wanted
             .iter()
             .filter(|(oid, _)| !self.cache.contains(oid))
@@ -284,6 +296,11 @@ impl Workspace {
 
     fn resolve(&self, path: &Path) -> PathBuf {
         normalize(&self.cwd.join(path))
+    }
+
+    /// A command-line path made absolute against the current folder.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        self.resolve(path)
     }
 
     /// The stat cache, once its loader thread is done.
@@ -446,12 +463,21 @@ impl Workspace {
 
     /// Every marker under `paths` (the whole project when empty), sorted.
     pub fn find_markers(&self, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let (patterns, paths): (Vec<&PathBuf>, Vec<&PathBuf>) = paths
+            .iter()
+            .partition(|p| is_pattern(p) && !self.resolve(p).exists());
+        let mut found = Vec::new();
+        if !patterns.is_empty() {
+            found.extend(self.markers_matching(&patterns)?);
+            if paths.is_empty() {
+                return Ok(found);
+            }
+        }
         let roots: Vec<PathBuf> = if paths.is_empty() {
             vec![self.root.clone()]
         } else {
             paths.iter().map(|p| self.resolve(p)).collect()
         };
-        let mut found = Vec::new();
         for path in roots {
             let (data, marker_path) = split_marker(&path);
             if marker_path.is_file() {
@@ -490,6 +516,36 @@ impl Workspace {
         }
         found.sort();
         found.dedup();
+        Ok(found)
+    }
+
+    /// The markers whose data paths (relative to the current folder, as the shell would
+    /// see them) match glob patterns such as `data/*.h5ad` or `**/*.bin`. A pattern that
+    /// matches nothing is an error naming it.
+    fn markers_matching(&self, patterns: &[&PathBuf]) -> Result<Vec<PathBuf>> {
+        let all = self.find_markers(&[])?;
+        let mut found = Vec::new();
+        for pattern in patterns {
+            let text = pattern.to_string_lossy();
+            let matcher = globset::GlobBuilder::new(&text)
+                .literal_separator(true)
+                .build()
+                .map_err(|err| Error::BadTarget(format!("{text} ({err})")))?
+                .compile_matcher();
+            let before = found.len();
+            for marker_path in &all {
+                let (data, _) = split_marker(marker_path);
+                let rel = data.strip_prefix(&self.cwd).unwrap_or(&data);
+                if matcher.is_match(rel) {
+                    found.push(marker_path.clone());
+                }
+            }
+            if found.len() == before {
+                return Err(Error::NotFound {
+                    path: PathBuf::from(text.into_owned()),
+                });
+            }
+        }
         Ok(found)
     }
 
@@ -872,17 +928,31 @@ impl Workspace {
     /// files manifests list), each with the marker it came from. Manifests missing from
     /// the cache are fetched through `chain` when given.
     pub fn referenced(&self, paths: &[PathBuf], chain: Option<&RemoteChain>) -> Result<Referenced> {
+        let mut markers = Vec::new();
+        let mut errors = Vec::new();
+        for marker_path in self.find_markers(paths)? {
+            match self.read_marker(&marker_path) {
+                Ok(marker) => markers.push((marker, marker_path)),
+                Err(err) => errors.push(err),
+            }
+        }
+        let mut referenced = self.expand_markers(markers, chain);
+        referenced.errors.splice(0..0, errors);
+        Ok(referenced)
+    }
+
+    /// The objects markers reference: each marker's object, and for folder markers the
+    /// files their manifests list (manifests missing from the cache are fetched through
+    /// `chain` when given). `for_path` of each marker names it in errors.
+    pub fn expand_markers(
+        &self,
+        markers: Vec<(Marker, PathBuf)>,
+        chain: Option<&RemoteChain>,
+    ) -> Referenced {
         let mut oids = Vec::new();
         let mut errors = Vec::new();
         let mut fetched = Vec::new();
-        for marker_path in self.find_markers(paths)? {
-            let marker = match self.read_marker(&marker_path) {
-                Ok(marker) => marker,
-                Err(err) => {
-                    errors.push(err);
-                    continue;
-                }
-            };
+        for (marker, marker_path) in markers {
             oids.push((marker.oid, marker_path.clone()));
             if let MarkerKind::Dir { .. } = marker.kind {
                 if let Some(chain) = chain {
@@ -920,11 +990,11 @@ impl Workspace {
         }
         let mut seen = HashSet::new();
         oids.retain(|(oid, _)| seen.insert(*oid));
-        Ok(Referenced {
+        Referenced {
             oids,
             errors,
             fetched,
-        })
+        }
     }
 
     /// Uploads the objects the markers under `paths` reference (or, with `all`, every
@@ -935,7 +1005,6 @@ impl Workspace {
         remote: Option<&str>,
         all: bool,
     ) -> Result<TransferReport> {
-        let (name, storage) = self.remotes.writer(remote)?;
         let (oids, errors) = if all {
             let oids = self
                 .cache
@@ -948,6 +1017,18 @@ impl Workspace {
             let referenced = self.referenced(paths, None)?;
             (referenced.oids, referenced.errors)
         };
+        self.push_objects(oids, errors, remote)
+    }
+
+    /// Uploads the listed objects the remote lacks; `errors` (markers that could not be
+    /// read) count as failures of the push.
+    pub fn push_objects(
+        &self,
+        oids: Vec<(Oid, PathBuf)>,
+        errors: Vec<Error>,
+        remote: Option<&str>,
+    ) -> Result<TransferReport> {
+        let (name, storage) = self.remotes.writer(remote)?;
         let total: u64 = oids
             .iter()
             .filter_map(|(oid, _)| fs::metadata(self.cache.object_path(oid)).ok())
@@ -965,8 +1046,17 @@ impl Workspace {
     pub fn fetch(&self, paths: &[PathBuf], remote: Option<&str>) -> Result<TransferReport> {
         let chain = self.remotes.chain_or_one(remote)?;
         let referenced = self.referenced(paths, Some(&chain))?;
+        self.fetch_referenced(&chain, referenced)
+    }
+
+    /// Downloads what [`Workspace::referenced`] or [`Workspace::expand_markers`] listed.
+    pub fn fetch_referenced(
+        &self,
+        chain: &RemoteChain,
+        referenced: Referenced,
+    ) -> Result<TransferReport> {
         self.progress_start("fetching", 0);
-        let mut report = remote::fetch(&self.cache, &chain, &referenced.oids, self.jobs)?;
+        let mut report = remote::fetch(&self.cache, chain, &referenced.oids, self.jobs)?;
         self.progress.finish_and_clear();
         // Manifests fetched while reading the markers count as fetched, not as there.
         report.transferred += referenced.fetched.len();
@@ -1159,6 +1249,11 @@ fn tally(report: &mut CheckoutReport, outcome: Option<LinkKind>) {
 }
 
 /// `(data path, marker path)` for a path naming either.
+/// Whether a command-line path is a glob pattern rather than a path.
+fn is_pattern(path: &Path) -> bool {
+    path.to_string_lossy().contains(['*', '?', '['])
+}
+
 pub fn split_marker(path: &Path) -> (PathBuf, PathBuf) {
     let text = path.as_os_str().to_string_lossy();
     match text.strip_suffix(marker::SUFFIX) {

@@ -274,6 +274,14 @@ impl LocalCache {
             .at(&dir)
     }
 
+    /// An unnamed temporary file in the cache's folder, removed when closed: room to
+    /// spool a stream that must be read in full before it can be answered.
+    pub fn spool_file(&self) -> Result<io::BufWriter<File>> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).at(&dir)?;
+        Ok(io::BufWriter::new(tempfile::tempfile_in(&dir).at(&dir)?))
+    }
+
     /// Copies a file into staging and hashes the copy.
     pub fn stage_file(&self, src: &Path) -> Result<Staged> {
         self.stage_file_with(src, true)
@@ -851,6 +859,63 @@ impl LocalCache {
         report.index_dropped = known.keys().filter(|oid| !live.contains(oid)).count();
         self.index.replace(&entries)?;
         Ok(report)
+    }
+
+    /// Removes the given objects (for `czc gc --cache`). Needs the cache to itself, like
+    /// eviction: while another process uses it, nothing is removed and this says so.
+    pub fn remove_objects(&self, oids: &[Oid]) -> Result<u64> {
+        if oids.is_empty() {
+            return Ok(0);
+        }
+        let Some(_exclusive) = self.exclusive(false)? else {
+            return Err(Error::Busy {
+                path: self.root.clone(),
+            });
+        };
+        let mut freed = 0;
+        for oid in oids {
+            let path = self.object_path(oid);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) => {
+                    fs::remove_file(&path).at(&path)?;
+                    freed += meta.len();
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).at(&path),
+            }
+        }
+        self.index.remove(oids)?;
+        Ok(freed)
+    }
+
+    /// Remembers a repository that uses this cache, so `czc gc --cache` can ask it which
+    /// objects it still needs. One appended line; readers drop repeats.
+    pub fn register_repo(&self, root: &Path) -> Result<()> {
+        let path = self.root.join("state").join("repos.txt");
+        if self.known_repos().iter().any(|known| known == root) {
+            return Ok(());
+        }
+        fs::create_dir_all(fsutil::parent_dir(&path)).at(&path)?;
+        let mut line = root.as_os_str().as_encoded_bytes().to_vec();
+        line.push(b'\n');
+        // One small O_APPEND write: concurrent registrations never interleave.
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
+        file.write_all(&line).at(&path)
+    }
+
+    /// The repositories registered with [`LocalCache::register_repo`], each once.
+    pub fn known_repos(&self) -> Vec<PathBuf> {
+        let path = self.root.join("state").join("repos.txt");
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        text.lines()
+            .filter(|line| !line.is_empty() && seen.insert(*line))
+            .map(PathBuf::from)
+            .collect()
     }
 
     /// Removes every object.

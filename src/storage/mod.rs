@@ -345,7 +345,7 @@ fn is_transient(kind: std::io::ErrorKind) -> bool {
 }
 
 /// The oid an `objects/<2 hex>/<62 hex>` key names.
-pub(crate) fn object_key_oid(key: &str) -> Option<Oid> {
+pub fn object_key_oid(key: &str) -> Option<Oid> {
     let rest = key.strip_prefix("objects/")?;
     let (shard, tail) = rest.split_once('/')?;
     if shard.len() != 2 {

@@ -1,0 +1,410 @@
+//! git's clean and smudge filters, one-shot (`czc clean %f`, `czc smudge %f`) and as
+//! the long-running `czc filter-process` (protocol version 2, with `delay`).
+//!
+//! Clean turns content into a marker: the bytes stream into the cache's staging while
+//! being hashed, never into memory. Content that already is a valid marker passes
+//! through (as canonical text), so re-adding a file whose smudge was skipped changes
+//! nothing. Smudge turns a marker back into content, fetching through the remote chain;
+//! in the long-running form, objects that must be fetched are delayed and fetched in
+//! one parallel batch when git asks which blobs are ready.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::pktline::{PktError, PktReader, PktWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::marker::{Marker, MarkerError, MarkerKind, MAX_MARKER_BYTES};
+use crate::oid::Oid;
+use crate::workspace::Workspace;
+
+/// Set to `1` to leave marker text in the working tree instead of fetching content.
+pub const SKIP_SMUDGE_VAR: &str = "CZC_SKIP_SMUDGE";
+
+/// Reads at most `limit + 1` bytes, so the caller can tell "fits" from "longer".
+fn read_head(input: &mut impl Read, limit: usize, name: &Path) -> Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(limit + 1);
+    input
+        .take(limit as u64 + 1)
+        .read_to_end(&mut head)
+        .at(name)?;
+    Ok(head)
+}
+
+/// What a blob handed to smudge holds.
+enum Pointer {
+    /// A valid marker of one file.
+    Marker(Marker),
+    /// Not ours: content committed before the pattern was tracked, passed through.
+    Content,
+}
+
+/// Tells a marker from other content. Text that starts like a marker but does not
+/// parse is an error naming the file: a damaged pointer must not be checked out as if
+/// it were the data.
+fn classify(head: &[u8], path: &Path) -> Result<Pointer> {
+    if head.len() > MAX_MARKER_BYTES || !head.starts_with(MARKER_START) {
+        return Ok(Pointer::Content);
+    }
+    match Marker::parse(head) {
+        Ok(marker) if marker.kind == MarkerKind::File => Ok(Pointer::Marker(marker)),
+        Ok(_) => Err(Error::Marker {
+            path: path.into(),
+            source: MarkerError::BadValue {
+                key: "kind",
+                reason: "a folder marker cannot stand for a filtered file".into(),
+            },
+        }),
+        Err(source) => Err(Error::Marker {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+/// How every marker's text begins.
+const MARKER_START: &[u8] = b"version = \"czc/";
+
+/// Clean: content in, canonical marker text out. The content goes into the cache.
+pub fn clean(ws: &Workspace, path: &Path, input: &mut impl Read) -> Result<String> {
+    let head = read_head(input, MAX_MARKER_BYTES, path)?;
+    if head.len() <= MAX_MARKER_BYTES {
+        if let Ok(marker) = Marker::parse(&head) {
+            if marker.kind == MarkerKind::File {
+                return Ok(marker.to_text());
+            }
+        }
+    }
+    let cache = ws.cache();
+    let staged = cache.stage_reader(&mut (&head[..]).chain(input), path)?;
+    let admitted = cache.commit(vec![staged])?.remove(0);
+    Ok(Marker::file(admitted.oid, admitted.size).to_text())
+}
+
+/// Smudge of content already read: writes the object a marker names (or non-marker
+/// content unchanged) to `out`. Fetches through the remote chain on a cache miss.
+fn smudge_head(ws: &Workspace, path: &Path, head: &[u8], out: &mut impl Write) -> Result<()> {
+    match classify(head, path)? {
+        Pointer::Content => out.write_all(head).at(path),
+        Pointer::Marker(_) if skip_smudge() => out.write_all(head).at(path),
+        Pointer::Marker(marker) => {
+            ws.ensure(&marker.oid, path)?;
+            ws.cache()
+                .copy_to_writer(&marker.oid, path, out)
+                .map(|_| ())
+        }
+    }
+}
+
+/// Smudge, one-shot: marker in, content out.
+pub fn smudge(
+    ws: &Workspace,
+    path: &Path,
+    input: &mut impl Read,
+    out: &mut impl Write,
+) -> Result<()> {
+    let head = read_head(input, MAX_MARKER_BYTES, path)?;
+    if head.len() > MAX_MARKER_BYTES {
+        // Not a pointer: pass it all through, streaming.
+        out.write_all(&head).at(path)?;
+        io::copy(input, out).at(path)?;
+        return Ok(());
+    }
+    smudge_head(ws, path, &head, out)
+}
+
+fn skip_smudge() -> bool {
+    std::env::var(SKIP_SMUDGE_VAR).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// How a filter process ended.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("filter-process: {0}")]
+    Protocol(#[from] PktError),
+    #[error("filter-process: git sent {0}")]
+    Handshake(String),
+}
+
+impl From<io::Error> for FilterError {
+    fn from(err: io::Error) -> FilterError {
+        FilterError::Protocol(PktError::Io(err))
+    }
+}
+
+/// The long-running filter: serves git until it closes the pipe.
+pub fn filter_process(
+    ws: &Workspace,
+    input: impl Read,
+    output: impl Write,
+) -> std::result::Result<(), FilterError> {
+    let mut reader = PktReader::new(input);
+    let mut writer = PktWriter::new(output);
+    handshake(&mut reader, &mut writer)?;
+    let mut session = Session {
+        ws,
+        delayed: BTreeMap::new(),
+        ready: BTreeMap::new(),
+    };
+    loop {
+        let request = match reader.read_pairs() {
+            Ok(pairs) => pairs,
+            // git is done with us.
+            Err(PktError::Closed) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        let value = |key: &str| {
+            request
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let command = value("command").unwrap_or_default().to_string();
+        let pathname = value("pathname").map(PathBuf::from);
+        let can_delay = value("can-delay") == Some("1");
+        match (command.as_str(), pathname) {
+            ("clean", Some(path)) => session.clean(&mut reader, &mut writer, &path)?,
+            ("smudge", Some(path)) => session.smudge(&mut reader, &mut writer, &path, can_delay)?,
+            ("list_available_blobs", _) => session.list_available(&mut writer)?,
+            (other, _) => {
+                eprintln!("czc: error: filter-process: git asked for an unknown command {other:?}");
+                writer.list(&["status=error"])?;
+            }
+        }
+    }
+}
+
+fn handshake<R: Read, W: Write>(
+    reader: &mut PktReader<R>,
+    writer: &mut PktWriter<W>,
+) -> std::result::Result<(), FilterError> {
+    let hello = reader.read_list()?;
+    if hello.first().map(String::as_str) != Some("git-filter-client") {
+        return Err(FilterError::Handshake(format!(
+            "{:?} instead of git-filter-client",
+            hello.first().map(String::as_str).unwrap_or("a flush")
+        )));
+    }
+    if !hello.iter().any(|line| line == "version=2") {
+        return Err(FilterError::Handshake(format!(
+            "versions {:?}; czc speaks version 2",
+            &hello[1..]
+        )));
+    }
+    writer.list(&["git-filter-server", "version=2"])?;
+    let offered = reader.read_list()?;
+    let ours: Vec<&str> = ["capability=clean", "capability=smudge", "capability=delay"]
+        .into_iter()
+        .filter(|cap| offered.iter().any(|o| o == cap))
+        .collect();
+    writer.list(&ours)?;
+    Ok(())
+}
+
+struct Session<'a> {
+    ws: &'a Workspace,
+    /// Delayed smudges whose objects are not fetched yet: path → oid.
+    delayed: BTreeMap<PathBuf, Oid>,
+    /// Delayed smudges announced to git as available: path → oid.
+    ready: BTreeMap<PathBuf, Oid>,
+}
+
+/// Logs a failed file the way git shows filter messages: one line naming the file.
+fn report(err: &Error) {
+    eprintln!("czc: error: {}", err.to_string().replace('\n', " "));
+}
+
+impl Session<'_> {
+    fn clean<R: Read, W: Write>(
+        &mut self,
+        reader: &mut PktReader<R>,
+        writer: &mut PktWriter<W>,
+        path: &Path,
+    ) -> std::result::Result<(), FilterError> {
+        let mut content = reader.content();
+        let result = clean(self.ws, path, &mut content);
+        // A failure part-way (cache full, disk error) leaves content unread: finish
+        // reading the request before answering.
+        // A broken pipe or stream: nothing sane is left to answer.
+        content.drain()?;
+        match result {
+            Ok(text) => {
+                writer.list(&["status=success"])?;
+                let mut out = writer.content();
+                out.write_all(text.as_bytes())?;
+                out.finish()?;
+                writer.flush_packet()?;
+                writer.flush_packet()?;
+            }
+            Err(err) => {
+                report(&err);
+                writer.list(&["status=error"])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn smudge<R: Read, W: Write>(
+        &mut self,
+        reader: &mut PktReader<R>,
+        writer: &mut PktWriter<W>,
+        path: &Path,
+        can_delay: bool,
+    ) -> std::result::Result<(), FilterError> {
+        // A pointer is tiny; anything larger is content we pass through, spooled to
+        // disk because the whole request must be read before answering.
+        let mut content = reader.content();
+        let head = read_head(&mut content, MAX_MARKER_BYTES, path);
+        let head = match head {
+            Ok(head) => head,
+            Err(Error::Io { source, .. }) => {
+                return Err(PktError::Malformed(source.to_string()).into())
+            }
+            Err(other) => unreachable!("read_head only fails with I/O errors: {other}"),
+        };
+        if head.len() > MAX_MARKER_BYTES {
+            return self.pass_through(head, &mut content, writer, path);
+        }
+        content.drain()?;
+        if let Some(oid) = self.ready.remove(path) {
+            // git asks again for a blob we delayed; its content is empty this time.
+            return self.send_object(writer, path, &oid);
+        }
+        match classify(&head, path) {
+            Ok(Pointer::Marker(marker)) if !skip_smudge() => {
+                let cached = self.ws.cache().contains(&marker.oid);
+                if !cached && can_delay && self.ws.has_remotes() {
+                    self.delayed.insert(path.to_path_buf(), marker.oid);
+                    writer.list(&["status=delayed"])?;
+                    return Ok(());
+                }
+                if let Err(err) = self.ws.ensure(&marker.oid, path) {
+                    report(&err);
+                    writer.list(&["status=error"])?;
+                    return Ok(());
+                }
+                self.send_object(writer, path, &marker.oid)
+            }
+            Ok(_) => send_bytes(writer, &head),
+            Err(err) => {
+                report(&err);
+                writer.list(&["status=error"])?;
+                Ok(())
+            }
+        }
+    }
+
+    fn pass_through<R: Read, W: Write>(
+        &mut self,
+        head: Vec<u8>,
+        content: &mut super::pktline::ContentReader<'_, R>,
+        writer: &mut PktWriter<W>,
+        path: &Path,
+    ) -> std::result::Result<(), FilterError> {
+        let spool = self.ws.cache().spool_file();
+        let mut spool = match spool {
+            Ok(file) => file,
+            Err(err) => {
+                content.drain()?;
+                report(&err);
+                writer.list(&["status=error"])?;
+                return Ok(());
+            }
+        };
+        spool.write_all(&head)?;
+        io::copy(content, &mut spool)?;
+        spool.flush()?;
+        let mut file = spool.into_inner().map_err(|err| err.into_error())?;
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(0))?;
+        let _ = path;
+        writer.list(&["status=success"])?;
+        let mut out = writer.content();
+        io::copy(&mut file, &mut out)?;
+        out.finish()?;
+        writer.flush_packet()?;
+        writer.flush_packet()?;
+        Ok(())
+    }
+
+    /// Streams a cached object as a successful smudge. The object is verified before
+    /// the first byte goes out; a read error after that ends the reply with an error.
+    fn send_object<W: Write>(
+        &mut self,
+        writer: &mut PktWriter<W>,
+        path: &Path,
+        oid: &Oid,
+    ) -> std::result::Result<(), FilterError> {
+        let file = self
+            .ws
+            .ensure(oid, path)
+            .and_then(|()| self.ws.cache().verified_path(oid, path))
+            .and_then(|object| std::fs::File::open(&object).at(&object));
+        let mut file = match file {
+            Ok(file) => file,
+            Err(err) => {
+                report(&err);
+                writer.list(&["status=error"])?;
+                return Ok(());
+            }
+        };
+        writer.list(&["status=success"])?;
+        let mut out = writer.content();
+        let copied = io::copy(&mut file, &mut out);
+        out.finish()?;
+        writer.flush_packet()?;
+        match copied {
+            Ok(_) => {
+                let _ = self.ws.cache().touch(&[*oid]);
+                writer.flush_packet()?;
+            }
+            Err(err) => {
+                eprintln!("czc: error: {}: {err}", path.display());
+                writer.list(&["status=error"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// git's "which delayed blobs are ready?": fetches every delayed object in one
+    /// parallel batch, then names them all (failures too, so git asks again and hears
+    /// the reason for that very file). An empty list tells git we are done.
+    fn list_available<W: Write>(
+        &mut self,
+        writer: &mut PktWriter<W>,
+    ) -> std::result::Result<(), FilterError> {
+        let delayed = std::mem::take(&mut self.delayed);
+        if !delayed.is_empty() {
+            let wanted: Vec<(Oid, PathBuf)> = delayed
+                .iter()
+                .map(|(path, oid)| (*oid, path.clone()))
+                .collect();
+            // Per-object failures surface when git asks for each file.
+            if let Err(err) = self.ws.ensure_many(&wanted) {
+                report(&err);
+            }
+        }
+        let lines: Vec<String> = delayed
+            .keys()
+            .map(|path| format!("pathname={}", path.display()))
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        writer.list(&refs)?;
+        writer.list(&["status=success"])?;
+        self.ready.extend(delayed);
+        Ok(())
+    }
+}
+
+fn send_bytes<W: Write>(
+    writer: &mut PktWriter<W>,
+    bytes: &[u8],
+) -> std::result::Result<(), FilterError> {
+    writer.list(&["status=success"])?;
+    let mut out = writer.content();
+    out.write_all(bytes)?;
+    out.finish()?;
+    writer.flush_packet()?;
+    writer.flush_packet()?;
+    Ok(())
+}

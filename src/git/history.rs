@@ -1,0 +1,269 @@
+//! Markers in git history, read with gix (no checkout, no `git` process): sidecar
+//! `*.czc` files and the marker blobs that the czc filter stores for tracked files.
+//! Each tree is visited once however many commits share it, so walking every commit of
+//! a long history costs about as much as the distinct trees in it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+
+use crate::error::{Error, Result};
+use crate::marker::{Marker, MAX_MARKER_BYTES, SUFFIX};
+
+/// How every marker's text begins; blobs that do not are never parsed.
+const MARKER_START: &[u8] = b"version = \"czc/";
+
+/// A marker found in a commit.
+#[derive(Debug, Clone)]
+pub struct FoundMarker {
+    /// Path of the data it stands for, relative to the repository root.
+    pub data_path: PathBuf,
+    pub marker: Marker,
+    /// A `.czc` sidecar file (true) or a blob the filter stored for the file (false).
+    pub sidecar: bool,
+}
+
+/// Which commits to read.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Revisions (anything `git rev-parse` takes).
+    pub revs: Vec<String>,
+    /// The tip of every local branch.
+    pub branches: bool,
+    /// Every commit reachable from any ref (branches, tags, remote branches) or HEAD.
+    pub all_commits: bool,
+}
+
+/// A repository opened for reading history.
+pub struct History {
+    repo: gix::Repository,
+}
+
+fn git_error(what: impl std::fmt::Display) -> Error {
+    Error::Git(what.to_string())
+}
+
+impl History {
+    /// Opens the repository around `dir`.
+    pub fn open(dir: &Path) -> Result<History> {
+        let repo = gix::discover(dir).map_err(|err| {
+            git_error(format!(
+                "{}: not in a git repository ({err})",
+                dir.display()
+            ))
+        })?;
+        Ok(History { repo })
+    }
+
+    /// The working tree's root, if the repository has one.
+    pub fn workdir(&self) -> Option<&Path> {
+        self.repo.workdir()
+    }
+
+    /// The commit a revision names.
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId> {
+        let id = self
+            .repo
+            .rev_parse_single(rev)
+            .map_err(|err| git_error(format!("revision '{rev}': {err}")))?;
+        let commit = id
+            .object()
+            .and_then(|object| object.peel_to_commit())
+            .map_err(|err| git_error(format!("revision '{rev}' is not a commit: {err}")))?;
+        Ok(commit.id)
+    }
+
+    /// HEAD's commit, or None on an unborn branch.
+    pub fn head(&self) -> Result<Option<ObjectId>> {
+        match self.repo.head_id() {
+            Ok(id) => Ok(Some(id.detach())),
+            Err(_) if self.repo.head().map(|h| h.is_unborn()).unwrap_or(false) => Ok(None),
+            Err(err) => Err(git_error(format!("reading HEAD: {err}"))),
+        }
+    }
+
+    /// The commits each ref under `prefix` points at (tags peeled; refs to non-commits
+    /// skipped).
+    fn tips(&self, prefix: Option<&str>) -> Result<Vec<ObjectId>> {
+        let platform = self
+            .repo
+            .references()
+            .map_err(|err| git_error(format!("reading refs: {err}")))?;
+        let iter = match prefix {
+            Some(prefix) => platform.prefixed(prefix),
+            None => platform.all(),
+        }
+        .map_err(|err| git_error(format!("reading refs: {err}")))?;
+        let mut tips = Vec::new();
+        for reference in iter {
+            let Ok(mut reference) = reference else {
+                continue;
+            };
+            if let Ok(commit) = reference.peel_to_commit() {
+                tips.push(commit.id);
+            }
+        }
+        Ok(tips)
+    }
+
+    /// The commits a selection names: HEAD when it names nothing.
+    pub fn select(&self, selection: &Selection) -> Result<Vec<ObjectId>> {
+        let mut tips = Vec::new();
+        for rev in &selection.revs {
+            tips.push(self.resolve(rev)?);
+        }
+        if selection.branches {
+            tips.extend(self.tips(Some("refs/heads/"))?);
+        }
+        if selection.all_commits {
+            tips.extend(self.tips(None)?);
+            tips.extend(self.head()?);
+            return self.walk(&tips, &[]);
+        }
+        if tips.is_empty() {
+            tips.extend(self.head()?);
+        }
+        let mut seen = HashSet::new();
+        tips.retain(|id| seen.insert(*id));
+        Ok(tips)
+    }
+
+    /// Every commit reachable from `tips` but not from `hidden`.
+    pub fn walk(&self, tips: &[ObjectId], hidden: &[ObjectId]) -> Result<Vec<ObjectId>> {
+        if tips.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hidden: Vec<ObjectId> = hidden
+            .iter()
+            .filter(|id| self.repo.has_object(id))
+            .copied()
+            .collect();
+        let walk = self
+            .repo
+            .rev_walk(tips.iter().copied())
+            .with_hidden(hidden)
+            .all()
+            .map_err(|err| git_error(format!("walking history: {err}")))?;
+        let mut commits = Vec::new();
+        for info in walk {
+            let info = info.map_err(|err| git_error(format!("walking history: {err}")))?;
+            commits.push(info.id);
+        }
+        Ok(commits)
+    }
+
+    /// The remote-tracking tips of one remote (what it is known to have already).
+    pub fn remote_tips(&self, remote: &str) -> Result<Vec<ObjectId>> {
+        if remote.is_empty() || remote.contains("..") || remote.contains(':') {
+            return Ok(Vec::new());
+        }
+        self.tips(Some(&format!("refs/remotes/{remote}/")))
+    }
+
+    /// Every marker in the trees of `commits`, each (marker oid, data path) once. Markers
+    /// that fail to parse are errors naming the commit and path.
+    pub fn markers(&self, commits: &[ObjectId]) -> Result<(Vec<FoundMarker>, Vec<Error>)> {
+        let mut walker = TreeWalker {
+            repo: &self.repo,
+            trees: HashSet::new(),
+            blobs: HashSet::new(),
+            found: Vec::new(),
+            errors: Vec::new(),
+        };
+        for id in commits {
+            let commit = self
+                .repo
+                .find_commit(*id)
+                .map_err(|err| git_error(format!("commit {id}: {err}")))?;
+            let tree = commit
+                .tree_id()
+                .map_err(|err| git_error(format!("commit {id}: {err}")))?;
+            walker.visit(tree.detach(), &mut String::new(), id)?;
+        }
+        Ok((walker.found, walker.errors))
+    }
+}
+
+struct TreeWalker<'r> {
+    repo: &'r gix::Repository,
+    trees: HashSet<ObjectId>,
+    /// (blob, path) pairs already looked at.
+    blobs: HashSet<(ObjectId, String)>,
+    found: Vec<FoundMarker>,
+    errors: Vec<Error>,
+}
+
+impl TreeWalker<'_> {
+    fn visit(&mut self, tree_id: ObjectId, prefix: &mut String, commit: &ObjectId) -> Result<()> {
+        if !self.trees.insert(tree_id) {
+            return Ok(());
+        }
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(|err| git_error(format!("tree {tree_id} of commit {commit}: {err}")))?;
+        let mut subtrees = Vec::new();
+        let mut blobs = Vec::new();
+        for entry in tree.iter() {
+            let entry = entry
+                .map_err(|err| git_error(format!("tree {tree_id} of commit {commit}: {err}")))?;
+            let name = entry.inner.filename.to_string();
+            let id = entry.inner.oid.to_owned();
+            if entry.inner.mode.is_tree() {
+                subtrees.push((id, name));
+            } else if entry.inner.mode.is_blob() {
+                blobs.push((id, name));
+            }
+        }
+        for (id, name) in blobs {
+            let path = format!("{prefix}{name}");
+            if self.blobs.insert((id, path.clone())) {
+                self.blob(id, path, commit);
+            }
+        }
+        for (id, name) in subtrees {
+            let len = prefix.len();
+            prefix.push_str(&name);
+            prefix.push('/');
+            self.visit(id, prefix, commit)?;
+            prefix.truncate(len);
+        }
+        Ok(())
+    }
+
+    fn blob(&mut self, id: ObjectId, path: String, commit: &ObjectId) {
+        let sidecar = path.ends_with(SUFFIX);
+        match self.repo.find_header(id) {
+            Ok(header) if header.size() as usize <= MAX_MARKER_BYTES => {}
+            _ if sidecar => {}
+            _ => return,
+        }
+        let Ok(blob) = self.repo.find_blob(id) else {
+            self.errors
+                .push(git_error(format!("{commit}:{path}: blob {id} is missing")));
+            return;
+        };
+        if !sidecar && !blob.data.starts_with(MARKER_START) {
+            return;
+        }
+        match Marker::parse(&blob.data) {
+            Ok(marker) => {
+                let data_path = if sidecar {
+                    PathBuf::from(&path[..path.len() - SUFFIX.len()])
+                } else {
+                    PathBuf::from(&path)
+                };
+                self.found.push(FoundMarker {
+                    data_path,
+                    marker,
+                    sidecar,
+                });
+            }
+            Err(source) => self.errors.push(Error::Marker {
+                path: PathBuf::from(format!("{}:{path}", &commit.to_string()[..12])),
+                source,
+            }),
+        }
+    }
+}
