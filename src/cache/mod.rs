@@ -861,6 +861,12 @@ impl LocalCache {
         Ok(report)
     }
 
+    /// Makes everything written to the cache so far durable (one syncfs), for callers
+    /// that committed many objects without an fsync each.
+    pub fn sync(&self) -> Result<()> {
+        sync_filesystem(&self.root)
+    }
+
     /// Removes the given objects (for `czc gc --cache`). Needs the cache to itself, like
     /// eviction: while another process uses it, nothing is removed and this says so.
     pub fn remove_objects(&self, oids: &[Oid]) -> Result<u64> {

@@ -65,8 +65,15 @@ fn classify(head: &[u8], path: &Path) -> Result<Pointer> {
 /// How every marker's text begins.
 const MARKER_START: &[u8] = b"version = \"czc/";
 
-/// Clean: content in, canonical marker text out. The content goes into the cache.
+/// Clean: content in, canonical marker text out. The content goes into the cache,
+/// fsynced before this returns.
 pub fn clean(ws: &Workspace, path: &Path, input: &mut impl Read) -> Result<String> {
+    clean_with(ws, path, input, true)
+}
+
+/// `durable: false` leaves the fsync to the caller (the filter process syncs the cache's
+/// filesystem once when git is done, instead of once per file).
+fn clean_with(ws: &Workspace, path: &Path, input: &mut impl Read, durable: bool) -> Result<String> {
     let head = read_head(input, MAX_MARKER_BYTES, path)?;
     if head.len() <= MAX_MARKER_BYTES {
         if let Ok(marker) = Marker::parse(&head) {
@@ -77,7 +84,12 @@ pub fn clean(ws: &Workspace, path: &Path, input: &mut impl Read) -> Result<Strin
     }
     let cache = ws.cache();
     let staged = cache.stage_reader(&mut (&head[..]).chain(input), path)?;
-    let admitted = cache.commit(vec![staged])?.remove(0);
+    let admitted = if durable {
+        cache.commit(vec![staged])?
+    } else {
+        cache.commit_fetched(vec![staged])?
+    }
+    .remove(0);
     Ok(Marker::file(admitted.oid, admitted.size).to_text())
 }
 
@@ -145,30 +157,58 @@ pub fn filter_process(
         ws,
         delayed: BTreeMap::new(),
         ready: BTreeMap::new(),
+        cleaned: 0,
+        used: Vec::new(),
     };
-    loop {
-        let request = match reader.read_pairs() {
-            Ok(pairs) => pairs,
-            // git is done with us.
-            Err(PktError::Closed) => return Ok(()),
-            Err(err) => return Err(err.into()),
-        };
-        let value = |key: &str| {
-            request
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let command = value("command").unwrap_or_default().to_string();
-        let pathname = value("pathname").map(PathBuf::from);
-        let can_delay = value("can-delay") == Some("1");
-        match (command.as_str(), pathname) {
-            ("clean", Some(path)) => session.clean(&mut reader, &mut writer, &path)?,
-            ("smudge", Some(path)) => session.smudge(&mut reader, &mut writer, &path, can_delay)?,
-            ("list_available_blobs", _) => session.list_available(&mut writer)?,
-            (other, _) => {
-                eprintln!("czc: error: filter-process: git asked for an unknown command {other:?}");
-                writer.list(&["status=error"])?;
+    let result = session.serve(&mut reader, &mut writer);
+    // One index update and one filesystem sync for the whole run, not one per file.
+    let touched = ws.cache().touch(&session.used);
+    let synced = if session.cleaned > 0 {
+        ws.cache().sync()
+    } else {
+        Ok(())
+    };
+    result?;
+    for outcome in [touched, synced] {
+        if let Err(err) = outcome {
+            report(&err);
+        }
+    }
+    Ok(())
+}
+
+impl Session<'_> {
+    fn serve<R: Read, W: Write>(
+        &mut self,
+        reader: &mut PktReader<R>,
+        writer: &mut PktWriter<W>,
+    ) -> std::result::Result<(), FilterError> {
+        loop {
+            let request = match reader.read_pairs() {
+                Ok(pairs) => pairs,
+                // git is done with us.
+                Err(PktError::Closed) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            };
+            let value = |key: &str| {
+                request
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+            };
+            let command = value("command").unwrap_or_default().to_string();
+            let pathname = value("pathname").map(PathBuf::from);
+            let can_delay = value("can-delay") == Some("1");
+            match (command.as_str(), pathname) {
+                ("clean", Some(path)) => self.clean(reader, writer, &path)?,
+                ("smudge", Some(path)) => self.smudge(reader, writer, &path, can_delay)?,
+                ("list_available_blobs", _) => self.list_available(writer)?,
+                (other, _) => {
+                    eprintln!(
+                        "czc: error: filter-process: git asked for an unknown command {other:?}"
+                    );
+                    writer.list(&["status=error"])?;
+                }
             }
         }
     }
@@ -207,6 +247,10 @@ struct Session<'a> {
     delayed: BTreeMap<PathBuf, Oid>,
     /// Delayed smudges announced to git as available: path → oid.
     ready: BTreeMap<PathBuf, Oid>,
+    /// Files cleaned into the cache without their own fsync.
+    cleaned: usize,
+    /// Objects smudged, to record as used once at the end.
+    used: Vec<Oid>,
 }
 
 /// Logs a failed file the way git shows filter messages: one line naming the file.
@@ -222,7 +266,8 @@ impl Session<'_> {
         path: &Path,
     ) -> std::result::Result<(), FilterError> {
         let mut content = reader.content();
-        let result = clean(self.ws, path, &mut content);
+        let result = clean_with(self.ws, path, &mut content, false);
+        self.cleaned += 1;
         // A failure part-way (cache full, disk error) leaves content unread: finish
         // reading the request before answering.
         // A broken pipe or stream: nothing sane is left to answer.
@@ -327,20 +372,21 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Streams a cached object as a successful smudge. The object is verified before
-    /// the first byte goes out; a read error after that ends the reply with an error.
+    /// Streams a cached object as a successful smudge, hashing as it goes: one read of
+    /// the object, not a verifying read and then a copy. Bytes that turn out not to
+    /// match end the reply with an error (git then fails that file rather than writing
+    /// it), and the damaged copy is quarantined.
     fn send_object<W: Write>(
         &mut self,
         writer: &mut PktWriter<W>,
         path: &Path,
         oid: &Oid,
     ) -> std::result::Result<(), FilterError> {
-        let file = self
-            .ws
-            .ensure(oid, path)
-            .and_then(|()| self.ws.cache().verified_path(oid, path))
-            .and_then(|object| std::fs::File::open(&object).at(&object));
-        let mut file = match file {
+        let opened = self.ws.ensure(oid, path).and_then(|()| {
+            let (object, _) = self.ws.cache().object_file(oid, path)?;
+            std::fs::File::open(&object).at(&object)
+        });
+        let mut file = match opened {
             Ok(file) => file,
             Err(err) => {
                 report(&err);
@@ -350,16 +396,37 @@ impl Session<'_> {
         };
         writer.list(&["status=success"])?;
         let mut out = writer.content();
-        let copied = io::copy(&mut file, &mut out);
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; super::pktline::MAX_PAYLOAD * 4];
+        let copied: io::Result<()> = loop {
+            match file.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])?;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => break Err(err),
+            }
+        };
         out.finish()?;
         writer.flush_packet()?;
-        match copied {
-            Ok(_) => {
-                let _ = self.ws.cache().touch(&[*oid]);
+        let failure = match copied {
+            Err(err) => Some(format!("{}: {err}", path.display())),
+            Ok(()) if Oid::from_hash(hasher.finalize()) != *oid => {
+                Some(match self.ws.cache().quarantine(oid) {
+                    Ok(err) | Err(err) => format!("{}: {err}", path.display()),
+                })
+            }
+            Ok(()) => None,
+        };
+        match failure {
+            None => {
+                self.used.push(*oid);
                 writer.flush_packet()?;
             }
-            Err(err) => {
-                eprintln!("czc: error: {}: {err}", path.display());
+            Some(message) => {
+                eprintln!("czc: error: {message}");
                 writer.list(&["status=error"])?;
             }
         }
