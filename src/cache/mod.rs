@@ -112,6 +112,7 @@ pub struct LocalCache {
     size_limit: u64,
     links: Vec<LinkKind>,
     clock: Clock,
+    eviction_deferred: std::sync::atomic::AtomicBool,
     usage: Mutex<Option<FileLock>>,
     /// Created on first write, so read-only commands (status) never touch `tmp/`.
     staging: Mutex<Option<(PathBuf, FileLock)>>,
@@ -152,6 +153,7 @@ impl LocalCache {
             size_limit: config.size_limit,
             links: config.link.clone(),
             clock: Arc::new(fsutil::now_millis),
+            eviction_deferred: std::sync::atomic::AtomicBool::new(false),
             usage: Mutex::new(Some(usage)),
             staging: Mutex::new(None),
             staging_shards: Mutex::new(Default::default()),
@@ -442,6 +444,32 @@ impl LocalCache {
             self.sync_renames(&admitted)?;
         }
         self.index.insert(&entries)?;
+        if !self
+            .eviction_deferred
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.evict_to_limit()?;
+        }
+        Ok(admitted)
+    }
+
+    /// Holds eviction back until [`LocalCache::resume_eviction`]: a caller admitting
+    /// objects one by one (git's filter, a file at a time) would otherwise pay a pass
+    /// over the whole index per object.
+    pub fn defer_eviction(&self) {
+        self.eviction_deferred
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Ends [`LocalCache::defer_eviction`] and evicts down to the limit.
+    pub fn resume_eviction(&self) -> Result<()> {
+        self.eviction_deferred
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.evict_to_limit()
+    }
+
+    /// Evicts down to the size limit, warning when unpushed objects keep it over.
+    fn evict_to_limit(&self) -> Result<()> {
         let eviction = self.evict_to(self.size_limit)?;
         if eviction.unpushed_kept > 0 {
             eprintln!(
@@ -449,7 +477,7 @@ impl LocalCache {
                 eviction.size_after, self.size_limit, eviction.unpushed_kept
             );
         }
-        Ok(admitted)
+        Ok(())
     }
 
     /// Makes the renames of new objects durable: their folders for a few, syncfs for many.

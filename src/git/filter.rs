@@ -160,16 +160,19 @@ pub fn filter_process(
         cleaned: 0,
         used: Vec::new(),
     };
+    ws.cache().defer_eviction();
     let result = session.serve(&mut reader, &mut writer);
-    // One index update and one filesystem sync for the whole run, not one per file.
+    // One index update, one filesystem sync and one eviction pass for the whole run,
+    // not one per file.
     let touched = ws.cache().touch(&session.used);
     let synced = if session.cleaned > 0 {
         ws.cache().sync()
     } else {
         Ok(())
     };
+    let evicted = ws.cache().resume_eviction();
     result?;
-    for outcome in [touched, synced] {
+    for outcome in [touched, synced, evicted] {
         if let Err(err) = outcome {
             report(&err);
         }
