@@ -10,6 +10,8 @@ use crate::oid::{Oid, OidError};
 pub const VERSION: &str = "czc/1";
 /// A marker is never larger than this; anything larger is content, not a marker.
 pub const MAX_MARKER_BYTES: usize = 1024;
+/// How every marker's text begins: blobs that do not start so are content, cheaply.
+pub const MARKER_START: &[u8] = b"version = \"czc/";
 /// File name suffix of sidecar markers.
 pub const SUFFIX: &str = ".czc";
 const MANIFEST_VERSION: &str = "czc-manifest/1";

@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod util;
+
 struct GitEnv {
     dir: tempfile::TempDir,
     home: PathBuf,
@@ -108,23 +110,7 @@ impl GitEnv {
     }
 }
 
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use util::{bytes as random_bytes, stderr};
 
 #[test]
 fn filtered_files_round_trip_through_push_and_a_clone_on_an_empty_cache() {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::pktline::{PktError, PktReader, PktWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::marker::{Marker, MarkerError, MarkerKind, MAX_MARKER_BYTES};
+use crate::marker::{Marker, MarkerError, MarkerKind, MARKER_START, MAX_MARKER_BYTES};
 use crate::oid::Oid;
 use crate::workspace::Workspace;
 
@@ -61,9 +61,6 @@ fn classify(head: &[u8], path: &Path) -> Result<Pointer> {
         }),
     }
 }
-
-/// How every marker's text begins.
-const MARKER_START: &[u8] = b"version = \"czc/";
 
 /// Clean: content in, canonical marker text out. The content goes into the cache,
 /// fsynced before this returns.
@@ -276,14 +273,7 @@ impl Session<'_> {
         // A broken pipe or stream: nothing sane is left to answer.
         content.drain()?;
         match result {
-            Ok(text) => {
-                writer.list(&["status=success"])?;
-                let mut out = writer.content();
-                out.write_all(text.as_bytes())?;
-                out.finish()?;
-                writer.flush_packet()?;
-                writer.flush_packet()?;
-            }
+            Ok(text) => send_bytes(writer, text.as_bytes())?,
             Err(err) => {
                 report(&err);
                 writer.list(&["status=error"])?;
@@ -311,7 +301,7 @@ impl Session<'_> {
             Err(other) => unreachable!("read_head only fails with I/O errors: {other}"),
         };
         if head.len() > MAX_MARKER_BYTES {
-            return self.pass_through(head, &mut content, writer, path);
+            return self.pass_through(head, &mut content, writer);
         }
         content.drain()?;
         if let Some(oid) = self.ready.remove(path) {
@@ -347,7 +337,6 @@ impl Session<'_> {
         head: Vec<u8>,
         content: &mut super::pktline::ContentReader<'_, R>,
         writer: &mut PktWriter<W>,
-        path: &Path,
     ) -> std::result::Result<(), FilterError> {
         let spool = self.ws.cache().spool_file();
         let mut spool = match spool {
@@ -365,7 +354,6 @@ impl Session<'_> {
         let mut file = spool.into_inner().map_err(|err| err.into_error())?;
         use std::io::Seek;
         file.seek(io::SeekFrom::Start(0))?;
-        let _ = path;
         writer.list(&["status=success"])?;
         let mut out = writer.content();
         io::copy(&mut file, &mut out)?;

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use gix::ObjectId;
 
 use crate::error::{Error, Result};
-use crate::marker::{Marker, MAX_MARKER_BYTES, SUFFIX};
-
-/// How every marker's text begins; blobs that do not are never parsed.
-const MARKER_START: &[u8] = b"version = \"czc/";
+use crate::marker::{Marker, MARKER_START, MAX_MARKER_BYTES, SUFFIX};
 
 /// A marker found in a commit.
 #[derive(Debug, Clone)]

@@ -85,17 +85,26 @@ fn scope_flag(scope: Scope) -> &'static str {
 
 /// The folder git runs hooks from (honours core.hooksPath), or None outside a repo.
 pub fn hooks_dir(dir: &Path) -> Result<Option<PathBuf>> {
-    if git(dir, &["rev-parse", "--git-dir"]).is_err() {
-        return Ok(None);
+    match git(dir, &["rev-parse", "--git-path", "hooks"]) {
+        Ok(path) => Ok(Some(dir.join(path))),
+        Err(_) => Ok(None),
     }
-    let path = git(dir, &["rev-parse", "--git-path", "hooks"])?;
-    Ok(Some(dir.join(path)))
+}
+
+fn report_for(scope: Scope) -> InstallReport {
+    InstallReport {
+        config: Some(match scope {
+            Scope::User => "user (~/.gitconfig)",
+            Scope::Repo => "repository (.git/config)",
+        }),
+        hooks: Vec::new(),
+    }
 }
 
 /// Writes the filter config and, inside a repository, the hooks. Idempotent.
 pub fn install(dir: &Path, scope: Scope) -> Result<InstallReport> {
-    let in_repo = git(dir, &["rev-parse", "--git-dir"]).is_ok();
-    if scope == Scope::Repo && !in_repo {
+    let hooks = hooks_dir(dir)?;
+    if scope == Scope::Repo && hooks.is_none() {
         return Err(Error::Git(format!(
             "{} is not inside a git repository; run `czc install --local` in one, or `czc install`",
             dir.display()
@@ -105,14 +114,8 @@ pub fn install(dir: &Path, scope: Scope) -> Result<InstallReport> {
     for (key, value) in FILTER_CONFIG {
         git(dir, &["config", flag, key, value])?;
     }
-    let mut report = InstallReport {
-        config: Some(match scope {
-            Scope::User => "user (~/.gitconfig)",
-            Scope::Repo => "repository (.git/config)",
-        }),
-        hooks: Vec::new(),
-    };
-    if let Some(hooks) = hooks_dir(dir)?.filter(|_| in_repo) {
+    let mut report = report_for(scope);
+    if let Some(hooks) = hooks {
         fs::create_dir_all(&hooks).at(&hooks)?;
         for (name, script) in HOOKS {
             if let Some(change) = install_hook(&hooks.join(name), script)? {
@@ -166,19 +169,13 @@ fn is_ours(script: &[u8]) -> bool {
 /// hooks they chained to). Idempotent.
 pub fn uninstall(dir: &Path, scope: Scope) -> Result<InstallReport> {
     let flag = scope_flag(scope);
-    let in_repo = git(dir, &["rev-parse", "--git-dir"]).is_ok();
-    if scope == Scope::User || in_repo {
+    let hooks = hooks_dir(dir)?;
+    if scope == Scope::User || hooks.is_some() {
         // Exit code 5/128 when the section is absent: nothing to remove.
         let _ = git(dir, &["config", flag, "--remove-section", "filter.czc"]);
     }
-    let mut report = InstallReport {
-        config: Some(match scope {
-            Scope::User => "user (~/.gitconfig)",
-            Scope::Repo => "repository (.git/config)",
-        }),
-        hooks: Vec::new(),
-    };
-    if let Some(hooks) = hooks_dir(dir)?.filter(|_| in_repo) {
+    let mut report = report_for(scope);
+    if let Some(hooks) = hooks {
         for (name, _) in HOOKS {
             let path = hooks.join(name);
             match fs::read(&path) {

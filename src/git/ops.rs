@@ -406,17 +406,23 @@ pub fn pull_filtered(
     };
     let (found, errors) = history.markers(&[head])?;
     report.failures.extend(errors);
+    // Each argument is a glob over paths as shown (relative to the current folder), or
+    // a path whose files it selects; globs are compiled once.
+    let globs: Vec<Option<globset::GlobMatcher>> = paths
+        .iter()
+        .map(|p| {
+            globset::GlobBuilder::new(&p.to_string_lossy())
+                .literal_separator(true)
+                .build()
+                .ok()
+                .map(|glob| glob.compile_matcher())
+        })
+        .collect();
     let selected = |data: &std::path::Path| -> bool {
         paths.is_empty()
-            || paths.iter().any(|p| {
-                let shown = ws.display(data);
-                match globset::GlobBuilder::new(&p.to_string_lossy())
-                    .literal_separator(true)
-                    .build()
-                {
-                    Ok(glob) if glob.compile_matcher().is_match(&shown) => true,
-                    _ => data.starts_with(ws.resolve_path(p)),
-                }
+            || paths.iter().zip(&globs).any(|(p, glob)| {
+                glob.as_ref().is_some_and(|g| g.is_match(ws.display(data)))
+                    || data.starts_with(ws.resolve_path(p))
             })
     };
     let pending: Vec<(Marker, PathBuf)> = found
