@@ -117,19 +117,9 @@ pub fn checkout_changed(
         Some(rev) if !rev.chars().all(|c| c == '0') => history.resolve(rev).ok(),
         _ => None,
     };
-    let (now, _) = history.markers(&[new])?;
-    let before: HashSet<(PathBuf, Oid)> = match old {
-        Some(old) => history
-            .markers(&[old])?
-            .0
-            .into_iter()
-            .map(|f| (f.data_path, f.marker.oid))
-            .collect(),
-        None => HashSet::new(),
-    };
+    let (now, _) = history.changed_sidecars(old, new)?;
     let changed: Vec<PathBuf> = now
         .iter()
-        .filter(|f| f.sidecar && !before.contains(&(f.data_path.clone(), f.marker.oid)))
         .map(|f| marker_path(ws, f))
         .filter(|path| path.is_file())
         .collect();
