@@ -12,7 +12,8 @@ For each tool, in a repository with its filter installed (`czc install` +
     the checkout (delayed, one parallel batch); Git LFS clones with GIT_LFS_SKIP_SMUDGE=1
     and then runs `git lfs pull` from the origin (its file:// standalone transfer)
 Goal: czc faster than Git LFS on every step. Each step runs --runs times (fresh
-repositories each time); the table shows medians.
+repositories each time, the two tools taking turns to go first); the table shows
+medians.
 """
 
 import argparse
@@ -59,10 +60,20 @@ def step(cmd, cwd, env):
     return elapsed
 
 
+def drop_big_files(work):
+    """Frees the disk a run's big files hold, and nothing else: deleting thousands of
+    small files would slow every file creation that follows for a minute or more
+    (ext4 skips recently deleted inodes when allocating), and it would be the next tool
+    that paid for it."""
+    for folder, _, files in os.walk(work):
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink() and path.stat().st_size > (1 << 20):
+                path.unlink()
+
+
 def run_tool(tool, work, env, small_src, big_src):
-    """Times the steps for one tool in fresh folders under `work`; returns {step: s}."""
-    if work.exists():
-        shutil.rmtree(work)
+    """Times the steps for one tool in a fresh folder `work`; returns {step: s}."""
     work.mkdir(parents=True)
     repo = work / "repo"
     origin = work / "origin.git"
@@ -98,6 +109,7 @@ def run_tool(tool, work, env, small_src, big_src):
     check = subprocess.run(["cmp", str(big_src), str(clone / "big.bin")])
     if check.returncode != 0:
         raise SystemExit(f"{tool}: the clone's big.bin differs from the original")
+    drop_big_files(work)
     return times
 
 
@@ -127,10 +139,12 @@ def main():
     write_random(big_src, args.size_mib << 20)
     started = time.time()
     results = {"czc": [], "git-lfs": []}
-    for _ in range(args.runs):
-        for tool in results:
-            print(f"running {tool}", file=sys.stderr)
-            results[tool].append(run_tool(tool, work / tool, env, small_src, big_src))
+    for run in range(args.runs):
+        # Alternate who goes first, so neither always meets the other's leftovers.
+        order = list(results) if run % 2 == 0 else list(reversed(results))
+        for tool in order:
+            print(f"running {tool} (run {run + 1})", file=sys.stderr)
+            results[tool].append(run_tool(tool, work / f"{tool}-{run}", env, small_src, big_src))
     steps = list(results["czc"][0])
     labels = {
         "add+commit small": f"git add + commit, {args.files} files (1–100 KiB)",
@@ -152,6 +166,7 @@ def main():
         print(f"| {labels[name]} | {fmt_s(mine)} | {fmt_s(theirs)} | {verdict} |")
     print()
     print(f"(git benchmarks took {time.time() - started:.0f} s)")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -62,32 +62,59 @@ fn classify(head: &[u8], path: &Path) -> Result<Pointer> {
     }
 }
 
+/// Content up to this size is cleaned in memory: hashed before anything is written, so
+/// content the cache already holds (git re-cleaning a touched or racily clean file, a
+/// `git add` of an unchanged file) costs no write at all.
+const IN_MEMORY_CLEAN: usize = 4 << 20;
+
 /// Clean: content in, canonical marker text out. The content goes into the cache,
 /// fsynced before this returns.
 pub fn clean(ws: &Workspace, path: &Path, input: &mut impl Read) -> Result<String> {
-    clean_with(ws, path, input, true)
+    let mut buffer = Vec::new();
+    let (text, _) = clean_with(ws, path, input, true, &mut buffer)?;
+    Ok(text)
 }
 
 /// `durable: false` leaves the fsync to the caller (the filter process syncs the cache's
-/// filesystem once when git is done, instead of once per file).
-fn clean_with(ws: &Workspace, path: &Path, input: &mut impl Read, durable: bool) -> Result<String> {
-    let head = read_head(input, MAX_MARKER_BYTES, path)?;
-    if head.len() <= MAX_MARKER_BYTES {
-        if let Ok(marker) = Marker::parse(&head) {
+/// filesystem once when git is done, instead of once per file). `buffer` is scratch
+/// space a caller cleaning many files reuses. Returns the marker text and the oid of
+/// content that was already cached (to record as used).
+fn clean_with(
+    ws: &Workspace,
+    path: &Path,
+    input: &mut impl Read,
+    durable: bool,
+    buffer: &mut Vec<u8>,
+) -> Result<(String, Option<Oid>)> {
+    buffer.clear();
+    input
+        .take(IN_MEMORY_CLEAN as u64 + 1)
+        .read_to_end(buffer)
+        .at(path)?;
+    if buffer.len() <= MAX_MARKER_BYTES {
+        if let Ok(marker) = Marker::parse(buffer) {
             if marker.kind == MarkerKind::File {
-                return Ok(marker.to_text());
+                return Ok((marker.to_text(), None));
             }
         }
     }
     let cache = ws.cache();
-    let staged = cache.stage_reader(&mut (&head[..]).chain(input), path)?;
+    let staged = if buffer.len() <= IN_MEMORY_CLEAN {
+        let oid = Oid::of_bytes(buffer);
+        if cache.contains(&oid) {
+            return Ok((Marker::file(oid, buffer.len() as u64).to_text(), Some(oid)));
+        }
+        cache.stage_bytes(buffer)?
+    } else {
+        cache.stage_reader(&mut (&buffer[..]).chain(input), path)?
+    };
     let admitted = if durable {
         cache.commit(vec![staged])?
     } else {
         cache.commit_fetched(vec![staged])?
     }
     .remove(0);
-    Ok(Marker::file(admitted.oid, admitted.size).to_text())
+    Ok((Marker::file(admitted.oid, admitted.size).to_text(), None))
 }
 
 /// Smudge of content already read: writes the object a marker names (or non-marker
@@ -156,6 +183,7 @@ pub fn filter_process(
         ready: BTreeMap::new(),
         cleaned: 0,
         used: Vec::new(),
+        buffer: Vec::new(),
     };
     ws.cache().defer_eviction();
     let result = session.serve(&mut reader, &mut writer);
@@ -249,8 +277,10 @@ struct Session<'a> {
     ready: BTreeMap<PathBuf, Oid>,
     /// Files cleaned into the cache without their own fsync.
     cleaned: usize,
-    /// Objects smudged, to record as used once at the end.
+    /// Objects smudged (or cleaned and already cached), to record as used once at the end.
     used: Vec<Oid>,
+    /// Scratch space for cleaning and smudging, reused from file to file.
+    buffer: Vec<u8>,
 }
 
 /// Logs a failed file the way git shows filter messages: one line naming the file.
@@ -266,14 +296,19 @@ impl Session<'_> {
         path: &Path,
     ) -> std::result::Result<(), FilterError> {
         let mut content = reader.content();
-        let result = clean_with(self.ws, path, &mut content, false);
+        let result = clean_with(self.ws, path, &mut content, false, &mut self.buffer);
         self.cleaned += 1;
+        if let Ok((_, Some(oid))) = &result {
+            self.used.push(*oid);
+        }
+        // Big files' content is gone by now; keep the scratch space small files need.
+        self.buffer.shrink_to(IN_MEMORY_CLEAN + 1);
         // A failure part-way (cache full, disk error) leaves content unread: finish
         // reading the request before answering.
         // A broken pipe or stream: nothing sane is left to answer.
         content.drain()?;
         match result {
-            Ok(text) => send_bytes(writer, text.as_bytes())?,
+            Ok((text, _)) => send_bytes(writer, text.as_bytes())?,
             Err(err) => {
                 report(&err);
                 writer.list(&["status=error"])?;
@@ -388,9 +423,10 @@ impl Session<'_> {
         writer.list(&["status=success"])?;
         let mut out = writer.content();
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; super::pktline::MAX_PAYLOAD * 4];
+        let buf = &mut self.buffer;
+        buf.resize(super::pktline::MAX_PAYLOAD * 4, 0);
         let copied: io::Result<()> = loop {
-            match file.read(&mut buf) {
+            match file.read(buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     hasher.update(&buf[..n]);
