@@ -206,7 +206,7 @@ impl History {
         let tree = self
             .repo
             .find_commit(commit)
-            .and_then(|c| c.tree_id().map_err(Into::into))
+            .and_then(|c| c.tree_id())
             .map_err(|err| git_error(format!("commit {commit}: {err}")))?;
         Ok(tree.detach())
     }
