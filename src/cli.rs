@@ -811,10 +811,14 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         }
         Command::FilterProcess => {
             let ws = open_workspace(cli, false)?;
+            // Big pipes and buffers: a packet is at most 64 KiB, so an 8 KiB buffer
+            // would cost a tiny write and a context switch per packet.
+            czcache::fsutil::grow_pipe(io::stdin(), FILTER_PIPE_BYTES);
+            czcache::fsutil::grow_pipe(io::stdout(), FILTER_PIPE_BYTES);
             let result = czcache::git::filter::filter_process(
                 &ws,
-                io::stdin().lock(),
-                io::BufWriter::new(io::stdout().lock()),
+                io::BufReader::with_capacity(FILTER_PIPE_BYTES, io::stdin().lock()),
+                io::BufWriter::with_capacity(FILTER_PIPE_BYTES, io::stdout().lock()),
             );
             ws.finish();
             match result {
@@ -1198,6 +1202,9 @@ fn hook_command(cli: &Cli, hook: &HookCommand) -> Result<i32, Error> {
         }
     }
 }
+
+/// Pipe and buffer size for git's filter process.
+const FILTER_PIPE_BYTES: usize = 1 << 20;
 
 fn print_hook_checkout(cli: &Cli, fetched: &TransferReport, report: &CheckoutReport) -> i32 {
     let code = print_failures(report).max(if fetched.failed > 0 { 1 } else { 0 });

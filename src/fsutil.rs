@@ -171,6 +171,13 @@ pub fn now_ns() -> i128 {
     since_epoch(std::time::SystemTime::now()).as_nanos() as i128
 }
 
+/// Asks for a bigger buffer on a pipe (up to the system's `pipe-max-size`): a 64 KiB
+/// pipe makes writer and reader hand its lock back and forth for every packet of a
+/// gigabyte-sized stream. Not a pipe, or not allowed: nothing changes.
+pub fn grow_pipe(fd: impl std::os::fd::AsFd, size: usize) {
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, size);
+}
+
 /// syncfs(2) on the filesystem holding `path`: one flush for a batch of new files,
 /// instead of an fsync each.
 pub fn sync_filesystem(path: &Path) -> io::Result<()> {
