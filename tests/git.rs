@@ -271,6 +271,54 @@ fn a_corrupt_pointer_blob_fails_the_checkout_with_the_file_named() {
 }
 
 #[test]
+fn a_damaged_cached_object_is_refused_at_checkout_and_fetched_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = GitEnv::new();
+    let repo = env.repo("a");
+    let content = random_bytes(5, 300 * 1024);
+    fs::write(repo.join("data.bin"), &content).unwrap();
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-qm", "data"]);
+    // The pre-push hook archives the object on the team remote.
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let marker = env.git(&repo, &["cat-file", "-p", "HEAD:data.bin"]);
+    let hex = marker
+        .lines()
+        .find_map(|line| line.strip_prefix("oid = \"blake3:"))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("a marker blob")
+        .to_string();
+    // Bit rot in the cache.
+    let object = env
+        .path("cache")
+        .join("objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut damaged = content.clone();
+    damaged[1000] ^= 0xff;
+    fs::write(&object, &damaged).unwrap();
+    fs::remove_file(repo.join("data.bin")).unwrap();
+
+    let out = env.run("git", &repo, "cache", &["checkout", "--", "data.bin"]);
+    assert!(
+        !out.status.success(),
+        "a damaged object must fail the checkout"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("data.bin") && err.contains("corrupt"), "{err}");
+    // git wrote nothing, and the damaged copy left the cache.
+    assert!(!repo.join("data.bin").exists());
+    assert!(!object.exists());
+    assert!(env.path("cache").join("quarantine").join(&hex).exists());
+
+    // The next checkout fetches a good copy from the remote.
+    env.git(&repo, &["checkout", "--", "data.bin"]);
+    assert_eq!(fs::read(repo.join("data.bin")).unwrap(), content);
+    assert_eq!(env.git(&repo, &["status", "--porcelain"]), "");
+}
+
+#[test]
 fn a_thousand_files_check_out_through_one_delayed_batch() {
     let env = GitEnv::new();
     let repo = env.repo("a");
