@@ -359,26 +359,12 @@ impl S3Storage {
         let size = std::fs::metadata(src).map_err(local)?.len();
         // A small file is read once and hashed in memory; a big one hashed first, since
         // its hash goes into the metadata the multipart upload starts with.
-        let (bytes, oid) = if size <= MULTIPART_THRESHOLD {
-            let bytes = std::fs::read(src).map_err(local)?;
-            let oid = Oid::of_bytes(&bytes);
-            (Some(bytes), oid)
-        } else {
-            (None, crate::oid::hash_file(src).map_err(local)?.0)
-        };
-        check_object_bytes(key, &oid, src).map_err(|e| self.io(key, e.kind(), e.to_string()))?;
-        let mut attributes = Attributes::new();
-        attributes.insert(
-            Attribute::Metadata(HASH_METADATA.into()),
-            AttributeValue::from(oid.hex()),
-        );
-        if let Some(bytes) = bytes {
+        if size <= MULTIPART_THRESHOLD {
+            // A small file is read once and hashed in memory.
+            let (bytes, oid) =
+                read_small(key, src).map_err(|e| self.io(key, e.kind(), e.to_string()))?;
             let store = self.store.clone();
-            let options = PutOptions {
-                mode,
-                attributes,
-                ..PutOptions::default()
-            };
+            let options = put_options(&oid, mode);
             return self
                 .run(async move {
                     store
@@ -388,6 +374,15 @@ impl S3Storage {
                 .map(|_| ())
                 .map_err(|err| self.error(key, err));
         }
+        // A big one is hashed first, since its hash goes into the metadata the multipart
+        // upload starts with.
+        let oid = crate::oid::hash_file(src).map_err(local)?.0;
+        check_object_bytes(key, &oid, src).map_err(|e| self.io(key, e.kind(), e.to_string()))?;
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::Metadata(HASH_METADATA.into()),
+            AttributeValue::from(oid.hex()),
+        );
         // Parts cannot carry the condition: check it just before.
         match &mode {
             PutMode::Create if self.head(key)?.is_some() => {
@@ -709,7 +704,100 @@ impl ReadStorage for S3Storage {
     }
 }
 
+/// A small file's bytes and oid, checked against the object key it goes to.
+/// Errors name the file.
+fn read_small(key: &str, src: &Path) -> io::Result<(Vec<u8>, Oid)> {
+    let bytes = std::fs::read(src)
+        .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", src.display())))?;
+    let oid = Oid::of_bytes(&bytes);
+    check_object_bytes(key, &oid, src)?;
+    Ok((bytes, oid))
+}
+
+/// A single-request upload carrying the content's BLAKE3 in its metadata.
+fn put_options(oid: &Oid, mode: PutMode) -> PutOptions {
+    let mut attributes = Attributes::new();
+    attributes.insert(
+        Attribute::Metadata(HASH_METADATA.into()),
+        AttributeValue::from(oid.hex()),
+    );
+    PutOptions {
+        mode,
+        attributes,
+        ..PutOptions::default()
+    }
+}
+
+/// Why one upload of a batch failed.
+enum UploadFailure {
+    Local(io::Error),
+    Remote(object_store::Error),
+}
+
 impl S3Storage {
+    /// Uploads small files as tasks on the storage's runtime, `in_flight` at a time:
+    /// no thread per request and no handoff per request, which for thousands of small
+    /// objects costs more CPU than the requests themselves.
+    fn put_small_batch(
+        &self,
+        items: &[(usize, String, std::path::PathBuf)],
+        in_flight: usize,
+        results: &mut [Option<Result<(), StorageError>>],
+        progress: &(dyn Fn(u64) + Sync),
+    ) {
+        let runtime = self.runtime();
+        let mut uploads = futures_util::stream::iter(items.iter().enumerate().map(
+            |(position, (_, key, src))| {
+                let store = self.store.clone();
+                let location = self.location(key);
+                let (key, src) = (key.clone(), src.clone());
+                let task = runtime.spawn(async move {
+                    let location = match location {
+                        Ok(location) => location,
+                        Err(err) => return Err(Ok(err)),
+                    };
+                    let (bytes, oid) =
+                        read_small(&key, &src).map_err(|err| Err(UploadFailure::Local(err)))?;
+                    let size = bytes.len() as u64;
+                    store
+                        .put_opts(
+                            &location,
+                            PutPayload::from(bytes),
+                            put_options(&oid, PutMode::Create),
+                        )
+                        .await
+                        .map(|_| size)
+                        .map_err(|err| Err(UploadFailure::Remote(err)))
+                });
+                async move { (position, task.await) }
+            },
+        ))
+        .buffer_unordered(in_flight.max(1));
+        runtime.block_on(async {
+            while let Some((position, outcome)) = uploads.next().await {
+                let (index, key, src) = &items[position];
+                let key = key.as_str();
+                if !matches!(outcome, Ok(Ok(_))) {
+                    // Failures count as done too, as in every other backend's batch.
+                    progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                }
+                let result = match outcome {
+                    Ok(Ok(size)) => {
+                        progress(size);
+                        Ok(())
+                    }
+                    Ok(Err(Ok(bad_key))) => Err(bad_key),
+                    Ok(Err(Err(UploadFailure::Local(err)))) => {
+                        Err(self.io(key, err.kind(), err.to_string()))
+                    }
+                    Ok(Err(Err(UploadFailure::Remote(err)))) => Err(self.error(key, err)),
+                    Err(join) => Err(self.io(key, ErrorKind::Other, join.to_string())),
+                };
+                results[*index] = Some(result);
+            }
+        });
+    }
+
     /// Lists the given folders (`objects/ab/`…) concurrently; returns every key found.
     fn list_folders(&self, folders: Vec<String>) -> Result<HashSet<String>, StorageError> {
         let store = self.store.clone();
@@ -774,6 +862,42 @@ impl WriteStorage for S3Storage {
 
     fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
         self.upload(key, src, PutMode::Create)
+    }
+
+    fn put_many_if_absent(
+        &self,
+        items: &[(String, std::path::PathBuf)],
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Vec<Result<(), StorageError>> {
+        use rayon::prelude::*;
+        let mut results: Vec<Option<Result<(), StorageError>>> = Vec::new();
+        results.resize_with(items.len(), || None);
+        let (small, big): (Vec<_>, Vec<_>) = items
+            .iter()
+            .enumerate()
+            .map(|(index, (key, src))| (index, key.clone(), src.clone()))
+            .partition(|(_, _, src)| {
+                std::fs::metadata(src).is_ok_and(|meta| meta.len() <= MULTIPART_THRESHOLD)
+            });
+        // As many requests in flight as the caller's pool has threads (`-j`).
+        self.put_small_batch(&small, rayon::current_num_threads(), &mut results, progress);
+        // Big objects: in parts, each with its own parallel uploads; unreadable files
+        // land here too and fail with their own message.
+        let big_results: Vec<(usize, Result<(), StorageError>)> = big
+            .par_iter()
+            .map(|(index, key, src)| {
+                let result = super::with_retries(|| self.put_if_absent(key, src));
+                progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                (*index, result)
+            })
+            .collect();
+        for (index, result) in big_results {
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every upload answered"))
+            .collect()
     }
 
     fn put_if_hash_matches(
