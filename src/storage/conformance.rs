@@ -271,7 +271,9 @@ pub fn keyed_race_suite(storage: &dyn WriteStorage) {
 }
 
 /// A batch upload of 40 objects, one of them already there: 39 land, that one is a lost
-/// race, every byte is reported to `progress`. Leaves the storage empty.
+/// race, every byte is reported to `progress`. Two more items fail alone: a file whose
+/// bytes are not the object its key names (refused, nothing stored) and a file that is
+/// gone. Leaves the storage empty.
 pub fn object_batch_suite(storage: &dyn WriteStorage) {
     let scratch = tempfile::tempdir().expect("scratch dir");
     let items: Vec<(String, PathBuf, Vec<u8>)> = (0..40u32)
@@ -286,12 +288,26 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
         .iter()
         .map(|(key, path, _)| (key.clone(), path.clone()))
         .collect();
+    let impostor = write_file(scratch.path(), "impostor", b"not what the key names");
+    let wrong_key = Oid::of_bytes(b"the named bytes").object_key();
+    let missing_key = Oid::of_bytes(b"a file that is gone").object_key();
+    let mut pairs = pairs;
+    pairs.push((wrong_key.clone(), impostor.clone()));
+    pairs.push((missing_key.clone(), scratch.path().join("gone")));
     let reported = std::sync::atomic::AtomicU64::new(0);
     let results = storage.put_many_if_absent(&pairs, &|n| {
         reported.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
     });
-    assert_eq!(results.len(), 40, "one result per item");
-    for (i, result) in results.iter().enumerate() {
+    assert_eq!(results.len(), 42, "one result per item");
+    for (name, result) in [("impostor", &results[40]), ("missing file", &results[41])] {
+        assert!(
+            matches!(result, Err(StorageError::Io { .. })),
+            "{name}: {result:?}"
+        );
+    }
+    assert!(!storage.exists(&wrong_key).unwrap(), "refused bytes stored");
+    assert!(!storage.exists(&missing_key).unwrap());
+    for (i, result) in results.iter().take(40).enumerate() {
         if i == 7 {
             assert!(
                 matches!(result, Err(StorageError::LostRace { .. })),
@@ -301,7 +317,11 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
             assert!(result.is_ok(), "{result:?}");
         }
     }
-    let total: u64 = items.iter().map(|(_, _, bytes)| bytes.len() as u64).sum();
+    let total: u64 = items
+        .iter()
+        .map(|(_, _, bytes)| bytes.len() as u64)
+        .sum::<u64>()
+        + std::fs::metadata(&impostor).unwrap().len();
     assert_eq!(reported.into_inner(), total);
     for (key, _, bytes) in &items {
         assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(bytes)));

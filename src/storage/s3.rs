@@ -730,6 +730,7 @@ fn put_options(oid: &Oid, mode: PutMode) -> PutOptions {
 
 /// Why one upload of a batch failed.
 enum UploadFailure {
+    BadKey(StorageError),
     Local(io::Error),
     Remote(object_store::Error),
 }
@@ -752,12 +753,8 @@ impl S3Storage {
                 let location = self.location(key);
                 let (key, src) = (key.clone(), src.clone());
                 let task = runtime.spawn(async move {
-                    let location = match location {
-                        Ok(location) => location,
-                        Err(err) => return Err(Ok(err)),
-                    };
-                    let (bytes, oid) =
-                        read_small(&key, &src).map_err(|err| Err(UploadFailure::Local(err)))?;
+                    let location = location.map_err(UploadFailure::BadKey)?;
+                    let (bytes, oid) = read_small(&key, &src).map_err(UploadFailure::Local)?;
                     let size = bytes.len() as u64;
                     store
                         .put_opts(
@@ -767,7 +764,7 @@ impl S3Storage {
                         )
                         .await
                         .map(|_| size)
-                        .map_err(|err| Err(UploadFailure::Remote(err)))
+                        .map_err(UploadFailure::Remote)
                 });
                 async move { (position, task.await) }
             },
@@ -786,11 +783,11 @@ impl S3Storage {
                         progress(size);
                         Ok(())
                     }
-                    Ok(Err(Ok(bad_key))) => Err(bad_key),
-                    Ok(Err(Err(UploadFailure::Local(err)))) => {
+                    Ok(Err(UploadFailure::BadKey(err))) => Err(err),
+                    Ok(Err(UploadFailure::Local(err))) => {
                         Err(self.io(key, err.kind(), err.to_string()))
                     }
-                    Ok(Err(Err(UploadFailure::Remote(err)))) => Err(self.error(key, err)),
+                    Ok(Err(UploadFailure::Remote(err))) => Err(self.error(key, err)),
                     Err(join) => Err(self.io(key, ErrorKind::Other, join.to_string())),
                 };
                 results[*index] = Some(result);
