@@ -208,9 +208,19 @@ impl Guarded {
     }
 }
 
-/// Small single-part uploads without checksums or If-Match: the common case, which
-/// `put_simple` stores in the files s3s-fs reads.
+/// Small single-part uploads without If-Match whose checksums (if any) came as headers,
+/// not trailers: the common case for every client, which `put_simple` stores in the
+/// files s3s-fs reads.
 fn is_simple_put(input: &PutObjectInput) -> bool {
+    let checksum_in_headers = match input.checksum_algorithm.as_ref().map(|a| a.as_str()) {
+        None => true,
+        Some(ChecksumAlgorithm::CRC32) => input.checksum_crc32.is_some(),
+        Some(ChecksumAlgorithm::CRC32C) => input.checksum_crc32c.is_some(),
+        Some(ChecksumAlgorithm::SHA1) => input.checksum_sha1.is_some(),
+        Some(ChecksumAlgorithm::SHA256) => input.checksum_sha256.is_some(),
+        Some(ChecksumAlgorithm::CRC64NVME) => input.checksum_crc64nvme.is_some(),
+        Some(_) => false,
+    };
     let safe_key = !input.key.is_empty()
         && !input.key.ends_with('/')
         && !input.key.starts_with('/')
@@ -221,12 +231,7 @@ fn is_simple_put(input: &PutObjectInput) -> bool {
     safe_key
         && input.if_match.is_none()
         && input.expires.is_none()
-        && input.checksum_algorithm.is_none()
-        && input.checksum_crc32.is_none()
-        && input.checksum_crc32c.is_none()
-        && input.checksum_sha1.is_none()
-        && input.checksum_sha256.is_none()
-        && input.checksum_crc64nvme.is_none()
+        && checksum_in_headers
         && input
             .storage_class
             .as_ref()
@@ -278,6 +283,61 @@ impl Guarded {
                 attributes.insert(name.into(), serde_json::Value::String(value.clone()));
             }
         }
+        // The checksums the client sent, verified as s3s-fs does.
+        let mut hasher = s3s::checksum::ChecksumHasher::default();
+        if input.checksum_crc32.is_some() {
+            hasher.crc32 = Some(Default::default());
+        }
+        if input.checksum_crc32c.is_some() {
+            hasher.crc32c = Some(Default::default());
+        }
+        if input.checksum_sha1.is_some() {
+            hasher.sha1 = Some(Default::default());
+        }
+        if input.checksum_sha256.is_some() {
+            hasher.sha256 = Some(Default::default());
+        }
+        if input.checksum_crc64nvme.is_some() {
+            hasher.crc64nvme = Some(Default::default());
+        }
+        hasher.update(&bytes);
+        let checksum = hasher.finalize();
+        let sent = [
+            (
+                "checksum_crc32",
+                &input.checksum_crc32,
+                &checksum.checksum_crc32,
+            ),
+            (
+                "checksum_crc32c",
+                &input.checksum_crc32c,
+                &checksum.checksum_crc32c,
+            ),
+            (
+                "checksum_sha1",
+                &input.checksum_sha1,
+                &checksum.checksum_sha1,
+            ),
+            (
+                "checksum_sha256",
+                &input.checksum_sha256,
+                &checksum.checksum_sha256,
+            ),
+            (
+                "checksum_crc64nvme",
+                &input.checksum_crc64nvme,
+                &checksum.checksum_crc64nvme,
+            ),
+        ];
+        let mut info = serde_json::Map::new();
+        for (name, given, computed) in sent {
+            if given != computed {
+                return Err(s3_error!(BadDigest, "{name} mismatch"));
+            }
+            if let Some(value) = computed {
+                info.insert(name.into(), serde_json::Value::String(value.clone()));
+            }
+        }
         let create_only = input.if_none_match.as_ref().is_some_and(|c| c.is_any());
         let content_md5 = input.content_md5.clone();
         let root = self.root.clone();
@@ -306,7 +366,7 @@ impl Guarded {
             }
             let encode = |s: &str| base64_simd::URL_SAFE_NO_PAD.encode_to_string(s);
             let stem = format!(".bucket-{}.object-{}", encode(&bucket), encode(&key));
-            let info = serde_json::json!({ "e_tag": md5 });
+            info.insert("e_tag".into(), serde_json::Value::String(md5.clone()));
             write_replacing(&root, &object, &bytes).map_err(internal)?;
             let attributes = serde_json::to_vec(&attributes).map_err(|e| internal(e.into()))?;
             write_replacing(
@@ -324,6 +384,11 @@ impl Guarded {
         .map_err(|err| s3_error!(InternalError, "{err}"))??;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(stored)),
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
             ..Default::default()
         }))
     }
