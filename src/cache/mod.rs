@@ -270,8 +270,11 @@ impl LocalCache {
                 made.insert(dir.clone());
             }
         }
+        // Created read-only, as objects stay: writes go through the open handle, and no
+        // chmod per object is needed at commit.
         tempfile::Builder::new()
             .prefix("obj-")
+            .permissions(fs::Permissions::from_mode(0o444))
             .tempfile_in(&dir)
             .at(&dir)
     }
@@ -301,8 +304,10 @@ impl LocalCache {
         }
         self.check_fits(src, meta.len())?;
         if meta.len() < MMAP_THRESHOLD {
-            let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-            file.read_to_end(&mut bytes).at(src)?;
+            // Exactly the size just read: one read call, no size probing. Bytes appended
+            // meanwhile are not part of what was staged (and the oid names what was).
+            let mut bytes = vec![0u8; meta.len() as usize];
+            file.read_exact(&mut bytes).at(src)?;
             return self.stage_bytes(&bytes);
         }
         let temp = self.new_temp()?;
@@ -420,7 +425,6 @@ impl LocalCache {
                 fs::create_dir_all(parent).at(parent)?;
                 folders_made.insert(parent.to_path_buf());
             }
-            fs::set_permissions(&*item.temp, fs::Permissions::from_mode(0o444)).at(&*item.temp)?;
             // An object already there stays (same bytes); the temp file goes on drop.
             let added = fsutil::rename_no_replace(&item.temp, &dest).at(&dest)?;
             if added {
@@ -717,8 +721,10 @@ impl LocalCache {
     /// Needs the cache to itself: if another process is using it, nothing is removed and
     /// the report says it was deferred (that process evicts when it finishes).
     pub fn evict_to(&self, target: u64) -> Result<EvictReport> {
-        let entries = self.live_entries()?;
-        let mut size: u64 = entries.iter().map(|e| e.size).sum();
+        // The index's sizes first, without a stat per object: under the limit (the usual
+        // case after each commit) nothing else is read. Entries whose files are gone only
+        // overstate the size, and the exact pass below sorts that out.
+        let mut size: u64 = self.index.entries()?.iter().map(|e| e.size).sum();
         if size <= target {
             return Ok(EvictReport {
                 size_after: size,
@@ -1084,8 +1090,9 @@ fn copy_verified(
     report: &(dyn Fn(u64) + Sync),
 ) -> io::Result<bool> {
     if size < MMAP_THRESHOLD {
-        let mut bytes = Vec::with_capacity(size as usize + 1);
-        src_file.read_to_end(&mut bytes)?;
+        // One read of the object's known size; the hash decides whether it is whole.
+        let mut bytes = vec![0u8; size as usize];
+        src_file.read_exact(&mut bytes)?;
         if Oid::of_bytes(&bytes) != *oid {
             return Ok(false);
         }

@@ -273,7 +273,8 @@ pub fn keyed_race_suite(storage: &dyn WriteStorage) {
 /// A batch upload of 40 objects, one of them already there: 39 land, that one is a lost
 /// race, every byte is reported to `progress`. Two more items fail alone: a file whose
 /// bytes are not the object its key names (refused, nothing stored) and a file that is
-/// gone. Leaves the storage empty.
+/// gone. An object's last_modified is its upload time, whatever the source's mtime.
+/// Leaves the storage empty.
 pub fn object_batch_suite(storage: &dyn WriteStorage) {
     let scratch = tempfile::tempdir().expect("scratch dir");
     let items: Vec<(String, PathBuf, Vec<u8>)> = (0..40u32)
@@ -284,6 +285,17 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
         })
         .collect();
     storage.put_if_absent(&items[7].0, &items[7].1).unwrap();
+    // An old source file: its object's age on the remote still counts from the upload
+    // (gc's grace period relies on it).
+    let old_file = std::fs::File::options()
+        .write(true)
+        .open(&items[3].1)
+        .unwrap();
+    old_file
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+        .unwrap();
+    drop(old_file);
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
     let pairs: Vec<(String, PathBuf)> = items
         .iter()
         .map(|(key, path, _)| (key.clone(), path.clone()))
@@ -323,6 +335,8 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
         .sum::<u64>()
         + std::fs::metadata(&impostor).unwrap().len();
     assert_eq!(reported.into_inner(), total);
+    let arrived = storage.last_modified(&items[3].0).unwrap().unwrap();
+    assert!(arrived > started, "an object's age counts from its upload");
     for (key, _, bytes) in &items {
         assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(bytes)));
         assert!(storage.delete(key).unwrap());

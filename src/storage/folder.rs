@@ -127,18 +127,20 @@ impl FolderStorage {
             check_object_bytes(key, &oid, src).map_err(|e| self.io(key, e))?;
         } else {
             // Smaller files: one read, checked against an object key, and one write.
-            let mut bytes = Vec::with_capacity(size as usize + 1);
-            io::Read::read_to_end(&mut io::Read::take(&mut input, size + 1), &mut bytes)
-                .map_err(|e| self.io(key, e))?;
+            let mut bytes = vec![0u8; size as usize];
+            io::Read::read_exact(&mut input, &mut bytes).map_err(|e| self.io(key, e))?;
             if object_key_oid(key).is_some() {
                 check_object_bytes(key, &Oid::of_bytes(&bytes), src)
                     .map_err(|e| self.io(key, e))?;
             }
             io::Write::write_all(temp.as_file_mut(), &bytes).map_err(|e| self.io(key, e))?;
         }
-        // Keep the source's mtime, so put_if_newer compares content ages, not upload times.
-        if let Ok(modified) = meta.modified() {
-            let _ = temp.as_file().set_modified(modified);
+        // A keyed file keeps the source's mtime, so put_if_newer compares content ages. An
+        // object keeps its upload time: gc's grace period counts from when it arrived.
+        if object_key_oid(key).is_none() {
+            if let Ok(modified) = meta.modified() {
+                let _ = temp.as_file().set_modified(modified);
+            }
         }
         Ok((temp, dest, size))
     }
@@ -374,9 +376,17 @@ impl WriteStorage for FolderStorage {
                             .map(|dir| made.binary_search(&dir.to_path_buf()).is_ok())
                     })
                     .unwrap_or(false);
-                let (temp, dest, size) = self.stage_into_folder(key, src, ready)?;
-                progress(size);
-                Ok((temp.into_temp_path(), dest))
+                match self.stage_into_folder(key, src, ready) {
+                    Ok((temp, dest, size)) => {
+                        progress(size);
+                        Ok((temp.into_temp_path(), dest))
+                    }
+                    Err(err) => {
+                        // A failed item is done too, as far as progress goes.
+                        progress(fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                        Err(err)
+                    }
+                }
             })
             .collect();
         if let Err(err) = crate::fsutil::sync_filesystem(&self.root) {
