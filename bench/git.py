@@ -125,8 +125,11 @@ def main():
         args.size_mib, args.files = 128, 200
     czc = ensure_tools()
     work = Path(args.work)
+    # Leftovers of an earlier run are moved aside and deleted after the timings (see
+    # drop_big_files for why deleting many files first would skew them).
+    leftover = work.with_name(f"{work.name}.old-{os.getpid()}")
     if work.exists():
-        shutil.rmtree(work)
+        work.rename(leftover)
     work.mkdir(parents=True)
     home = work / "home"
     home.mkdir()
@@ -167,6 +170,7 @@ def main():
     print()
     print(f"(git benchmarks took {time.time() - started:.0f} s)")
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(leftover, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -253,7 +253,15 @@ def main():
         args.size_mib, args.files = 256, 5000
     czc, s3_binary = ensure_remote_tools(not args.skip_others)
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
+    # A previous run's folders are moved aside now and deleted after the timings: on
+    # this disk, creating files within minutes of deleting many is slow (ext4 skips
+    # recently freed inodes), and it would be the first tool timed that paid for it.
+    leftovers = []
+    if work.exists():
+        aside = work.with_name(f"{work.name}.old-{os.getpid()}")
+        work.rename(aside)
+        leftovers.append(aside)
+    leftovers += [p for p in work.parent.glob(f"{work.name}.old-*") if p not in leftovers]
     work.mkdir(parents=True)
     home = work / "home"
     home.mkdir()
@@ -268,6 +276,8 @@ def main():
                          not args.skip_others, args.size_mib, args.files)
     print_table(results, args.size_mib, args.files, args.runs, args.other_runs)
     print(f"\n(remote benchmarks took {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":
