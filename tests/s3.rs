@@ -66,6 +66,19 @@ fn object_and_keyed_suites_pass_over_s3() {
 }
 
 #[test]
+fn batch_uploads_work_from_inside_an_embedding_programs_runtime() {
+    // A program already running tokio calls the blocking API from async code: the batch
+    // must not try to block on the storage's own runtime there (tokio panics).
+    let server = S3Server::start(&["team"]);
+    let storage = signed(&server, "s3://team/embedded");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async { conformance::object_batch_suite(&storage) });
+}
+
+#[test]
 fn hash_comes_from_metadata_and_survives_foreign_uploads() {
     let server = S3Server::start(&["team"]);
     let storage = signed(&server, "s3://team/czc");

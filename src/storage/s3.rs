@@ -795,6 +795,34 @@ impl S3Storage {
         });
     }
 
+    /// Uploads items one request (or multipart upload) each, in parallel on the caller's
+    /// pool, filling in their results.
+    fn put_each(
+        &self,
+        items: Vec<(usize, String, std::path::PathBuf)>,
+        mut results: Vec<Option<Result<(), StorageError>>>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Vec<Result<(), StorageError>> {
+        use rayon::prelude::*;
+        // A big object goes up in parts with their own parallel uploads; an unreadable
+        // file fails here with its own message.
+        let answered: Vec<(usize, Result<(), StorageError>)> = items
+            .par_iter()
+            .map(|(index, key, src)| {
+                let result = super::with_retries(|| self.put_if_absent(key, src));
+                progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                (*index, result)
+            })
+            .collect();
+        for (index, result) in answered {
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every upload answered"))
+            .collect()
+    }
+
     /// Lists the given folders (`objects/ab/`…) concurrently; returns every key found.
     fn list_folders(&self, folders: Vec<String>) -> Result<HashSet<String>, StorageError> {
         let store = self.store.clone();
@@ -866,7 +894,6 @@ impl WriteStorage for S3Storage {
         items: &[(String, std::path::PathBuf)],
         progress: &(dyn Fn(u64) + Sync),
     ) -> Vec<Result<(), StorageError>> {
-        use rayon::prelude::*;
         let mut results: Vec<Option<Result<(), StorageError>>> = Vec::new();
         results.resize_with(items.len(), || None);
         let (small, big): (Vec<_>, Vec<_>) = items
@@ -876,25 +903,16 @@ impl WriteStorage for S3Storage {
             .partition(|(_, _, src)| {
                 std::fs::metadata(src).is_ok_and(|meta| meta.len() <= MULTIPART_THRESHOLD)
             });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Called from inside some tokio runtime (an embedding program): blocking on
+            // ours there could panic, so each upload goes through `put_if_absent`.
+            let mut all = big;
+            all.extend(small);
+            return self.put_each(all, results, progress);
+        }
         // As many requests in flight as the caller's pool has threads (`-j`).
         self.put_small_batch(&small, rayon::current_num_threads(), &mut results, progress);
-        // Big objects: in parts, each with its own parallel uploads; unreadable files
-        // land here too and fail with their own message.
-        let big_results: Vec<(usize, Result<(), StorageError>)> = big
-            .par_iter()
-            .map(|(index, key, src)| {
-                let result = super::with_retries(|| self.put_if_absent(key, src));
-                progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
-                (*index, result)
-            })
-            .collect();
-        for (index, result) in big_results {
-            results[index] = Some(result);
-        }
-        results
-            .into_iter()
-            .map(|result| result.expect("every upload answered"))
-            .collect()
+        self.put_each(big, results, progress)
     }
 
     fn put_if_hash_matches(
