@@ -80,6 +80,16 @@ impl GitEnv {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts `program` with piped stdin and stdout, for feeding and reading it by hand.
+    fn spawn_piped(&self, program: &str, dir: &Path, args: &[&str]) -> std::process::Child {
+        self.command(program, dir, "cache")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn git(&self, dir: &Path, args: &[&str]) -> String {
         self.ok("git", dir, "cache", args)
     }
@@ -239,13 +249,11 @@ fn a_corrupt_pointer_blob_fails_the_checkout_with_the_file_named() {
     // Commit a damaged marker as the blob itself, bypassing the filter.
     let bad = b"version = \"czc/1\"\noid = \"blake3:1234\"\nsize = 4\n";
     let blob = {
-        let mut child = env
-            .command("git", &repo, "cache")
-            .args(["hash-object", "-w", "--no-filters", "--stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn_piped(
+            "git",
+            &repo,
+            &["hash-object", "-w", "--no-filters", "--stdin"],
+        );
         child.stdin.take().unwrap().write_all(bad).unwrap();
         let out = child.wait_with_output().unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -700,13 +708,7 @@ fn a_two_gib_file_streams_through_clean_and_smudge_in_flat_memory() {
             .unwrap_or(0)
     };
     // Clean: 2 GiB in, marker out.
-    let mut child = env
-        .command("czc", &repo, "cache")
-        .args(["clean", "big.bin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_piped("czc", &repo, &["clean", "big.bin"]);
     let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
     let mut peak = 0;
@@ -726,13 +728,7 @@ fn a_two_gib_file_streams_through_clean_and_smudge_in_flat_memory() {
     assert!(String::from_utf8_lossy(&marker).contains(&format!("size = {SIZE}")));
     assert!(peak < 200 * 1024, "clean peaked at {peak} KiB");
     // Smudge: marker in, 2 GiB out, checked as it streams.
-    let mut child = env
-        .command("czc", &repo, "cache")
-        .args(["smudge", "big.bin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_piped("czc", &repo, &["smudge", "big.bin"]);
     let pid = child.id();
     child.stdin.take().unwrap().write_all(&marker).unwrap();
     let mut out = child.stdout.take().unwrap();

@@ -308,13 +308,9 @@ impl Session<'_> {
         // A broken pipe or stream: nothing sane is left to answer.
         content.drain()?;
         match result {
-            Ok((text, _)) => send_bytes(writer, text.as_bytes())?,
-            Err(err) => {
-                report(&err);
-                writer.list(&["status=error"])?;
-            }
+            Ok((text, _)) => send_bytes(writer, text.as_bytes()),
+            Err(err) => refuse(writer, &err),
         }
-        Ok(())
     }
 
     fn smudge<R: Read, W: Write>(
@@ -351,19 +347,11 @@ impl Session<'_> {
                     writer.list(&["status=delayed"])?;
                     return Ok(());
                 }
-                if let Err(err) = self.ws.ensure(&marker.oid, path) {
-                    report(&err);
-                    writer.list(&["status=error"])?;
-                    return Ok(());
-                }
+                // send_object fetches what is missing (and refuses what it cannot get).
                 self.send_object(writer, path, &marker.oid)
             }
             Ok(_) => send_bytes(writer, &head),
-            Err(err) => {
-                report(&err);
-                writer.list(&["status=error"])?;
-                Ok(())
-            }
+            Err(err) => refuse(writer, &err),
         }
     }
 
@@ -378,9 +366,7 @@ impl Session<'_> {
             Ok(file) => file,
             Err(err) => {
                 content.drain()?;
-                report(&err);
-                writer.list(&["status=error"])?;
-                return Ok(());
+                return refuse(writer, &err);
             }
         };
         spool.write_all(&head)?;
@@ -415,9 +401,7 @@ impl Session<'_> {
         let mut file = match opened {
             Ok(file) => file,
             Err(err) => {
-                report(&err);
-                writer.list(&["status=error"])?;
-                return Ok(());
+                return refuse(writer, &err);
             }
         };
         writer.list(&["status=success"])?;
@@ -488,6 +472,16 @@ impl Session<'_> {
         self.ready.extend(delayed);
         Ok(())
     }
+}
+
+/// Answers git's request with a failure, after saying why on stderr.
+fn refuse<W: Write>(
+    writer: &mut PktWriter<W>,
+    err: &Error,
+) -> std::result::Result<(), FilterError> {
+    report(err);
+    writer.list(&["status=error"])?;
+    Ok(())
 }
 
 fn send_bytes<W: Write>(

@@ -161,22 +161,9 @@ impl History {
     /// Every marker in the trees of `commits`, each (marker oid, data path) once. Markers
     /// that fail to parse are errors naming the commit and path.
     pub fn markers(&self, commits: &[ObjectId]) -> Result<(Vec<FoundMarker>, Vec<Error>)> {
-        let mut walker = TreeWalker {
-            repo: &self.repo,
-            trees: HashSet::new(),
-            blobs: HashSet::new(),
-            found: Vec::new(),
-            errors: Vec::new(),
-        };
+        let mut walker = TreeWalker::new(&self.repo);
         for id in commits {
-            let commit = self
-                .repo
-                .find_commit(*id)
-                .map_err(|err| git_error(format!("commit {id}: {err}")))?;
-            let tree = commit
-                .tree_id()
-                .map_err(|err| git_error(format!("commit {id}: {err}")))?;
-            walker.visit(tree.detach(), &mut String::new(), id)?;
+            walker.visit(self.tree_of(*id)?, &mut String::new(), id)?;
         }
         Ok((walker.found, walker.errors))
     }
@@ -189,13 +176,7 @@ impl History {
         old: Option<ObjectId>,
         new: ObjectId,
     ) -> Result<(Vec<FoundMarker>, Vec<Error>)> {
-        let mut walker = TreeWalker {
-            repo: &self.repo,
-            trees: HashSet::new(),
-            blobs: HashSet::new(),
-            found: Vec::new(),
-            errors: Vec::new(),
-        };
+        let mut walker = TreeWalker::new(&self.repo);
         let new_tree = self.tree_of(new)?;
         let old_tree = old.map(|old| self.tree_of(old)).transpose()?;
         walker.diff(new_tree, old_tree, &mut String::new(), &new)?;
@@ -221,35 +202,32 @@ struct TreeWalker<'r> {
     errors: Vec<Error>,
 }
 
-impl TreeWalker<'_> {
+impl<'r> TreeWalker<'r> {
+    fn new(repo: &'r gix::Repository) -> TreeWalker<'r> {
+        TreeWalker {
+            repo,
+            trees: HashSet::new(),
+            blobs: HashSet::new(),
+            found: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
     fn visit(&mut self, tree_id: ObjectId, prefix: &mut String, commit: &ObjectId) -> Result<()> {
         if !self.trees.insert(tree_id) {
             return Ok(());
         }
-        let tree = self
-            .repo
-            .find_tree(tree_id)
-            .map_err(|err| git_error(format!("tree {tree_id} of commit {commit}: {err}")))?;
-        let mut subtrees = Vec::new();
-        let mut blobs = Vec::new();
-        for entry in tree.iter() {
-            let entry = entry
-                .map_err(|err| git_error(format!("tree {tree_id} of commit {commit}: {err}")))?;
-            let name = entry.inner.filename.to_string();
-            let id = entry.inner.oid.to_owned();
-            if entry.inner.mode.is_tree() {
-                subtrees.push((id, name));
-            } else if entry.inner.mode.is_blob() {
-                blobs.push((id, name));
-            }
-        }
-        for (id, name) in blobs {
+        let (subtrees, blobs): (Vec<_>, Vec<_>) = self
+            .entries(tree_id, commit)?
+            .into_iter()
+            .partition(|(_, _, is_tree)| *is_tree);
+        for (name, id, _) in blobs {
             let path = format!("{prefix}{name}");
             if self.blobs.insert((id, path.clone())) {
                 self.blob(id, path, commit);
             }
         }
-        for (id, name) in subtrees {
+        for (name, id, _) in subtrees {
             let len = prefix.len();
             prefix.push_str(&name);
             prefix.push('/');
