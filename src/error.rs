@@ -78,6 +78,8 @@ pub enum Error {
     /// git said no, or the repository could not be read.
     #[error("{0}")]
     Git(String),
+    #[error("{link} is a symlink; czc never writes through one (to place {dest}); remove it or check out elsewhere")]
+    Symlink { link: PathBuf, dest: PathBuf },
     #[error("{path}: {reason}")]
     ConfigEdit { path: PathBuf, reason: String },
 }

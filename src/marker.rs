@@ -54,6 +54,21 @@ pub enum MarkerError {
     BadValue { key: &'static str, reason: String },
     #[error("bad oid: {0}")]
     Oid(#[from] OidError),
+    #[error("is not a valid manifest (JSON): {0}")]
+    ManifestSyntax(String),
+    #[error("names '{0}', inside a .git folder; czc never writes there")]
+    GitPath(String),
+    #[error("has no name before '.czc' (a marker P.czc stands for the file or folder P)")]
+    NoName,
+    #[error("says {key} = {marker}, but {what} {actual}")]
+    Disagrees {
+        key: &'static str,
+        marker: u64,
+        what: &'static str,
+        actual: u64,
+    },
+    #[error("is a symlink to {0}, outside the project; czc reads no marker through it")]
+    SymlinkOutside(String),
 }
 
 impl Marker {
@@ -234,23 +249,78 @@ impl Manifest {
 
     fn parse_json(bytes: &[u8]) -> Result<Vec<ManifestEntry>, MarkerError> {
         let doc: ManifestDoc = serde_json::from_slice(bytes)
-            .map_err(|err| MarkerError::Syntax(format!("manifest: {err}")))?;
+            .map_err(|err| MarkerError::ManifestSyntax(err.to_string()))?;
         if doc.version != MANIFEST_VERSION {
             return Err(MarkerError::UnsupportedVersion(doc.version));
         }
         Ok(doc.files)
     }
 
+    /// Paths relative and safe, strictly sorted (so no duplicates), and no path both a
+    /// file and a folder: a manifest that breaks any of these is refused whole, before
+    /// anything is written.
     fn validate(&self) -> Result<(), MarkerError> {
-        let mut seen = HashSet::with_capacity(self.files.len());
+        let bad = |reason: String| MarkerError::BadValue {
+            key: "path",
+            reason,
+        };
+        let mut files = HashSet::with_capacity(self.files.len());
+        let mut previous: Option<&str> = None;
         for entry in &self.files {
             check_relative_path(&entry.path)?;
-            if !seen.insert(entry.path.as_str()) {
-                return Err(MarkerError::BadValue {
-                    key: "path",
-                    reason: format!("'{}' is listed twice", entry.path),
+            if let Some(previous) = previous {
+                match previous.cmp(entry.path.as_str()) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        return Err(bad(format!("'{}' is listed twice", entry.path)))
+                    }
+                    std::cmp::Ordering::Greater => {
+                        return Err(bad(format!(
+                            "paths are not sorted ('{previous}' comes before '{}')",
+                            entry.path
+                        )))
+                    }
+                }
+            }
+            previous = Some(&entry.path);
+            files.insert(entry.path.as_str());
+        }
+        for entry in &self.files {
+            let mut end = 0;
+            while let Some(slash) = entry.path[end..].find('/') {
+                end += slash;
+                let folder = &entry.path[..end];
+                if files.contains(folder) {
+                    return Err(bad(format!(
+                        "'{folder}' is listed as a file and as the folder of '{}'",
+                        entry.path
+                    )));
+                }
+                end += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a folder marker's `files` and `size` against this manifest.
+    pub fn check_marker(&self, marker: &Marker) -> Result<(), MarkerError> {
+        if let MarkerKind::Dir { files } = marker.kind {
+            if files != self.files.len() as u64 {
+                return Err(MarkerError::Disagrees {
+                    key: "files",
+                    marker: files,
+                    what: "its manifest lists",
+                    actual: self.files.len() as u64,
                 });
             }
+        }
+        if marker.size != self.total_size() {
+            return Err(MarkerError::Disagrees {
+                key: "size",
+                marker: marker.size,
+                what: "the files of its manifest add up to",
+                actual: self.total_size(),
+            });
         }
         Ok(())
     }
@@ -311,8 +381,17 @@ fn check_relative_path(path: &str) -> Result<(), MarkerError> {
         if part.is_empty() || part == "." || part == ".." {
             return Err(bad("has an empty, '.' or '..' component"));
         }
+        if is_git_name(part) {
+            return Err(MarkerError::GitPath(path.to_string()));
+        }
     }
     Ok(())
+}
+
+/// Whether a path component is `.git` in any case (case-insensitive filesystems, and
+/// git itself on them, treat `.GIT` as `.git`).
+pub fn is_git_name(part: &str) -> bool {
+    part.eq_ignore_ascii_case(".git")
 }
 
 #[cfg(test)]
@@ -406,9 +485,72 @@ mod tests {
             Manifest::parse(loose.as_bytes()).unwrap().files,
             vec![entry("b")]
         );
-        for bad in ["../x", "/etc/passwd", "a/../../b", "a//b", "C:/x", ""] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "a//b",
+            "C:/x",
+            "",
+            ".git/hooks/post-checkout",
+            "deep/er/.GIT/config",
+            ".Git",
+        ] {
             assert!(Manifest::new(vec![entry(bad)]).is_err(), "{bad}");
         }
         assert!(Manifest::new(vec![entry("a"), entry("a")]).is_err());
+        assert!(Manifest::new(vec![entry(".gitignore"), entry("x.git/y")]).is_ok());
+    }
+
+    fn doc(paths: &[&str]) -> Vec<u8> {
+        let lines: Vec<String> = paths
+            .iter()
+            .map(|path| {
+                format!(
+                    "{{\"path\":\"{path}\",\"oid\":\"{}\",\"size\":1,\"executable\":false}}",
+                    oid()
+                )
+            })
+            .collect();
+        format!(
+            "{{\"version\":\"czc-manifest/1\",\"files\":[\n{}\n]}}\n",
+            lines.join(",\n")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn manifest_refuses_conflicts_duplicates_and_disorder() {
+        assert!(Manifest::parse(&doc(&["a", "b/c"])).is_ok());
+        let err = |paths: &[&str]| Manifest::parse(&doc(paths)).unwrap_err().to_string();
+        assert!(err(&["a", "a.txt", "a/b"])
+            .contains("'a' is listed as a file and as the folder of 'a/b'"));
+        assert!(err(&["x/y", "x/y/z"]).contains("'x/y' is listed as a file"));
+        assert!(err(&["a", "a"]).contains("listed twice"));
+        assert!(err(&["b", "a"]).contains("not sorted"));
+        assert!(err(&[".git/hooks/post-checkout"]).contains(".git"));
+        let json = Manifest::parse(b"{\"version\": 3").unwrap_err().to_string();
+        assert!(json.contains("JSON") && !json.contains("TOML"), "{json}");
+    }
+
+    #[test]
+    fn folder_marker_must_agree_with_its_manifest() {
+        let manifest = Manifest::parse(&doc(&["a", "b"])).unwrap();
+        let marker = |size, files| Marker {
+            oid: oid(),
+            size,
+            kind: MarkerKind::Dir { files },
+        };
+        assert!(manifest.check_marker(&marker(2, 2)).is_ok());
+        let wrong_count = manifest
+            .check_marker(&marker(2, 3))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(wrong_count, "says files = 3, but its manifest lists 2");
+        let wrong_size = manifest
+            .check_marker(&marker(5, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(wrong_size.contains("size = 5"), "{wrong_size}");
     }
 }

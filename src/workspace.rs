@@ -15,7 +15,7 @@ use crate::config::{self, Config, Env, LinkKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::now_ns;
 use crate::fsutil::{self, is_executable_mode};
-use crate::marker::{self, Manifest, ManifestEntry, Marker, MarkerKind};
+use crate::marker::{self, Manifest, ManifestEntry, Marker, MarkerError, MarkerKind};
 use crate::oid::{self, Oid};
 use crate::remote::{self, Remotes, TransferReport, DEFAULT_TRANSFER_JOBS};
 use crate::statcache::StatCache;
@@ -356,7 +356,7 @@ impl Workspace {
             }
             Err(err) => return Err(err).at(data),
         };
-        if data.components().any(|c| c.as_os_str() == ".git") {
+        if self.git_component(data).is_some() {
             return Err(Error::Unsupported {
                 path: data.into(),
                 reason: "is inside .git".into(),
@@ -490,7 +490,7 @@ impl Workspace {
                         // Skip .git and the data folders of folder markers.
                         !(entry.file_type().is_dir()
                             && entry.depth() > 0
-                            && (entry.file_name() == ".git"
+                            && (is_git_entry(entry.file_name())
                                 || split_marker(entry.path()).1.is_file()))
                     });
                 for entry in walker {
@@ -549,13 +549,57 @@ impl Workspace {
         Ok(found)
     }
 
-    /// Reads and parses a marker, naming it on error.
+    /// Reads and parses a marker, naming it on error. A repository is untrusted: a
+    /// marker that names a path inside `.git`, has no name, or is a symlink leading out
+    /// of the project is refused here, before anything is read or written for it.
     pub fn read_marker(&self, marker_path: &Path) -> Result<Marker> {
-        let bytes = read_limited(marker_path)?;
-        Marker::parse(&bytes).map_err(|source| Error::Marker {
+        let refuse = |source| Error::Marker {
             path: marker_path.into(),
             source,
-        })
+        };
+        if marker_path
+            .file_name()
+            .is_some_and(|name| name == marker::SUFFIX)
+        {
+            return Err(refuse(MarkerError::NoName));
+        }
+        let (data, _) = split_marker(marker_path);
+        if let Some(git) = self.git_component(&data) {
+            return Err(refuse(MarkerError::GitPath(git)));
+        }
+        let bytes = self.read_marker_bytes(marker_path)?;
+        Marker::parse(&bytes).map_err(refuse)
+    }
+
+    /// The part of `path` below the project root, when it has a `.git` component.
+    fn git_component(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        rel.components()
+            .any(|part| match part {
+                Component::Normal(name) => name.to_str().is_some_and(marker::is_git_name),
+                _ => false,
+            })
+            .then(|| rel.display().to_string())
+    }
+
+    /// A marker's bytes, never through a symlink that leads out of the project.
+    fn read_marker_bytes(&self, marker_path: &Path) -> Result<Vec<u8>> {
+        match read_limited(marker_path) {
+            Err(Error::Io { source, .. })
+                if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) =>
+            {
+                let target = fs::canonicalize(marker_path).at(marker_path)?;
+                let root = fs::canonicalize(&self.root).at(&self.root)?;
+                if !target.starts_with(&root) {
+                    return Err(Error::Marker {
+                        path: marker_path.into(),
+                        source: MarkerError::SymlinkOutside(target.display().to_string()),
+                    });
+                }
+                read_limited(&target)
+            }
+            other => other,
+        }
     }
 
     /// Loads the manifest a folder marker names from the cache, verified.
@@ -569,6 +613,79 @@ impl Workspace {
             oid: *oid,
             source,
         })
+    }
+
+    /// [`Workspace::load_manifest`], refusing a manifest whose file count or total size
+    /// disagrees with the marker.
+    fn load_checked_manifest(&self, marker_path: &Path, marker: &Marker) -> Result<Manifest> {
+        let manifest = self.load_manifest(marker_path, &marker.oid)?;
+        manifest
+            .check_marker(marker)
+            .map_err(|source| Error::Marker {
+                path: marker_path.into(),
+                source,
+            })?;
+        Ok(manifest)
+    }
+
+    /// Refuses a file marker whose `size` disagrees with its cached object.
+    fn check_object_size(&self, marker_path: &Path, marker: &Marker) -> Result<()> {
+        let object = self.cache.object_path(&marker.oid);
+        match fs::metadata(&object) {
+            Ok(meta) if meta.len() != marker.size => {
+                Err(size_disagrees(marker_path, marker, meta.len()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates `dir` and any missing folders above it, refusing to pass through a
+    /// symlink anywhere below the project root (a cloned repository may plant one that
+    /// leads out of the project). Folders already checked are remembered in `checked`.
+    fn create_dirs_safely(&self, dir: &Path, checked: &mut HashSet<PathBuf>) -> Result<()> {
+        if checked.contains(dir) {
+            return Ok(());
+        }
+        let Ok(rel) = dir.strip_prefix(&self.root) else {
+            // Outside the project (`open --to` elsewhere): the user's own choice of place.
+            fs::create_dir_all(dir).at(dir)?;
+            checked.insert(dir.to_path_buf());
+            return Ok(());
+        };
+        let mut current = self.root.clone();
+        for part in rel.components() {
+            current.push(part);
+            if checked.contains(&current) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&current) {
+                Ok(meta) => meta,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    match fs::create_dir(&current) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(err) => return Err(err).at(&current),
+                    }
+                    fs::symlink_metadata(&current).at(&current)?
+                }
+                Err(err) => return Err(err).at(&current),
+            };
+            if meta.file_type().is_symlink() {
+                return Err(Error::Symlink {
+                    link: current,
+                    dest: dir.into(),
+                });
+            }
+            if !meta.is_dir() {
+                return Err(Error::Unsupported {
+                    path: current,
+                    reason: "is in the way (a file where a folder should be); move it and retry"
+                        .into(),
+                });
+            }
+            checked.insert(current.clone());
+        }
+        Ok(())
     }
 
     // ---- checkout ----
@@ -601,12 +718,13 @@ impl Workspace {
                 if !self.already_placed(&marker.oid, &data) {
                     self.ensure(&marker.oid, marker_path)?;
                 }
+                self.check_object_size(marker_path, &marker)?;
                 let outcome = self.place(&marker.oid, &data, false)?;
                 used.push(marker.oid);
                 tally(report, outcome);
             }
             MarkerKind::Dir { .. } => {
-                let manifest = self.load_manifest(marker_path, &marker.oid)?;
+                let manifest = self.load_checked_manifest(marker_path, &marker)?;
                 used.push(marker.oid);
                 self.place_folder(&manifest, &data, report, used)?;
             }
@@ -631,7 +749,7 @@ impl Workspace {
         let (unavailable, errors) = self.ensure_many(&wanted)?;
         report.failures.extend(errors);
         self.progress_start("checking out", manifest.total_size());
-        create_folders(base, manifest)?;
+        self.create_folders(base, manifest)?;
         let outcomes: Vec<Option<Result<Option<LinkKind>>>> = manifest
             .files
             .par_iter()
@@ -669,9 +787,24 @@ impl Workspace {
     /// Puts object `oid` at `dest` unless it is already there. Returns the link kind used,
     /// or `None` when the file already matched.
     fn place(&self, oid: &Oid, dest: &Path, executable: bool) -> Result<Option<LinkKind>> {
-        let dir = fsutil::parent_dir(dest);
-        fs::create_dir_all(dir).at(dir)?;
+        self.create_dirs_safely(fsutil::parent_dir(dest), &mut HashSet::new())?;
         self.place_in_existing_dir(oid, dest, executable)
+    }
+
+    /// Creates every folder a manifest's files live in under `base`, once each, through
+    /// no symlink.
+    fn create_folders(&self, base: &Path, manifest: &Manifest) -> Result<()> {
+        let mut checked = HashSet::new();
+        self.create_dirs_safely(base, &mut checked)?;
+        let mut last: Option<&str> = None;
+        for entry in &manifest.files {
+            let dir = entry.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+            if last != Some(dir) {
+                self.create_dirs_safely(&join_rel(base, dir), &mut checked)?;
+                last = Some(dir);
+            }
+        }
+        Ok(())
     }
 
     /// [`Workspace::place`] once `dest`'s folder exists.
@@ -748,7 +881,8 @@ impl Workspace {
         Ok((statuses, errors))
     }
 
-    fn file_state(&self, oid: &Oid, path: &Path) -> Result<State> {
+    fn file_state(&self, marker_path: &Path, marker: &Marker, path: &Path) -> Result<State> {
+        let oid = &marker.oid;
         match fs::symlink_metadata(path) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(if self.cache.contains(oid) {
                 State::Missing
@@ -761,11 +895,13 @@ impl Workspace {
             // compares the workspace with the markers, and `not-cached` means a missing
             // file that checkout could not restore. (Skipping that stat halves the cost
             // of a no-op status.)
-            Ok(meta) => Ok(if self.current_oid(path, &meta)? == *oid {
-                State::Ok
-            } else {
-                State::Modified
-            }),
+            Ok(meta) if self.current_oid(path, &meta)? == *oid => {
+                if meta.len() != marker.size {
+                    return Err(size_disagrees(marker_path, marker, meta.len()));
+                }
+                Ok(State::Ok)
+            }
+            Ok(_) => Ok(State::Modified),
         }
     }
 
@@ -819,10 +955,10 @@ impl Workspace {
         let marker = self.read_marker(marker_path)?;
         let (data, _) = split_marker(marker_path);
         let (state, files) = match marker.kind {
-            MarkerKind::File => (self.file_state(&marker.oid, &data)?, None),
+            MarkerKind::File => (self.file_state(marker_path, &marker, &data)?, None),
             MarkerKind::Dir { .. } if !self.cache.contains(&marker.oid) => (State::NotCached, None),
             MarkerKind::Dir { .. } => {
-                let manifest = self.load_manifest(marker_path, &marker.oid)?;
+                let manifest = self.load_checked_manifest(marker_path, &marker)?;
                 let (states, on_disk) = rayon::join(
                     || self.folder_states(&manifest, &data),
                     // Every listed file still on disk is found by this walk too, so any
@@ -973,7 +1109,10 @@ impl Workspace {
                         continue;
                     }
                 };
-                match Manifest::parse(&bytes) {
+                match Manifest::parse(&bytes).and_then(|manifest| {
+                    manifest.check_marker(&marker)?;
+                    Ok(manifest)
+                }) {
                     Ok(manifest) => oids.extend(
                         manifest
                             .files
@@ -1128,14 +1267,14 @@ impl Workspace {
             Target::Marker {
                 marker_path,
                 marker:
-                    Marker {
+                    marker @ Marker {
                         oid,
                         kind: MarkerKind::Dir { .. },
                         ..
                     },
                 ..
             } => {
-                let manifest = self.load_manifest(marker_path, oid)?;
+                let manifest = self.load_checked_manifest(marker_path, marker)?;
                 used.push(*oid);
                 self.place_folder(&manifest, &dest, &mut report, &mut used)?;
             }
@@ -1216,21 +1355,21 @@ impl DirCursor {
     }
 }
 
-/// Creates every folder a manifest's files live in, once each.
-fn create_folders(base: &Path, manifest: &Manifest) -> Result<()> {
-    let mut last: Option<&str> = None;
-    for entry in &manifest.files {
-        let dir = entry.path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        if last != Some(dir) {
-            let path = join_rel(base, dir);
-            fs::create_dir_all(&path).at(&path)?;
-            last = Some(dir);
-        }
+/// Whether a folder entry is git's (`.git` in any case).
+fn is_git_entry(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(marker::is_git_name)
+}
+
+fn size_disagrees(marker_path: &Path, marker: &Marker, actual: u64) -> Error {
+    Error::Marker {
+        path: marker_path.into(),
+        source: MarkerError::Disagrees {
+            key: "size",
+            marker: marker.size,
+            what: "its object's size is",
+            actual,
+        },
     }
-    if manifest.files.is_empty() {
-        fs::create_dir_all(base).at(base)?;
-    }
-    Ok(())
 }
 
 fn tally(report: &mut CheckoutReport, outcome: Option<LinkKind>) {
@@ -1295,19 +1434,34 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// Reads a file that should be a marker, refusing to read far past the marker limit.
+/// A symlink is not followed: the open fails with ELOOP and the caller decides.
 fn read_limited(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
-    let file = fs::File::open(path).map_err(|err| match err.kind() {
-        io::ErrorKind::NotFound => Error::NotFound { path: path.into() },
-        _ => Error::Io {
-            path: path.into(),
-            source: err,
-        },
-    })?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { path: path.into() },
+            _ => Error::Io {
+                path: path.into(),
+                source: err,
+            },
+        })?;
     let mut bytes = Vec::new();
-    file.take(marker::MAX_MARKER_BYTES as u64 + 1)
+    (&file)
+        .take(marker::MAX_MARKER_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .at(path)?;
+    if bytes.len() > marker::MAX_MARKER_BYTES {
+        // Name the real size, not just the bytes read to find it too big.
+        let size = file.metadata().at(path)?.len();
+        return Err(Error::Marker {
+            path: path.into(),
+            source: MarkerError::TooLarge(size as usize),
+        });
+    }
     Ok(bytes)
 }
 
@@ -1366,7 +1520,8 @@ fn list_folder(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>> {
     let walker = walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && e.file_name() == ".git"));
+        // Git's own (`.git` folders, a submodule's `.git` file) in any case, never data.
+        .filter_entry(|e| !(e.depth() > 0 && is_git_entry(e.file_name())));
     for entry in walker {
         let entry = entry.map_err(|err| Error::Io {
             path: err.path().unwrap_or(dir).to_path_buf(),
@@ -1400,10 +1555,11 @@ fn count_files(dir: &Path) -> Result<usize> {
         for entry in fs::read_dir(&current).at(&current)? {
             let entry = entry.at(&current)?;
             let kind = entry.file_type().at(entry.path())?;
+            if is_git_entry(&entry.file_name()) {
+                continue;
+            }
             if kind.is_dir() {
-                if entry.file_name() != ".git" {
-                    stack.push(entry.path());
-                }
+                stack.push(entry.path());
             } else {
                 count += 1;
             }

@@ -1,0 +1,301 @@
+//! Issue 9's rules of trust, end to end through the `czc` binary: a cloned repository
+//! is untrusted input, the shared cache never loses unpushed data, and every fault
+//! leaves a state the next run repairs.
+
+mod util;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use util::{snapshot, stderr, stdout, TestEnv};
+
+fn save_ok(env: &TestEnv, args: &[&str]) -> String {
+    let out = env.czc().arg("save").args(args).output().unwrap();
+    assert!(out.status.success(), "save failed: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Puts `bytes` in the cache as an object (by saving a scratch file) and returns its oid.
+fn cache_bytes(env: &TestEnv, bytes: &[u8]) -> String {
+    let scratch = env.dir.path().join("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let file = scratch.join("object");
+    fs::write(&file, bytes).unwrap();
+    let out = env
+        .czc_in(&scratch)
+        .args(["save", "object"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let oid = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+    fs::remove_dir_all(&scratch).unwrap();
+    oid
+}
+
+/// A folder marker at `marker_rel` whose manifest (crafted, so it may be hostile) lists
+/// `files` as (path, content); every object is put in the cache. Returns the manifest.
+fn craft_folder_marker(env: &TestEnv, marker_rel: &str, files: &[(&str, &[u8])]) -> String {
+    let lines: Vec<String> = files
+        .iter()
+        .map(|(path, content)| {
+            let oid = cache_bytes(env, content);
+            format!(
+                "{{\"path\":\"{path}\",\"oid\":\"{oid}\",\"size\":{},\"executable\":false}}",
+                content.len()
+            )
+        })
+        .collect();
+    let manifest = format!(
+        "{{\"version\":\"czc-manifest/1\",\"files\":[\n{}\n]}}\n",
+        lines.join(",\n")
+    );
+    let oid = cache_bytes(env, manifest.as_bytes());
+    let size: usize = files.iter().map(|(_, c)| c.len()).sum();
+    env.write(
+        marker_rel,
+        format!(
+            "version = \"czc/1\"\noid = \"{oid}\"\nsize = {size}\nkind = \"dir\"\nfiles = {}\n",
+            files.len()
+        ),
+    );
+    manifest
+}
+
+fn git_dir_snapshot(env: &TestEnv) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(env.path(".git")).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            files.push((entry.path().to_path_buf(), fs::read(entry.path()).unwrap()));
+        }
+    }
+    files
+}
+
+fn checkout_fails_with(env: &TestEnv, args: &[&str], expected: &str) -> String {
+    let out = env.czc().arg("checkout").args(args).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(expected), "expected {expected:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+// ---- B5: no path with a .git component ----
+
+#[test]
+fn a_marker_named_dot_git_never_writes_into_git() {
+    let env = TestEnv::new();
+    let before = git_dir_snapshot(&env);
+    craft_folder_marker(
+        &env,
+        ".git.czc",
+        &[
+            ("config", b"[core]\n\tfsmonitor = touch /tmp/pwned\n"),
+            ("hooks/post-checkout", b"#!/bin/sh\necho pwned\n"),
+        ],
+    );
+    craft_folder_marker(&env, "sub/.GIT.czc", &[("HEAD", b"ref: refs/heads/evil\n")]);
+    for args in [&[][..], &["--force"][..], &[".git.czc"][..]] {
+        checkout_fails_with(&env, args, "inside a .git folder");
+    }
+    assert_eq!(git_dir_snapshot(&env), before, ".git is untouched");
+    assert!(!env.path("sub/.GIT").exists());
+    assert!(!env.path(".git/hooks/post-checkout").exists());
+}
+
+#[test]
+fn a_manifest_listing_a_git_path_at_any_depth_is_refused_before_writing() {
+    let env = TestEnv::new();
+    craft_folder_marker(
+        &env,
+        "ds.czc",
+        &[
+            ("a.txt", b"harmless"),
+            (
+                "nested/repo/.git/hooks/post-checkout",
+                b"#!/bin/sh\necho pwned\n",
+            ),
+        ],
+    );
+    let err = checkout_fails_with(&env, &["--force"], "ds.czc");
+    assert!(err.contains(".git"), "{err}");
+    assert!(
+        !env.path("ds").exists(),
+        "nothing of the folder was written"
+    );
+}
+
+#[test]
+fn save_of_a_folder_never_records_git_paths() {
+    let env = TestEnv::new();
+    env.write("ds/a.txt", "data");
+    env.write("ds/.GIT/config", "not data");
+    env.write("ds/sub/.git", "gitdir: ../../.git/modules/sub\n");
+    save_ok(&env, &["ds"]);
+    let marker = fs::read_to_string(env.path("ds.czc")).unwrap();
+    assert!(marker.contains("files = 1\n"), "{marker}");
+    fs::remove_dir_all(env.path("ds")).unwrap();
+    env.czc().arg("checkout").assert().success();
+    assert!(env.path("ds/a.txt").is_file());
+    assert!(!env.path("ds/.GIT").exists() && !env.path("ds/sub").exists());
+}
+
+// ---- B6: never through a symlink ----
+
+#[test]
+fn checkout_never_writes_through_a_symlinked_folder() {
+    let env = TestEnv::new();
+    let outside = env.dir.path().join("outside");
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("sub/keep.txt"), "precious").unwrap();
+    // A folder marker whose data path is a symlink out of the project.
+    env.write("real/sub/keep.txt", "from the repo");
+    env.write("real/new.txt", "new");
+    save_ok(&env, &["real"]);
+    fs::copy(env.path("real.czc"), env.path("out.czc")).unwrap();
+    symlink(&outside, env.path("out")).unwrap();
+    // And one whose subfolder is.
+    fs::remove_dir_all(env.path("real/sub")).unwrap();
+    symlink(outside.join("sub"), env.path("real/sub")).unwrap();
+    // And a file marker under a symlinked folder, named explicitly.
+    env.write("f.bin", "file");
+    save_ok(&env, &["f.bin"]);
+    fs::copy(env.path("f.bin.czc"), outside.join("f.bin.czc")).unwrap();
+    symlink(&outside, env.path("link")).unwrap();
+    let before = snapshot(&outside);
+    for args in [&[][..], &["--force"][..]] {
+        let err = checkout_fails_with(&env, args, "is a symlink");
+        assert!(err.contains("out") && err.contains("real/sub"), "{err}");
+    }
+    checkout_fails_with(&env, &["--force", "link/f.bin.czc"], "link is a symlink");
+    assert_eq!(
+        snapshot(&outside),
+        before,
+        "nothing outside the project changed"
+    );
+    assert_eq!(fs::read(outside.join("sub/keep.txt")).unwrap(), b"precious");
+}
+
+#[test]
+fn a_marker_that_is_a_symlink_out_of_the_project_is_refused() {
+    let env = TestEnv::new();
+    env.write("m.bin", "inside");
+    save_ok(&env, &["m.bin"]);
+    let outside = env.dir.path().join("elsewhere.czc");
+    fs::rename(env.path("m.bin.czc"), &outside).unwrap();
+    symlink(&outside, env.path("m.bin.czc")).unwrap();
+    fs::remove_file(env.path("m.bin")).unwrap();
+    checkout_fails_with(&env, &["m.bin.czc"], "outside the project");
+    assert!(!env.path("m.bin").exists());
+    // A symlink to a marker inside the project is fine.
+    fs::rename(&outside, env.path("real.czc")).unwrap();
+    fs::remove_file(env.path("m.bin.czc")).unwrap();
+    symlink("real.czc", env.path("m.bin.czc")).unwrap();
+    env.czc().args(["checkout", "m.bin.czc"]).assert().success();
+    assert_eq!(env.read("m.bin"), b"inside");
+}
+
+// ---- B7: manifests and markers that contradict themselves ----
+
+#[test]
+fn a_manifest_listing_a_file_and_its_folder_is_refused_before_writing() {
+    let env = TestEnv::new();
+    craft_folder_marker(&env, "ds.czc", &[("a", b"file a"), ("a/b", b"file a/b")]);
+    let err = checkout_fails_with(&env, &[], "manifest");
+    assert!(
+        err.contains("ds.czc")
+            && err.contains("'a' is listed as a file and as the folder of 'a/b'"),
+        "{err}"
+    );
+    assert!(!env.path("ds").exists());
+    let out = env.czc().arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("'a' is listed as a file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn duplicate_or_unsorted_manifest_paths_are_refused() {
+    let env = TestEnv::new();
+    craft_folder_marker(&env, "dup.czc", &[("x", b"1"), ("x", b"2")]);
+    craft_folder_marker(&env, "order.czc", &[("b", b"1"), ("a", b"2")]);
+    let err = checkout_fails_with(&env, &[], "listed twice");
+    assert!(
+        err.contains("dup.czc") && err.contains("not sorted") && err.contains("order.czc"),
+        "{err}"
+    );
+    assert!(!env.path("dup").exists() && !env.path("order").exists());
+}
+
+#[test]
+fn a_folder_marker_disagreeing_with_its_manifest_is_refused() {
+    let env = TestEnv::new();
+    craft_folder_marker(&env, "ds.czc", &[("a", b"12345"), ("b", b"678")]);
+    let good = fs::read_to_string(env.path("ds.czc")).unwrap();
+    env.write("ds.czc", good.replace("files = 2", "files = 3"));
+    checkout_fails_with(&env, &[], "says files = 3, but its manifest lists 2");
+    env.write("ds.czc", good.replace("size = 8", "size = 9"));
+    checkout_fails_with(&env, &[], "says size = 9");
+    assert!(!env.path("ds").exists());
+    env.write("ds.czc", good);
+    env.czc().arg("checkout").assert().success();
+    assert_eq!(env.read("ds/a"), b"12345");
+}
+
+#[test]
+fn a_file_marker_whose_size_disagrees_with_its_object_is_an_error() {
+    let env = TestEnv::new();
+    env.write("f.bin", "twelve bytes");
+    save_ok(&env, &["f.bin"]);
+    let good = fs::read_to_string(env.path("f.bin.czc")).unwrap();
+    env.write("f.bin.czc", good.replace("size = 12", "size = 99"));
+    let out = env.czc().arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("f.bin.czc: says size = 99, but its object's size is 12"),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_file(env.path("f.bin")).unwrap();
+    checkout_fails_with(&env, &[], "says size = 99");
+    assert!(!env.path("f.bin").exists());
+}
+
+#[test]
+fn a_marker_named_just_dot_czc_gets_a_clear_error() {
+    let env = TestEnv::new();
+    env.write("f.bin", "x");
+    save_ok(&env, &["f.bin"]);
+    fs::create_dir_all(env.path("sub")).unwrap();
+    fs::copy(env.path("f.bin.czc"), env.path("sub/.czc")).unwrap();
+    let before = fs::read(env.path("sub/.czc")).unwrap();
+    checkout_fails_with(&env, &[], "sub/.czc: has no name before '.czc'");
+    assert_eq!(
+        fs::read(env.path("sub/.czc")).unwrap(),
+        before,
+        "the marker is not overwritten"
+    );
+}
+
+#[test]
+fn a_manifest_that_is_not_json_is_not_called_toml() {
+    let env = TestEnv::new();
+    let oid = cache_bytes(&env, b"{\"version\": \"czc-manifest/1\", \"files\": [");
+    env.write(
+        "ds.czc",
+        format!("version = \"czc/1\"\noid = \"{oid}\"\nsize = 0\nkind = \"dir\"\nfiles = 0\n"),
+    );
+    let err = checkout_fails_with(&env, &[], "is not a valid manifest (JSON)");
+    assert!(!err.contains("TOML"), "{err}");
+}
+
+#[test]
+fn a_huge_marker_is_reported_with_its_real_size() {
+    let env = TestEnv::new();
+    env.write("big.bin.czc", vec![b'#'; 10_000_000]);
+    checkout_fails_with(&env, &["big.bin.czc"], "is 10000000 bytes");
+}
