@@ -5,6 +5,26 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+/// `println!` that ends the command quietly (exit 0) when stdout is a closed pipe
+/// (`czc status | head -1`), as ripgrep does, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        if let Err(err) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            exit_on_stdout_error(err);
+        }
+    }};
+}
+
+/// A closed pipe is a quiet success; any other failure to print is an error.
+fn exit_on_stdout_error(err: io::Error) -> ! {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("czc: error: writing to stdout: {err}");
+    std::process::exit(1);
+}
 use czcache::cache::LocalCache;
 use czcache::config::{format_size, parse_size, Config, Env, RemoteEntry};
 use czcache::remote::{PutCondition, TransferReport};
@@ -412,7 +432,7 @@ fn open_workspace(cli: &Cli, force: bool) -> Result<Workspace, Error> {
 
 fn print_json(value: &impl serde::Serialize) {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
-    println!("{text}");
+    outln!("{text}");
 }
 
 fn execute(cli: &Cli) -> Result<i32, Error> {
@@ -434,7 +454,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 } else {
                     "already initialized"
                 };
-                println!(
+                outln!(
                     "{what} {}",
                     root.join(czcache::config::PROJECT_FILE).display()
                 );
@@ -451,7 +471,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 match result {
                     Ok(item) => {
                         if !cli.json && !cli.quiet {
-                            println!(
+                            outln!(
                                 "saved {} {} {}",
                                 ws.display(&item.path),
                                 item.oid,
@@ -481,7 +501,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     if cli.json {
                         print_json(&report);
                     } else if !cli.quiet {
-                        println!("{}", dest.display());
+                        outln!("{}", dest.display());
                     }
                     code
                 }
@@ -490,7 +510,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     if cli.json {
                         print_json(&serde_json::json!({ "path": path }));
                     } else {
-                        println!("{}", path.display());
+                        outln!("{}", path.display());
                     }
                     0
                 }
@@ -529,7 +549,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 } else {
                     String::new()
                 };
-                println!(
+                outln!(
                     "restored {} file{}{how}, {} already up to date",
                     report.restored,
                     if report.restored == 1 { "" } else { "s" },
@@ -544,7 +564,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             if cli.json {
                 print_json(&serde_json::json!({ "unprotected": count }));
             } else if !cli.quiet {
-                println!(
+                outln!(
                     "unprotected {count} file{}",
                     if count == 1 { "" } else { "s" }
                 );
@@ -574,7 +594,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     if let Some(counts) = &status.files {
                         line.push_str(&folder_summary(counts));
                     }
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             Ok(if errors.is_empty() { 0 } else { 1 })
@@ -645,7 +665,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 ..CheckoutReport::default()
             });
             if !cli.json && !cli.quiet {
-                println!(
+                outln!(
                     "restored {} file{}, {} already up to date",
                     report.restored,
                     if report.restored == 1 { "" } else { "s" },
@@ -669,22 +689,22 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 print_json(&report);
             } else if !cli.quiet {
                 let verb = if installing { "installed" } else { "removed" };
-                println!(
+                outln!(
                     "{verb} the czc filter in the {} git config",
                     report.config.unwrap_or("")
                 );
                 for hook in &report.hooks {
                     match (&hook.chained, installing) {
-                        (Some(chained), true) => println!(
+                        (Some(chained), true) => outln!(
                             "installed hook {} (runs your previous hook, kept as {}, first)",
                             hook.path.display(),
                             chained.display()
                         ),
-                        (None, true) => println!("installed hook {}", hook.path.display()),
+                        (None, true) => outln!("installed hook {}", hook.path.display()),
                         (Some(_), false) => {
-                            println!("restored your hook {}", hook.path.display())
+                            outln!("restored your hook {}", hook.path.display())
                         }
-                        (None, false) => println!("removed hook {}", hook.path.display()),
+                        (None, false) => outln!("removed hook {}", hook.path.display()),
                     }
                 }
             }
@@ -701,7 +721,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     print_json(&listed);
                 } else {
                     for pattern in listed {
-                        println!("{pattern}");
+                        outln!("{pattern}");
                     }
                 }
                 return Ok(0);
@@ -721,7 +741,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                         (true, false) => "untracked",
                         (false, false) => "was not tracked",
                     };
-                    println!("{what} {pattern}");
+                    outln!("{what} {pattern}");
                 }
             }
             Ok(0)
@@ -733,7 +753,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 print_json(&listed);
             } else {
                 for item in &listed {
-                    println!(
+                    outln!(
                         "{}  {}  {:>10}  {:<7} {:<8} {}{}",
                         item.oid,
                         item.kind,
@@ -785,13 +805,13 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             } else if !cli.quiet {
                 if cli.verbose > 0 || *dry_run {
                     for oid in &report.deleted {
-                        println!(
+                        outln!(
                             "{} {oid}",
                             if *dry_run { "would delete" } else { "deleted" }
                         );
                     }
                 }
-                println!(
+                outln!(
                     "{} {} object{} ({}) from {}; kept {} referenced, {} younger than the grace period{}",
                     if *dry_run { "would delete" } else { "deleted" },
                     report.deleted.len(),
@@ -873,7 +893,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             if cli.json {
                 print_json(&fetched);
             } else {
-                println!("{}", fetched.path.display());
+                outln!("{}", fetched.path.display());
             }
             Ok(0)
         }
@@ -898,9 +918,9 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 print_json(&serde_json::json!({ "written": written }));
             } else if !cli.quiet {
                 if written {
-                    println!("uploaded {} to {remote}:{key}", file.display());
+                    outln!("uploaded {} to {remote}:{key}", file.display());
                 } else {
-                    println!(
+                    outln!(
                         "{remote}:{key} is at least as new as {}; nothing written",
                         file.display()
                     );
@@ -922,7 +942,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 });
             }
             if !cli.quiet && !cli.json {
-                println!("deleted {remote}:{key}");
+                outln!("deleted {remote}:{key}");
             }
             Ok(0)
         }
@@ -1007,7 +1027,7 @@ fn print_transfer(cli: &Cli, verb: &str, direction: &str, transfer: &TransferRep
     if cli.json {
         print_json(transfer);
     } else if !cli.quiet {
-        println!(
+        outln!(
             "{verb} {} object{} ({}) {direction} {}, {} already there{}",
             transfer.transferred,
             if transfer.transferred == 1 { "" } else { "s" },
@@ -1055,7 +1075,7 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
             };
             czcache::config::add_remote(&file, name, &entry, *default)?;
             if !cli.quiet && !cli.json {
-                println!("added remote {name} ({url}) to {}", file.display());
+                outln!("added remote {name} ({url}) to {}", file.display());
             }
             Ok(0)
         }
@@ -1096,7 +1116,7 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                     } else {
                         format!("  ({})", notes.join(", "))
                     };
-                    println!("{name}\t{}{notes}", entry.url);
+                    outln!("{name}\t{}{notes}", entry.url);
                 }
             }
             Ok(0)
@@ -1114,7 +1134,7 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                 });
             }
             if !cli.quiet && !cli.json {
-                println!("removed remote {name}");
+                outln!("removed remote {name}");
             }
             Ok(0)
         }
@@ -1249,17 +1269,17 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                 } else {
                     0.0
                 };
-                println!("location:  {}", info.root.display());
-                println!("index:     {} ({})", info.index, info.index_path.display());
-                println!("objects:   {}", info.objects);
-                println!(
+                outln!("location:  {}", info.root.display());
+                outln!("index:     {} ({})", info.index, info.index_path.display());
+                outln!("objects:   {}", info.objects);
+                outln!(
                     "size:      {} of {} ({percent:.1}%)",
                     format_size(info.size),
                     format_size(info.size_limit)
                 );
-                println!("hits:      {}", info.hits);
-                println!("misses:    {}", info.misses);
-                println!(
+                outln!("hits:      {}", info.hits);
+                outln!("misses:    {}", info.misses);
+                outln!(
                     "unpushed:  {} objects ({}) no remote holds yet",
                     info.awaiting_push,
                     format_size(info.awaiting_push_bytes)
@@ -1293,7 +1313,7 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                     "size": report.size_after,
                 }));
             } else if !cli.quiet {
-                println!(
+                outln!(
                     "evicted {} objects, freed {}; cache holds {}",
                     report.removed.len(),
                     format_size(report.freed),
@@ -1313,7 +1333,7 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                     "index_rebuilt": report.index_rebuilt,
                 }));
             } else if !cli.quiet {
-                println!(
+                outln!(
                     "checked {} objects: {} corrupt, index +{} -{}{}",
                     report.checked,
                     report.corrupt.len(),
@@ -1339,7 +1359,7 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
             if cli.json {
                 print_json(&serde_json::json!({ "removed": removed }));
             } else if !cli.quiet {
-                println!("removed {removed} objects");
+                outln!("removed {removed} objects");
             }
             Ok(0)
         }

@@ -126,6 +126,12 @@ impl FileLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The same lock, after its file was renamed to `path`.
+    pub fn renamed(mut self, path: PathBuf) -> FileLock {
+        self.path = path;
+        self
+    }
 }
 
 impl Drop for FileLock {
@@ -153,6 +159,58 @@ fn lock_timeout() -> Duration {
         .and_then(|value| value.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+}
+
+/// A claim file this old and unlocked belongs to a dead process.
+const STALE_CLAIM_AGE: Duration = Duration::from_secs(60);
+
+/// Makes a private folder `<parent>/<pid>-<random>` owned by this process (the cache's
+/// staging, a project's temp folder), removed by [`sweep_dead_private_dirs`] once the
+/// process is gone. Its lock file is
+/// locked under a private name and only then renamed to `<folder>.lock`, so a sweeper
+/// never sees a lock that is free because its owner has not taken it yet (it would
+/// remove a live process's folder).
+pub fn claim_private_dir(tmp: &Path) -> io::Result<(PathBuf, FileLock)> {
+    let pending = tempfile::Builder::new()
+        .prefix(&format!("{}-", std::process::id()))
+        .suffix(".claim")
+        .tempfile_in(tmp)?;
+    let lock = FileLock::try_acquire(pending.path(), LockMode::Exclusive)?
+        .ok_or_else(|| io::Error::other("a fresh staging lock was already locked"))?;
+    let claim = pending.path().to_path_buf();
+    let folder = claim.with_extension("");
+    let lock_path = claim.with_extension("lock");
+    pending.persist(&lock_path).map_err(|err| err.error)?;
+    fs::create_dir(&folder)?;
+    Ok((folder, lock.renamed(lock_path)))
+}
+
+/// Removes the private folders of processes that died (their lock is free).
+pub fn sweep_dead_private_dirs(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "lock") {
+            if let Ok(Some(_lock)) = FileLock::try_acquire(&path, LockMode::Exclusive) {
+                let _ = fs::remove_dir_all(path.with_extension(""));
+                let _ = fs::remove_file(&path);
+            }
+        } else if path.extension().is_some_and(|ext| ext == "claim") {
+            // A claim is locked right after it is made: one that is old and free was
+            // left by a process killed in between.
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|time| time.elapsed().unwrap_or_default() > STALE_CLAIM_AGE);
+            if old {
+                if let Ok(Some(_lock)) = FileLock::try_acquire(&path, LockMode::Exclusive) {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+    }
 }
 
 /// Time since the Unix epoch (zero for times before it).

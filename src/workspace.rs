@@ -127,7 +127,13 @@ pub struct Workspace {
     stats_path: PathBuf,
     force: bool,
     progress: indicatif::ProgressBar,
+    /// `.git/czc-tmp` when the project is a git repository.
+    scratch_parent: Option<PathBuf>,
+    scratch: std::sync::Mutex<Option<(PathBuf, fsutil::FileLock)>>,
 }
+
+/// Where a workspace's temp files live inside the git folder.
+const SCRATCH_FOLDER: &str = "czc-tmp";
 
 /// The project root for `start`: the nearest folder holding `.czcache.toml` or `.git`,
 /// else `start` itself.
@@ -176,6 +182,12 @@ impl Workspace {
         }
         let remotes = Remotes::from_config(config, &root, env);
         cache.set_protect_unpushed(remotes.has_writable_default());
+        let git_dir = root.join(".git");
+        let scratch_parent = git_dir.is_dir().then(|| git_dir.join(SCRATCH_FOLDER));
+        if let Some(parent) = &scratch_parent {
+            // Temps of czc runs that were killed (kill -9 mid-checkout).
+            fsutil::sweep_dead_private_dirs(parent);
+        }
         Ok(Workspace {
             remotes,
             chain: std::sync::OnceLock::new(),
@@ -188,7 +200,37 @@ impl Workspace {
             stats_path,
             force: false,
             progress: indicatif::ProgressBar::hidden(),
+            scratch_parent,
+            scratch: std::sync::Mutex::new(None),
         })
+    }
+
+    /// This process's folder for files on their way into the working tree: inside
+    /// `.git`, so git never shows them, and swept by the next run if this one is killed.
+    /// Outside a git repository (or if it cannot be made) temps go beside their file.
+    fn scratch_dir(&self) -> Option<PathBuf> {
+        let parent = self.scratch_parent.as_ref()?;
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if scratch.is_none() {
+            fs::create_dir_all(parent).ok()?;
+            *scratch = fsutil::claim_private_dir(parent).ok();
+        }
+        scratch.as_ref().map(|(path, _)| path.clone())
+    }
+
+    /// Where to write a temp file that will be renamed to a file in `dir`: the scratch
+    /// folder when it is on the same filesystem, else `dir` itself.
+    pub(crate) fn temp_dir_for(&self, dir: &Path) -> PathBuf {
+        if let Some(scratch) = self.scratch_dir() {
+            let same_device = match (fs::metadata(&scratch), fs::metadata(dir)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev(),
+                _ => false,
+            };
+            if same_device {
+                return scratch;
+            }
+        }
+        dir.to_path_buf()
     }
 
     /// How many transfers run at once in push, fetch and fetch-through.
@@ -835,9 +877,12 @@ impl Workspace {
                 })
             }
         }
+        let scratch = self.scratch_dir();
+        let temp_dir = scratch
+            .as_deref()
+            .unwrap_or_else(|| fsutil::parent_dir(dest));
         self.refetching_corrupt(oid, dest, || {
-            self.cache
-                .materialize_in_existing_dir(oid, dest, executable)
+            self.cache.materialize_via(oid, dest, executable, temp_dir)
         })
         .map(Some)
     }
@@ -1316,11 +1361,26 @@ impl Workspace {
                 vec![data.clone()]
             };
             for file in files {
-                unprotect_file(&file)?;
+                unprotect_file(&file, &self.temp_dir_for(fsutil::parent_dir(&file)))?;
                 count += 1;
             }
         }
         Ok(count)
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((path, lock)) = scratch {
+            let _ = fs::remove_dir_all(&path);
+            // Still ours (we hold its lock), so removing it cannot race a sweeper.
+            let _ = fs::remove_file(lock.path());
+        }
     }
 }
 
@@ -1582,13 +1642,12 @@ fn relative_slash(base: &Path, path: &Path) -> Result<String> {
         })
 }
 
-fn unprotect_file(path: &Path) -> Result<()> {
+fn unprotect_file(path: &Path, temp_dir: &Path) -> Result<()> {
     let meta = fs::metadata(path).at(path)?;
-    let dir = fsutil::parent_dir(path);
     let mut temp = tempfile::Builder::new()
         .prefix(".czc-tmp-")
-        .tempfile_in(dir)
-        .at(dir)?;
+        .tempfile_in(temp_dir)
+        .at(temp_dir)?;
     let mut src = fs::File::open(path).at(path)?;
     io::copy(&mut src, temp.as_file_mut()).at(path)?;
     let mode = if is_executable_mode(meta.mode()) {

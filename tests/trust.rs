@@ -299,3 +299,173 @@ fn a_huge_marker_is_reported_with_its_real_size() {
     env.write("big.bin.czc", vec![b'#'; 10_000_000]);
     checkout_fails_with(&env, &["big.bin.czc"], "is 10000000 bytes");
 }
+
+// ---- E12-E14: every fault leaves a state the next run repairs ----
+
+/// Files under `dir` whose name starts with `.czc-tmp`, at any depth (`.git` skipped).
+fn worktree_temps(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".czc-tmp"))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+#[test]
+fn a_checkout_killed_mid_file_leaves_nothing_git_sees_and_the_next_run_sweeps() {
+    let env = TestEnv::new();
+    let size: u64 = 300 << 20;
+    let chunk = util::bytes(21, 1 << 20);
+    let mut file = fs::File::create(env.path("data/huge.bin")).unwrap_or_else(|_| {
+        fs::create_dir_all(env.path("data")).unwrap();
+        fs::File::create(env.path("data/huge.bin")).unwrap()
+    });
+    for _ in 0..(size >> 20) {
+        std::io::Write::write_all(&mut file, &chunk).unwrap();
+    }
+    drop(file);
+    save_ok(&env, &["data/huge.bin"]);
+    fs::remove_file(env.path("data/huge.bin")).unwrap();
+    let scratch = env.path(".git/czc-tmp");
+    let mut child = env
+        .czc_std()
+        .args(["checkout"])
+        .env("CZC_CACHE_LINK", "copy")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut killed_mid_copy = false;
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        let written: u64 = files_under(&scratch)
+            .iter()
+            .filter(|p| p.extension().is_none_or(|e| e != "lock"))
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        if written > 0 && written < size {
+            child.kill().unwrap();
+            killed_mid_copy = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.wait().unwrap();
+    assert!(killed_mid_copy, "did not catch the checkout mid-file");
+    assert!(
+        worktree_temps(&env.project).is_empty(),
+        "no temp in the working tree"
+    );
+    assert!(!env.path("data/huge.bin").exists());
+    let git_status = std::process::Command::new("git")
+        .args([
+            "status",
+            "--porcelain",
+            "--ignored",
+            "--untracked-files=all",
+        ])
+        .current_dir(&env.project)
+        .output()
+        .unwrap();
+    assert!(
+        !stdout(&git_status).contains("czc-tmp"),
+        "{}",
+        stdout(&git_status)
+    );
+    assert!(
+        !files_under(&scratch).is_empty(),
+        "the killed run left its temp"
+    );
+    // Any next run in the project sweeps the dead process's temps.
+    env.czc().arg("status").assert().success();
+    assert!(
+        files_under(&scratch).is_empty(),
+        "{:?}",
+        files_under(&scratch)
+    );
+    env.czc().arg("checkout").assert().success();
+    assert_eq!(fs::metadata(env.path("data/huge.bin")).unwrap().len(), size);
+    assert!(files_under(&scratch).is_empty());
+}
+
+#[test]
+fn eight_processes_saving_at_once_never_remove_each_others_staging() {
+    let env = TestEnv::new();
+    for worker in 0..8 {
+        for round in 0..12 {
+            env.write(
+                &format!("w{worker}/f{round}"),
+                format!("worker {worker} round {round}"),
+            );
+        }
+    }
+    std::thread::scope(|scope| {
+        for worker in 0..8 {
+            let env = &env;
+            scope.spawn(move || {
+                for round in 0..12 {
+                    let out = env
+                        .czc()
+                        .args(["save", &format!("w{worker}/f{round}")])
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "worker {worker} round {round}: {}",
+                        stderr(&out)
+                    );
+                }
+            });
+        }
+    });
+    env.czc().args(["cache", "verify"]).assert().success();
+    assert_eq!(env.cached_objects().len(), 96);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_with_exit_0() {
+    use std::io::BufRead;
+    let env = TestEnv::new();
+    for i in 0..3000 {
+        env.write(&format!("many/f{i:04}.bin"), format!("{i}"));
+    }
+    let names: Vec<String> = (0..3000).map(|i| format!("many/f{i:04}.bin")).collect();
+    let mut args = vec!["save"];
+    args.extend(names.iter().map(String::as_str));
+    env.czc().args(&args).assert().success();
+    for command in [
+        &["status"][..],
+        &["save", "many/f0000.bin", "many/f0001.bin"][..],
+        &["cache", "info"][..],
+        &["ls"][..],
+    ] {
+        let mut child = env
+            .czc_std()
+            .args(command)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        drop(reader); // `| head -1`
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{command:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{command:?}: {}", stderr(&out));
+    }
+}

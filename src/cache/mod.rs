@@ -216,14 +216,8 @@ impl LocalCache {
         }
         let tmp = self.root.join("tmp");
         fs::create_dir_all(&tmp).at(&tmp)?;
-        sweep_stale_staging(&tmp);
-        let path = tempfile::Builder::new()
-            .prefix(&format!("{}-", std::process::id()))
-            .tempdir_in(&tmp)
-            .at(&tmp)?
-            .keep();
-        let lock_path = path.with_extension("lock");
-        let lock = FileLock::acquire(&lock_path, LockMode::Exclusive, "staging").at(&lock_path)?;
+        fsutil::sweep_dead_private_dirs(&tmp);
+        let (path, lock) = fsutil::claim_private_dir(&tmp).at(&tmp)?;
         *staging = Some((path.clone(), lock));
         Ok(path)
     }
@@ -638,6 +632,19 @@ impl LocalCache {
         dest: &Path,
         executable: bool,
     ) -> Result<LinkKind> {
+        self.materialize_via(oid, dest, executable, fsutil::parent_dir(dest))
+    }
+
+    /// [`LocalCache::materialize_in_existing_dir`] writing the copy in `temp_dir` first
+    /// (a project's private folder, which git never sees and the next run sweeps if this
+    /// process is killed), then renaming it onto `dest`; across filesystems, beside `dest`.
+    pub fn materialize_via(
+        &self,
+        oid: &Oid,
+        dest: &Path,
+        executable: bool,
+        temp_dir: &Path,
+    ) -> Result<LinkKind> {
         let src = self.object_path(oid);
         let mut src_file = match File::open(&src) {
             Ok(file) => file,
@@ -649,7 +656,7 @@ impl LocalCache {
         let src_size = src_file.metadata().at(&src)?.len();
         let dir = fsutil::parent_dir(dest);
         let mode = if executable { 0o555 } else { 0o444 };
-        let temp = temp_path_in(dir);
+        let temp = temp_path_in(temp_dir);
         let mut used = None;
         for kind in &self.links {
             let placed = match kind {
@@ -709,6 +716,10 @@ impl LocalCache {
         };
         if let Err(err) = fs::rename(&temp, dest) {
             let _ = fs::remove_file(&temp);
+            if err.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) && temp_dir != dir
+            {
+                return self.materialize_via(oid, dest, executable, dir);
+            }
             return Err(err).at(dest);
         }
         if kind != LinkKind::Copy {
@@ -1041,22 +1052,6 @@ impl Drop for ExclusiveGuard<'_> {
         // Release exclusive before retaking shared: flock would block on our own lock.
         drop(self.lock.take());
         let _ = self.cache.reacquire_shared();
-    }
-}
-
-/// Removes staging folders of processes that died (their lock is free).
-fn sweep_stale_staging(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "lock") {
-            if let Ok(Some(_lock)) = FileLock::try_acquire(&path, LockMode::Exclusive) {
-                let _ = fs::remove_dir_all(path.with_extension(""));
-                let _ = fs::remove_file(&path);
-            }
-        }
     }
 }
 

@@ -452,11 +452,11 @@ pub fn pull_filtered(
 /// beside it and renamed over it, as git's own checkout would leave it.
 fn write_content(ws: &Workspace, oid: &Oid, data: &std::path::Path) -> Result<()> {
     use crate::error::IoContext;
-    let dir = crate::fsutil::parent_dir(data);
+    let dir = ws.temp_dir_for(crate::fsutil::parent_dir(data));
     let mut temp = tempfile::Builder::new()
-        .prefix(".czc-")
-        .tempfile_in(dir)
-        .at(dir)?;
+        .prefix(".czc-tmp-")
+        .tempfile_in(&dir)
+        .at(&dir)?;
     ws.cache().copy_to_writer(oid, data, temp.as_file_mut())?;
     let mode = std::fs::metadata(data).map(|m| m.permissions()).at(data)?;
     std::fs::set_permissions(temp.path(), mode).at(temp.path())?;
