@@ -346,6 +346,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_sweeper_never_removes_a_live_private_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().to_path_buf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (parent, stop) = (parent.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sweep_dead_private_dirs(&parent);
+                }
+            })
+        };
+        let mut claimed = Vec::new();
+        for _ in 0..300 {
+            let (path, lock) = claim_private_dir(&parent).unwrap();
+            fs::write(path.join("work"), b"in progress").unwrap();
+            claimed.push((path, lock));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sweeper.join().unwrap();
+        for (path, lock) in &claimed {
+            assert!(
+                path.join("work").is_file(),
+                "{} was swept while live",
+                path.display()
+            );
+            assert!(lock.path().is_file());
+        }
+        // Once their owner lets go, the next sweep removes them all.
+        drop(claimed);
+        sweep_dead_private_dirs(&parent);
+        assert_eq!(fs::read_dir(&parent).unwrap().count(), 0);
+    }
+
+    #[test]
     fn atomic_write_replaces_whole_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
