@@ -1072,6 +1072,7 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                 region: region.clone(),
                 anonymous: *anonymous,
                 read_only: *read_only,
+                ..RemoteEntry::default()
             };
             czcache::config::add_remote(&file, name, &entry, *default)?;
             if !cli.quiet && !cli.json {

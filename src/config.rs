@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -121,6 +122,55 @@ pub struct RemoteEntry {
     pub anonymous: bool,
     #[serde(default)]
     pub read_only: bool,
+    /// How long to wait for an answer, and between reads of a body: `"60s"`, `"2m"`, or
+    /// seconds as a number. `CZC_REMOTE_<NAME>_TIMEOUT` or `CZC_TIMEOUT` override it.
+    #[serde(default, deserialize_with = "duration_setting")]
+    pub timeout: Option<Duration>,
+    /// How long to wait to connect; `CZC_CONNECT_TIMEOUT` overrides it.
+    #[serde(default, deserialize_with = "duration_setting")]
+    pub connect_timeout: Option<Duration>,
+}
+
+/// A duration in configuration: whole seconds, or text such as `"500ms"`, `"30s"`, `"2m"`.
+fn duration_setting<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Setting {
+        Seconds(u64),
+        Text(String),
+    }
+    match Setting::deserialize(deserializer)? {
+        Setting::Seconds(seconds) => Ok(Some(Duration::from_secs(seconds))),
+        Setting::Text(text) => parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"2m"`, `"1h"` or plain seconds; zero is refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. \"30s\", \"2m\")"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown unit '{other}' in '{text}' (ms, s, m, h)")),
+    };
+    let duration = Duration::from_secs_f64(number * scale);
+    if duration.is_zero() {
+        return Err(format!("'{text}' is zero: a timeout must be positive"));
+    }
+    Ok(duration)
 }
 
 /// The whole configuration after layering.

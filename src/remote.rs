@@ -1,7 +1,7 @@
 //! Remotes: the named storages of a project's configuration, and moving objects between
 //! them and the local cache (push, fetch) in parallel, with retries and one report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,7 +13,7 @@ use crate::config::{Config, Env, ReadPolicy, RemoteEntry};
 use crate::error::{Error, Result};
 use crate::oid::Oid;
 use crate::storage::{
-    open_storage, with_retries, OpenedStorage, ReadStorage, StorageError, StorageOptions,
+    open_storage, with_retries, OpenedStorage, ReadStorage, StorageError, StorageOptions, Timeouts,
     WriteStorage,
 };
 
@@ -30,7 +30,14 @@ pub struct Remotes {
     policy: ReadPolicy,
     base_dir: PathBuf,
     tokens: BTreeMap<String, String>,
+    /// `CZC_*_TIMEOUT` variables.
+    timeout_env: BTreeMap<String, String>,
     aws_env: BTreeMap<String, String>,
+}
+
+/// A remote's name as it appears in environment variables: `lab-share` → `LAB_SHARE`.
+pub fn env_name(name: &str) -> String {
+    name.to_uppercase().replace('-', "_")
 }
 
 impl Remotes {
@@ -40,9 +47,19 @@ impl Remotes {
             .remotes
             .keys()
             .filter_map(|name| {
-                let var = format!("CZC_REMOTE_{}_TOKEN", name.to_uppercase().replace('-', "_"));
+                let var = format!("CZC_REMOTE_{}_TOKEN", env_name(name));
                 env.get(&var).map(|token| (name.clone(), token.to_string()))
             })
+            .collect();
+        let timeout_env = env
+            .vars
+            .iter()
+            .filter(|(var, value)| {
+                !value.is_empty()
+                    && (var.ends_with("_TIMEOUT") && var.starts_with("CZC_"))
+                    && var.as_str() != "CZC_LOCK_TIMEOUT"
+            })
+            .map(|(var, value)| (var.clone(), value.clone()))
             .collect();
         Remotes {
             entries: config.remotes.clone(),
@@ -51,6 +68,7 @@ impl Remotes {
             policy: config.remote.policy,
             base_dir: base_dir.into(),
             tokens,
+            timeout_env,
             aws_env: env
                 .vars
                 .iter()
@@ -99,8 +117,40 @@ impl Remotes {
             token: self.tokens.get(name).cloned(),
             base_dir: Some(self.base_dir.clone()),
             aws_env: Some(self.aws_env.clone()),
+            timeouts: self.timeouts(name, entry)?,
         };
         Ok(open_storage(&entry.url, &options)?)
+    }
+
+    /// A remote's timeouts: the environment (`CZC_REMOTE_<NAME>_TIMEOUT`, `CZC_TIMEOUT`,
+    /// `CZC_CONNECT_TIMEOUT`) over its entry over the defaults.
+    fn timeouts(&self, name: &str, entry: &RemoteEntry) -> Result<Timeouts> {
+        let from_env = |var: &str| -> Result<Option<std::time::Duration>> {
+            match self.timeout_env.get(var) {
+                None => Ok(None),
+                Some(value) => crate::config::parse_duration(value)
+                    .map(Some)
+                    .map_err(|reason| {
+                        Error::Config(crate::config::ConfigError::Value {
+                            origin: "environment".into(),
+                            key: var.into(),
+                            value: value.clone(),
+                            reason,
+                        })
+                    }),
+            }
+        };
+        let defaults = Timeouts::default();
+        let own = format!("CZC_REMOTE_{}_TIMEOUT", env_name(name));
+        Ok(Timeouts {
+            connect: from_env("CZC_CONNECT_TIMEOUT")?
+                .or(entry.connect_timeout)
+                .unwrap_or(defaults.connect),
+            read: from_env(&own)?
+                .or(from_env("CZC_TIMEOUT")?)
+                .or(entry.timeout)
+                .unwrap_or(defaults.read),
+        })
     }
 
     /// The chain reads go through: `remote.read` in order, else the default remote, else
@@ -174,7 +224,12 @@ impl ReadStorage for Unopenable {
     fn describe(&self) -> String {
         "unopenable remote".into()
     }
-    fn copy_into(&self, _: &str, _: &mut std::fs::File) -> Result<Option<u64>, StorageError> {
+    fn copy_into(
+        &self,
+        _: &str,
+        _: &mut std::fs::File,
+        _: u64,
+    ) -> Result<Option<u64>, StorageError> {
         Err(self.err())
     }
     fn hash(&self, _: &str) -> Result<Option<Oid>, StorageError> {
@@ -308,10 +363,13 @@ pub fn push(
 
 /// Downloads the objects the cache lacks through `chain`, `jobs` at a time, verifying
 /// each, and admits them in one commit.
+/// `sizes` holds the known size of objects (from markers and manifests): no remote may
+/// send more for them.
 pub fn fetch(
     cache: &LocalCache,
     chain: &RemoteChain,
     oids: &[(Oid, PathBuf)],
+    sizes: &HashMap<Oid, u64>,
     jobs: usize,
 ) -> Result<TransferReport> {
     let mut report = TransferReport {
@@ -326,7 +384,7 @@ pub fn fetch(
     report.already = seen.len() - todo.len();
     let results: Vec<Result<Staged>> = pool(jobs)?.install(|| {
         todo.par_iter()
-            .map(|(oid, for_path)| chain.stage(cache, oid, for_path))
+            .map(|(oid, for_path)| chain.stage(cache, oid, sizes.get(oid).copied(), for_path))
             .collect()
     });
     let mut staged = Vec::new();
@@ -443,7 +501,7 @@ pub fn get_key(
             });
         }
     }
-    let Some(staged) = cache.stage_from(storage, key)? else {
+    let Some(staged) = cache.stage_from(storage, key, None)? else {
         return Err(Error::NotFound {
             path: PathBuf::from(format!("{remote}:{key}")),
         });

@@ -262,7 +262,7 @@ async fn local_copy(
                 };
                 // Unnamed: the open handle keeps the bytes, nothing is left behind.
                 let mut file = tempfile::tempfile_in(&dir).map_err(io)?;
-                if reader.copy_into(&key, &mut file)?.is_none() {
+                if reader.copy_into(&key, &mut file, u64::MAX)?.is_none() {
                     return Ok(None);
                 }
                 std::io::Seek::rewind(&mut file).map_err(io)?;

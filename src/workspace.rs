@@ -101,6 +101,8 @@ pub struct Referenced {
     pub errors: Vec<Error>,
     /// Manifests fetched from remotes on the way.
     pub fetched: Vec<crate::cache::Admitted>,
+    /// The size markers and manifests give each file object: no remote may send more.
+    pub sizes: std::collections::HashMap<Oid, u64>,
 }
 
 /// What `open` or `cat` was pointed at.
@@ -256,11 +258,14 @@ impl Workspace {
 
     /// Makes sure an object is in the cache, fetching it through the remote chain. With
     /// no remotes configured the caller reports the miss.
-    pub(crate) fn ensure(&self, oid: &Oid, for_path: &Path) -> Result<()> {
+    /// `size`, when a marker or manifest gives it, bounds what a remote may send.
+    pub(crate) fn ensure(&self, oid: &Oid, size: Option<u64>, for_path: &Path) -> Result<()> {
         if self.cache.contains(oid) || self.chain().is_empty() {
             return Ok(());
         }
-        self.chain().fetch(&self.cache, oid, for_path).map(|_| ())
+        self.chain()
+            .fetch_sized(&self.cache, oid, size, for_path)
+            .map(|_| ())
     }
 
     /// Fetches every missing object of a list in one parallel batch; returns the oids
@@ -268,6 +273,7 @@ impl Workspace {
     pub(crate) fn ensure_many(
         &self,
         wanted: &[(Oid, PathBuf)],
+        sizes: &std::collections::HashMap<Oid, u64>,
     ) -> Result<(HashSet<Oid>, Vec<Error>)> {
         let missing: Vec<(Oid, PathBuf)> = wanted
             .iter()
@@ -277,7 +283,7 @@ impl Workspace {
         if missing.is_empty() || self.chain().is_empty() {
             return Ok((HashSet::new(), Vec::new()));
         }
-        let report = remote::fetch(&self.cache, self.chain(), &missing, self.jobs)?;
+        let report = remote::fetch(&self.cache, self.chain(), &missing, sizes, self.jobs)?;
         let failed = report
             .failures
             .iter()
@@ -646,7 +652,7 @@ impl Workspace {
 
     /// Loads the manifest a folder marker names from the cache, verified.
     fn load_manifest(&self, marker_path: &Path, oid: &Oid) -> Result<Manifest> {
-        self.ensure(oid, marker_path)?;
+        self.ensure(oid, None, marker_path)?;
         let bytes = self.refetching_corrupt(oid, marker_path, || {
             self.cache.read_verified(oid, marker_path)
         })?;
@@ -758,7 +764,7 @@ impl Workspace {
         match marker.kind {
             MarkerKind::File => {
                 if !self.already_placed(&marker.oid, &data) {
-                    self.ensure(&marker.oid, marker_path)?;
+                    self.ensure(&marker.oid, Some(marker.size), marker_path)?;
                 }
                 self.check_object_size(marker_path, &marker)?;
                 let outcome = self.place(&marker.oid, &data, false)?;
@@ -788,7 +794,8 @@ impl Workspace {
             .iter()
             .map(|entry| (entry.oid, join_rel(base, &entry.path)))
             .collect();
-        let (unavailable, errors) = self.ensure_many(&wanted)?;
+        let sizes = manifest.files.iter().map(|e| (e.oid, e.size)).collect();
+        let (unavailable, errors) = self.ensure_many(&wanted, &sizes)?;
         report.failures.extend(errors);
         self.progress_start("checking out", manifest.total_size());
         self.create_folders(base, manifest)?;
@@ -1133,8 +1140,12 @@ impl Workspace {
         let mut oids = Vec::new();
         let mut errors = Vec::new();
         let mut fetched = Vec::new();
+        let mut sizes = std::collections::HashMap::new();
         for (marker, marker_path) in markers {
             oids.push((marker.oid, marker_path.clone()));
+            if marker.kind == MarkerKind::File {
+                sizes.insert(marker.oid, marker.size);
+            }
             if let MarkerKind::Dir { .. } = marker.kind {
                 if let Some(chain) = chain {
                     if !self.cache.contains(&marker.oid) && !chain.is_empty() {
@@ -1158,12 +1169,12 @@ impl Workspace {
                     manifest.check_marker(&marker)?;
                     Ok(manifest)
                 }) {
-                    Ok(manifest) => oids.extend(
-                        manifest
-                            .files
-                            .into_iter()
-                            .map(|entry| (entry.oid, marker_path.clone())),
-                    ),
+                    Ok(manifest) => {
+                        for entry in manifest.files {
+                            sizes.insert(entry.oid, entry.size);
+                            oids.push((entry.oid, marker_path.clone()));
+                        }
+                    }
                     Err(source) => errors.push(Error::Manifest {
                         path: marker_path.clone(),
                         oid: marker.oid,
@@ -1178,6 +1189,7 @@ impl Workspace {
             oids,
             errors,
             fetched,
+            sizes,
         }
     }
 
@@ -1240,7 +1252,13 @@ impl Workspace {
         referenced: Referenced,
     ) -> Result<TransferReport> {
         self.progress_start("fetching", 0);
-        let mut report = remote::fetch(&self.cache, chain, &referenced.oids, self.jobs)?;
+        let mut report = remote::fetch(
+            &self.cache,
+            chain,
+            &referenced.oids,
+            &referenced.sizes,
+            self.jobs,
+        )?;
         self.progress.finish_and_clear();
         // Manifests fetched while reading the markers count as fetched, not as there.
         report.transferred += referenced.fetched.len();
@@ -1275,15 +1293,17 @@ impl Workspace {
         })
     }
 
-    fn file_oid(&self, target: &Target) -> Result<(Oid, PathBuf)> {
+    /// The file object a target names, its size when a marker gives it, and the path
+    /// to name in errors.
+    fn file_oid(&self, target: &Target) -> Result<(Oid, Option<u64>, PathBuf)> {
         match target {
-            Target::Oid(oid) => Ok((*oid, PathBuf::from(oid.to_string()))),
+            Target::Oid(oid) => Ok((*oid, None, PathBuf::from(oid.to_string()))),
             Target::Marker {
                 marker_path,
                 marker,
                 ..
             } => match marker.kind {
-                MarkerKind::File => Ok((marker.oid, marker_path.clone())),
+                MarkerKind::File => Ok((marker.oid, Some(marker.size), marker_path.clone())),
                 MarkerKind::Dir { .. } => Err(Error::Unsupported {
                     path: marker_path.clone(),
                     reason: "is a folder marker: use `czc open --to <dir>` or `czc checkout`"
@@ -1295,8 +1315,8 @@ impl Workspace {
 
     /// The verified, read-only cache path of a file object.
     pub fn open_path(&self, target: &Target) -> Result<PathBuf> {
-        let (oid, named) = self.file_oid(target)?;
-        self.ensure(&oid, &named)?;
+        let (oid, size, named) = self.file_oid(target)?;
+        self.ensure(&oid, size, &named)?;
         let path =
             self.refetching_corrupt(&oid, &named, || self.cache.verified_path(&oid, &named))?;
         self.cache.touch(&[oid])?;
@@ -1324,8 +1344,8 @@ impl Workspace {
                 self.place_folder(&manifest, &dest, &mut report, &mut used)?;
             }
             _ => {
-                let (oid, named) = self.file_oid(target)?;
-                self.ensure(&oid, &named)?;
+                let (oid, size, named) = self.file_oid(target)?;
+                self.ensure(&oid, size, &named)?;
                 let outcome = self.place(&oid, &dest, false)?;
                 used.push(oid);
                 tally(&mut report, outcome);
@@ -1337,8 +1357,8 @@ impl Workspace {
 
     /// Streams a file object to `out`, verified before the first byte is sent.
     pub fn cat(&self, target: &Target, out: &mut impl Write) -> Result<u64> {
-        let (oid, named) = self.file_oid(target)?;
-        self.ensure(&oid, &named)?;
+        let (oid, size, named) = self.file_oid(target)?;
+        self.ensure(&oid, size, &named)?;
         self.cache.copy_to_writer(&oid, &named, out)
     }
 

@@ -469,3 +469,193 @@ fn output_into_a_closed_pipe_ends_quietly_with_exit_0() {
         assert!(stderr(&out).is_empty(), "{command:?}: {}", stderr(&out));
     }
 }
+
+// ---- C8, C9: a remote is untrusted and the network breaks ----
+
+/// A project whose default remote `lab` is `url`, with a 3 MB file saved and removed
+/// from the cache (so it must come from the remote).
+fn project_with_remote(url: &str) -> (TestEnv, String) {
+    let env = TestEnv::new().with_env("CZC_TIMEOUT", "1s");
+    env.write(
+        ".czcache.toml",
+        format!("[remote]\ndefault = \"lab\"\n\n[remotes.lab]\nurl = \"{url}\"\n"),
+    );
+    env.write("data.bin", util::bytes(31, 3_000_000));
+    save_ok(&env, &["data.bin"]);
+    let oid = env.marker_oid("data.bin.czc");
+    (env, oid)
+}
+
+fn forget_object(env: &TestEnv, oid: &str) {
+    fs::remove_file(env.object(oid)).unwrap();
+    fs::remove_file(env.path("data.bin")).unwrap();
+}
+
+fn within(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    let mut command = env.czc_std();
+    command.args(args);
+    util::output_within(command, std::time::Duration::from_secs(60))
+}
+
+fn staged_bytes(env: &TestEnv) -> u64 {
+    files_under(&env.cache.join("tmp"))
+        .iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "lock"))
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_with_one_line_naming_it() {
+    let server = util::HostileServer::start(util::Hostility::Silent);
+    let (env, oid) = project_with_remote(&server.url);
+    for args in [&["push"][..], &["status", "--remote"][..]] {
+        let out = within(&env, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&server.url) && err.contains("within 1s"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    forget_object(&env, &oid);
+    for args in [&["fetch"][..], &["pull"][..]] {
+        let out = within(&env, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&server.url) && err.contains("1s"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!env.path("data.bin").exists());
+}
+
+#[test]
+fn a_download_that_stalls_mid_body_times_out_and_leaves_nothing() {
+    let server = util::HostileServer::start(util::Hostility::StallsMidBody);
+    let (env, oid) = project_with_remote(&server.url);
+    forget_object(&env, &oid);
+    let out = within(&env, &["pull"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("download stalled") && err.contains(&server.url),
+        "{err}"
+    );
+    assert!(!env.path("data.bin").exists());
+    assert!(!env.object(&oid).exists());
+    assert_eq!(staged_bytes(&env), 0);
+}
+
+#[test]
+fn an_endless_body_stops_at_the_expected_size_and_nothing_stays_behind() {
+    let server = util::HostileServer::start(util::Hostility::EndlessBody);
+    let (env, oid) = project_with_remote(&server.url);
+    forget_object(&env, &oid);
+    for args in [
+        &["fetch"][..],
+        &["checkout"][..],
+        &["cat", "data.bin.czc"][..],
+    ] {
+        let out = within(&env, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("sent more than the 3000000 bytes expected"),
+            "{args:?}: {err}"
+        );
+        if args[0] == "cat" {
+            assert!(out.stdout.is_empty(), "nothing served");
+        }
+        assert_eq!(staged_bytes(&env), 0, "{args:?}");
+        assert!(!env.object(&oid).exists());
+    }
+    // An oid alone has no size: the cache limit bounds the download.
+    let mut command = env.czc_std();
+    command
+        .env("CZC_CACHE_SIZE_LIMIT", "5MB")
+        .args(["cat", &oid]);
+    let out = util::output_within(command, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sent more than the 5000000 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(staged_bytes(&env), 0);
+}
+
+#[test]
+fn a_silent_s3_endpoint_times_out_too() {
+    let server = util::HostileServer::start(util::Hostility::Silent);
+    let env = TestEnv::new()
+        .with_env("CZC_TIMEOUT", "1s")
+        .with_env("AWS_ACCESS_KEY_ID", "test")
+        .with_env("AWS_SECRET_ACCESS_KEY", "test");
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"lab\"\n\n[remotes.lab]\nurl = \"s3://bucket/czc\"\nendpoint = \"{}\"\n",
+            server.url
+        ),
+    );
+    env.write("data.bin", "small");
+    save_ok(&env, &["data.bin"]);
+    let out = within(&env, &["push"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("timed out") || stderr(&out).contains("timeout"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn timeouts_are_configurable_per_remote_and_bad_values_are_named() {
+    let server = util::HostileServer::start(util::Hostility::Silent);
+    let env = TestEnv::new();
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"lab\"\n\n[remotes.lab]\nurl = \"{}\"\ntimeout = \"1500ms\"\n",
+            server.url
+        ),
+    );
+    env.write("data.bin", "small");
+    save_ok(&env, &["data.bin"]);
+    let out = within(&env, &["push"]);
+    assert!(stderr(&out).contains("within 1.5s"), "{}", stderr(&out));
+    let out = within(&env, &["status", "--remote"]);
+    assert!(stderr(&out).contains("within 1.5s"), "{}", stderr(&out));
+    // The remote's own variable wins over the file.
+    let mut command = env.czc_std();
+    command.env("CZC_REMOTE_LAB_TIMEOUT", "1").arg("push");
+    let out = util::output_within(command, std::time::Duration::from_secs(60));
+    assert!(stderr(&out).contains("within 1s"), "{}", stderr(&out));
+    let mut command = env.czc_std();
+    command.env("CZC_TIMEOUT", "soon").arg("push");
+    let out = util::output_within(command, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("CZC_TIMEOUT") && stderr(&out).contains("soon"),
+        "{}",
+        stderr(&out)
+    );
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remotes.lab]\nurl = \"{}\"\ntimeout = \"10 fortnights\"\n",
+            server.url
+        ),
+    );
+    let out = within(&env, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(".czcache.toml") && stderr(&out).contains("fortnights"),
+        "{}",
+        stderr(&out)
+    );
+}

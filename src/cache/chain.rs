@@ -65,18 +65,36 @@ impl RemoteChain {
     /// Fetches one object into `cache`, trying the remotes in policy order. The error
     /// names every remote tried and what each said.
     pub fn fetch(&self, cache: &LocalCache, oid: &Oid, for_path: &Path) -> Result<Admitted> {
-        let staged = self.stage(cache, oid, for_path)?;
+        self.fetch_sized(cache, oid, None, for_path)
+    }
+
+    /// [`RemoteChain::fetch`] of an object whose size is known (from its marker or
+    /// manifest): no remote may send more.
+    pub fn fetch_sized(
+        &self,
+        cache: &LocalCache,
+        oid: &Oid,
+        size: Option<u64>,
+        for_path: &Path,
+    ) -> Result<Admitted> {
+        let staged = self.stage(cache, oid, size, for_path)?;
         Ok(cache.commit_fetched(vec![staged])?.remove(0))
     }
 
     /// Downloads and verifies one object into the cache's staging, not yet committed
     /// (so many fetches can be committed at once).
-    pub fn stage(&self, cache: &LocalCache, oid: &Oid, for_path: &Path) -> Result<Staged> {
+    pub fn stage(
+        &self,
+        cache: &LocalCache,
+        oid: &Oid,
+        size: Option<u64>,
+        for_path: &Path,
+    ) -> Result<Staged> {
         let key = oid.object_key();
         let mut tried = Vec::new();
         for index in self.order(&key) {
             let remote = &self.remotes[index];
-            match cache.stage_from(remote.storage.as_ref(), &key) {
+            match cache.stage_from(remote.storage.as_ref(), &key, size) {
                 Ok(Some(staged)) if staged.oid == *oid => return Ok(staged),
                 Ok(Some(staged)) => {
                     eprintln!(

@@ -324,7 +324,14 @@ impl LocalCache {
 
     /// Downloads a storage key into staging and hashes what arrived; `None` if the
     /// storage does not have the key. The caller compares the oid with the one it wanted.
-    pub fn stage_from(&self, storage: &dyn ReadStorage, key: &str) -> Result<Option<Staged>> {
+    /// The download stops past `expected` bytes (a marker's size) or, when no size is
+    /// known, past the cache's limit: a remote sending for ever fills nothing.
+    pub fn stage_from(
+        &self,
+        storage: &dyn ReadStorage,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<Option<Staged>> {
         if let Some(path) = storage.local_file(key)? {
             // A file on this machine: the save pipeline (kernel copy, hashing the copy)
             // instead of a plain copy and a second read to hash. No writeback: fetched
@@ -338,7 +345,8 @@ impl LocalCache {
             };
         }
         let mut temp = self.new_temp()?;
-        let Some(size) = storage.copy_into(key, temp.as_file_mut())? else {
+        let max = expected.unwrap_or(self.size_limit).min(self.size_limit);
+        let Some(size) = storage.copy_into(key, temp.as_file_mut(), max)? else {
             return Ok(None);
         };
         let temp = temp.into_temp_path();

@@ -124,7 +124,7 @@ fn smudge_head(ws: &Workspace, path: &Path, head: &[u8], out: &mut impl Write) -
         Pointer::Content => out.write_all(head).at(path),
         Pointer::Marker(_) if skip_smudge() => out.write_all(head).at(path),
         Pointer::Marker(marker) => {
-            ws.ensure(&marker.oid, path)?;
+            ws.ensure(&marker.oid, Some(marker.size), path)?;
             ws.cache()
                 .copy_to_writer(&marker.oid, path, out)
                 .map(|_| ())
@@ -272,9 +272,9 @@ fn handshake<R: Read, W: Write>(
 struct Session<'a> {
     ws: &'a Workspace,
     /// Delayed smudges whose objects are not fetched yet: path → oid.
-    delayed: BTreeMap<PathBuf, Oid>,
+    delayed: BTreeMap<PathBuf, Marker>,
     /// Delayed smudges announced to git as available: path → oid.
-    ready: BTreeMap<PathBuf, Oid>,
+    ready: BTreeMap<PathBuf, Marker>,
     /// Files cleaned into the cache without their own fsync.
     cleaned: usize,
     /// Objects smudged (or cleaned and already cached), to record as used once at the end.
@@ -335,20 +335,20 @@ impl Session<'_> {
             return self.pass_through(head, &mut content, writer);
         }
         content.drain()?;
-        if let Some(oid) = self.ready.remove(path) {
+        if let Some(marker) = self.ready.remove(path) {
             // git asks again for a blob we delayed; its content is empty this time.
-            return self.send_object(writer, path, &oid);
+            return self.send_object(writer, path, &marker);
         }
         match classify(&head, path) {
             Ok(Pointer::Marker(marker)) if !skip_smudge() => {
                 let cached = self.ws.cache().contains(&marker.oid);
                 if !cached && can_delay && self.ws.has_remotes() {
-                    self.delayed.insert(path.to_path_buf(), marker.oid);
+                    self.delayed.insert(path.to_path_buf(), marker);
                     writer.list(&["status=delayed"])?;
                     return Ok(());
                 }
                 // send_object fetches what is missing (and refuses what it cannot get).
-                self.send_object(writer, path, &marker.oid)
+                self.send_object(writer, path, &marker)
             }
             Ok(_) => send_bytes(writer, &head),
             Err(err) => refuse(writer, &err),
@@ -392,9 +392,10 @@ impl Session<'_> {
         &mut self,
         writer: &mut PktWriter<W>,
         path: &Path,
-        oid: &Oid,
+        marker: &Marker,
     ) -> std::result::Result<(), FilterError> {
-        let opened = self.ws.ensure(oid, path).and_then(|()| {
+        let oid = &marker.oid;
+        let opened = self.ws.ensure(oid, Some(marker.size), path).and_then(|()| {
             let (object, _) = self.ws.cache().object_file(oid, path)?;
             std::fs::File::open(&object).at(&object)
         });
@@ -455,10 +456,11 @@ impl Session<'_> {
         if !delayed.is_empty() {
             let wanted: Vec<(Oid, PathBuf)> = delayed
                 .iter()
-                .map(|(path, oid)| (*oid, path.clone()))
+                .map(|(path, marker)| (marker.oid, path.clone()))
                 .collect();
+            let sizes = delayed.values().map(|m| (m.oid, m.size)).collect();
             // Per-object failures surface when git asks for each file.
-            if let Err(err) = self.ws.ensure_many(&wanted) {
+            if let Err(err) = self.ws.ensure_many(&wanted, &sizes) {
                 report(&err);
             }
         }

@@ -428,12 +428,14 @@ pub fn pull_filtered(
         return Ok((TransferReport::default(), report));
     }
     let wanted: Vec<(Oid, PathBuf)> = pending.iter().map(|(m, p)| (m.oid, p.clone())).collect();
+    let sizes = pending.iter().map(|(m, _)| (m.oid, m.size)).collect();
     let fetched = if ws.has_remotes() {
         let chain = ws.remotes().chain();
         remote::fetch(
             ws.cache(),
             &chain,
             &wanted,
+            &sizes,
             crate::remote::DEFAULT_TRANSFER_JOBS,
         )?
     } else {

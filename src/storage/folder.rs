@@ -230,7 +230,7 @@ impl ReadStorage for FolderStorage {
         format!("folder {}", self.root.display())
     }
 
-    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
+    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         let path = self.file(key)?;
         let mut input = match File::open(&path) {
             Ok(file) => file,
@@ -238,6 +238,9 @@ impl ReadStorage for FolderStorage {
             Err(err) => return Err(self.io(key, err)),
         };
         let size = input.metadata().map_err(|e| self.io(key, e))?.len();
+        if size > max {
+            return Err(super::too_long(self, key, max));
+        }
         let copied = if size <= SMALL_FILE {
             // One read and one write, not copy_file_range's probing.
             let mut bytes = Vec::with_capacity(size as usize + 1);
@@ -246,7 +249,13 @@ impl ReadStorage for FolderStorage {
             io::Write::write_all(out, &bytes).map_err(|e| self.io(key, e))?;
             bytes.len() as u64
         } else {
-            io::copy(&mut input, out).map_err(|e| self.io(key, e))?
+            // A file still growing stops at `max` too.
+            let copied = io::copy(&mut io::Read::take(&mut input, max.saturating_add(1)), out)
+                .map_err(|e| self.io(key, e))?;
+            if copied > max {
+                return Err(super::too_long(self, key, max));
+            }
+            copied
         };
         Ok(Some(copied))
     }
@@ -496,8 +505,8 @@ impl ReadStorage for TemporaryStorage {
     fn describe(&self) -> String {
         format!("temporary {}", self.folder.root().display())
     }
-    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
-        self.folder.copy_into(key, out)
+    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
+        self.folder.copy_into(key, out, max)
     }
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         self.folder.hash(key)

@@ -10,11 +10,15 @@ use std::time::{Duration, SystemTime};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 
-use super::{check_key, ReadStorage, StorageError, WriteStorage};
+use super::{check_key, ReadStorage, StorageError, Timeouts, WriteStorage};
 use crate::oid::Oid;
 
 /// Batches of existence checks are split at this size (the server takes up to 10,000).
 const BATCH: usize = 1000;
+
+/// An upload may take the read timeout plus its size at this rate: a server that takes
+/// the connection and never reads the body times out instead of hanging.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 256 << 10;
 
 /// An HTTP remote served by `czc serve`.
 ///
@@ -29,13 +33,24 @@ pub struct HttpStorage {
     base: String,
     token: Option<String>,
     client: Client,
+    timeouts: Timeouts,
 }
 
 impl HttpStorage {
     /// `base` is `http(s)://host:port[/prefix]`; `token` is sent as a bearer token.
     pub fn new(base: &str, token: Option<String>) -> Result<HttpStorage, StorageError> {
+        HttpStorage::with_timeouts(base, token, Timeouts::default())
+    }
+
+    /// [`HttpStorage::new`] with other connect and read timeouts.
+    pub fn with_timeouts(
+        base: &str,
+        token: Option<String>,
+        timeouts: Timeouts,
+    ) -> Result<HttpStorage, StorageError> {
         let client = Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(timeouts.connect)
+            // Each request sets its own: the read timeout, or more for an upload.
             .timeout(None)
             .tcp_nodelay(true)
             .build()
@@ -47,6 +62,7 @@ impl HttpStorage {
             base: base.trim_end_matches('/').to_string(),
             token,
             client,
+            timeouts,
         })
     }
 
@@ -84,17 +100,44 @@ impl HttpStorage {
         }
     }
 
+    /// Sends a request without a body: it must be answered within the read timeout
+    /// (which then also bounds each read of the answer's body).
     fn send(&self, key: &str, request: RequestBuilder) -> Result<Response, StorageError> {
-        self.with_auth(request).send().map_err(|err| {
-            let kind = if err.is_connect() {
-                ErrorKind::ConnectionRefused
-            } else if err.is_timeout() {
-                ErrorKind::TimedOut
-            } else {
-                ErrorKind::ConnectionReset
-            };
-            self.io(key, kind, format!("cannot reach {}: {err}", self.base))
-        })
+        self.send_within(key, request, self.timeouts.read)
+    }
+
+    fn send_within(
+        &self,
+        key: &str,
+        request: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Response, StorageError> {
+        self.with_auth(request)
+            .timeout(timeout)
+            .send()
+            .map_err(|err| {
+                if err.is_timeout() {
+                    return self.timed_out(key, timeout);
+                }
+                let kind = if err.is_connect() {
+                    ErrorKind::ConnectionRefused
+                } else {
+                    ErrorKind::ConnectionReset
+                };
+                self.io(key, kind, format!("cannot reach {}: {err}", self.base))
+            })
+    }
+
+    fn timed_out(&self, key: &str, timeout: Duration) -> StorageError {
+        self.io(
+            key,
+            ErrorKind::TimedOut,
+            format!(
+                "no answer from {} within {}s (raise the remote's timeout, or CZC_TIMEOUT)",
+                self.base,
+                timeout.as_secs_f64()
+            ),
+        )
     }
 
     /// Turns an unexpected status into an error that says what to do.
@@ -141,7 +184,9 @@ impl HttpStorage {
         if let Some((name, value)) = condition {
             request = request.header(name, value);
         }
-        let response = match self.send(key, request) {
+        let timeout =
+            self.timeouts.read + Duration::from_secs(len.div_ceil(MIN_UPLOAD_BYTES_PER_SEC));
+        let response = match self.send_within(key, request, timeout) {
             Ok(response) => response,
             // A server refusing early (412) may close the connection while the body is
             // still on its way; if the object is there now, the condition simply failed.
@@ -190,21 +235,41 @@ impl ReadStorage for HttpStorage {
         format!("http remote {}", self.base)
     }
 
-    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
+    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         let key = self.object_key(key)?;
-        let mut response = self.send(key, self.client.get(self.url(key)))?;
+        let response = self.send(key, self.client.get(self.url(key)))?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(self.unexpected(key, response)),
         }
-        let copied = response.copy_to(out).map_err(|err| {
+        if response.content_length().is_some_and(|length| length > max) {
+            return Err(super::too_long(self, key, max));
+        }
+        let broken = |err: io::Error| {
+            if err.kind() == ErrorKind::TimedOut || is_timeout(&err) {
+                return self.io(
+                    key,
+                    ErrorKind::TimedOut,
+                    format!(
+                        "download stalled: no bytes from {} for {}s (raise the remote's timeout, or CZC_TIMEOUT)",
+                        self.base,
+                        self.timeouts.read.as_secs_f64()
+                    ),
+                );
+            }
             self.io(
                 key,
                 ErrorKind::ConnectionReset,
                 format!("download broken off: {err}"),
             )
-        })?;
+        };
+        // Never more than `max` (+1 to notice): an endless body stops here.
+        let mut body = io::Read::take(response, max.saturating_add(1));
+        let copied = io::copy(&mut body, out).map_err(broken)?;
+        if copied > max {
+            return Err(super::too_long(self, key, max));
+        }
         Ok(Some(copied))
     }
 
@@ -349,4 +414,19 @@ impl WriteStorage for HttpStorage {
             }),
         }
     }
+}
+
+/// Whether an I/O error from reading a response body is reqwest's timeout.
+fn is_timeout(err: &io::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
+    while let Some(current) = source {
+        if current
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }

@@ -52,6 +52,22 @@ pub enum StorageError {
         key: String,
         found: String,
     },
+    /// A remote sent more bytes than the key can have (an endless or lying body).
+    #[error("{storage}: {key}: the remote sent more than the {max} bytes expected; refused, nothing kept")]
+    TooLong {
+        storage: String,
+        key: String,
+        max: u64,
+    },
+}
+
+/// The error for a download that went past `max` bytes.
+pub fn too_long(storage: &dyn ReadStorage, key: &str, max: u64) -> StorageError {
+    StorageError::TooLong {
+        storage: storage.describe(),
+        key: key.into(),
+        max,
+    }
 }
 
 /// Reading: every storage can do this.
@@ -59,8 +75,9 @@ pub trait ReadStorage: Send + Sync {
     /// A short description for messages, such as `folder /srv/czc`.
     fn describe(&self) -> String;
     /// Writes the key's bytes to `out` (at its current position). Returns the bytes
-    /// copied, or `None`, having written nothing, if the key does not exist.
-    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError>;
+    /// copied, or `None`, having written nothing, if the key does not exist. A remote is
+    /// untrusted: past `max` bytes the copy stops with [`StorageError::TooLong`].
+    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError>;
     /// Copies the key's bytes to `dest` (replacing it atomically). Returns the bytes
     /// copied, or `None` if the key does not exist. Making `dest` durable is the
     /// caller's choice: the local cache syncs a whole batch of downloads at once.
@@ -74,7 +91,7 @@ pub trait ReadStorage: Send + Sync {
             .prefix(".czc-tmp-")
             .tempfile_in(crate::fsutil::parent_dir(dest))
             .map_err(local)?;
-        let Some(copied) = self.copy_into(key, temp.as_file_mut())? else {
+        let Some(copied) = self.copy_into(key, temp.as_file_mut(), u64::MAX)? else {
             return Ok(None);
         };
         temp.persist(dest).map_err(|err| local(err.error))?;
@@ -186,8 +203,8 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     fn describe(&self) -> String {
         format!("{} (read-only)", self.0.describe())
     }
-    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
-        self.0.copy_into(key, out)
+    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
+        self.0.copy_into(key, out, max)
     }
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         self.0.hash(key)
@@ -235,6 +252,27 @@ pub struct StorageOptions {
     /// The `AWS_*` variables an S3 remote reads (credentials, region, session token);
     /// `None` reads the process environment.
     pub aws_env: Option<std::collections::BTreeMap<String, String>>,
+    /// How long network remotes wait to connect and for each read.
+    pub timeouts: Timeouts,
+}
+
+/// Network timeouts: a remote is untrusted, and a server that accepts and never answers
+/// (or stalls mid-body) must not hang czc for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting (TCP and TLS).
+    pub connect: std::time::Duration,
+    /// Waiting for an answer, and then between any two reads of a body (idle time).
+    pub read: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: std::time::Duration::from_secs(10),
+            read: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// A storage opened from configuration. A read-only one has no writer, by type.
@@ -288,7 +326,7 @@ pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage
             }
         }
         "http" | "https" => {
-            let storage = HttpStorage::new(url, options.token.clone())?;
+            let storage = HttpStorage::with_timeouts(url, options.token.clone(), options.timeouts)?;
             return Ok(if options.read_only {
                 OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
             } else {

@@ -158,8 +158,8 @@ impl S3Storage {
             .with_client_options(
                 ClientOptions::new()
                     .with_timeout_disabled()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_read_timeout(Duration::from_secs(60))
+                    .with_connect_timeout(options.timeouts.connect)
+                    .with_read_timeout(options.timeouts.read)
                     .with_allow_http(true),
             );
         if let Some(endpoint) = &options.endpoint {
@@ -564,7 +564,7 @@ impl ReadStorage for S3Storage {
         format!("s3 remote {}", self.url)
     }
 
-    fn copy_into(&self, key: &str, out: &mut File) -> Result<Option<u64>, StorageError> {
+    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         let location = self.location(key)?;
         let store = self.store.clone();
         // Chunks cross from the runtime to this thread through a bounded channel, so
@@ -602,6 +602,7 @@ impl ReadStorage for S3Storage {
         }
         let local = |err: io::Error| self.io(key, err.kind(), format!("writing the copy: {err}"));
         let mut copied = 0u64;
+        // Dropping the receiver on the way out ends the download task.
         for chunk in receiver {
             let chunk = chunk.map_err(|err| {
                 self.io(
@@ -610,6 +611,9 @@ impl ReadStorage for S3Storage {
                     format!("download broken off: {}", one_line(&err)),
                 )
             })?;
+            if copied + chunk.len() as u64 > max {
+                return Err(super::too_long(self, key, max));
+            }
             io::Write::write_all(out, &chunk).map_err(local)?;
             copied += chunk.len() as u64;
         }

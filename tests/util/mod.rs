@@ -239,3 +239,154 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// How a [`HostileServer`] misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostility {
+    /// Accepts connections and never answers.
+    Silent,
+    /// Answers every request 200 with a Content-Length, sends a little of the body, stalls.
+    StallsMidBody,
+    /// Answers GETs 200 with a chunked body that never ends (until the client hangs up).
+    EndlessBody,
+}
+
+/// A server on a free loopback port that misbehaves as told, for as long as the test
+/// holds it. Every connection is bounded: it gives up after 60 s or 2 GiB.
+pub struct HostileServer {
+    pub url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HostileServer {
+    pub fn start(hostility: Hostility) -> HostileServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < std::time::Duration::from_secs(300)
+            {
+                match listener.accept() {
+                    Ok((socket, _)) => {
+                        let stopped = stopped.clone();
+                        std::thread::spawn(move || misbehave(socket, hostility, &stopped));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        HostileServer { url, stop }
+    }
+}
+
+impl Drop for HostileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn misbehave(
+    mut socket: std::net::TcpStream,
+    hostility: Hostility,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let live = || {
+        !stop.load(std::sync::atomic::Ordering::Relaxed)
+            && started.elapsed() < std::time::Duration::from_secs(60)
+    };
+    socket.set_nonblocking(false).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    // Read the request head.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while live() && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(_) => continue,
+        }
+    }
+    let is_get = head.starts_with(b"GET ");
+    match hostility {
+        Hostility::Silent => {}
+        Hostility::StallsMidBody => {
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+            let _ = socket.write_all(&[b'x'; 1000]);
+        }
+        Hostility::EndlessBody if is_get => {
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let chunk = vec![b'z'; 64 << 10];
+            let mut sent: u64 = 0;
+            while live() && sent < (2 << 30) {
+                let framed = format!("{:x}\r\n", chunk.len());
+                if socket.write_all(framed.as_bytes()).is_err()
+                    || socket.write_all(&chunk).is_err()
+                    || socket.write_all(b"\r\n").is_err()
+                {
+                    return;
+                }
+                sent += chunk.len() as u64;
+            }
+            return;
+        }
+        Hostility::EndlessBody => {
+            let _ = socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    }
+    // Hold the connection open, saying nothing more.
+    while live() {
+        match socket.read(&mut buf) {
+            Ok(0) => return,
+            _ => continue,
+        }
+    }
+}
+
+/// Runs a command, killing it (and failing the test) if it is still running after
+/// `limit`: a hang is a failure, not a stuck test suite.
+pub fn output_within(mut command: StdCommand, limit: std::time::Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still ran after {limit:?}: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
