@@ -360,6 +360,9 @@ enum CacheCommand {
         /// Target size, e.g. 5GiB.
         #[arg(long, value_name = "SIZE")]
         to: Option<String>,
+        /// Also evict objects no remote holds yet: their only copy is lost.
+        #[arg(long)]
+        include_unpushed: bool,
     },
     /// Rehash every object, quarantine corrupt ones, rebuild the index from disk.
     Verify,
@@ -419,6 +422,11 @@ fn load_config(cli: &Cli) -> Result<(PathBuf, Config), Error> {
     let dir = cwd(cli)?;
     let root = workspace::find_root(&dir);
     let config = Config::load(Some(&root), &Env::from_process())?;
+    if !cli.quiet {
+        for warning in &config.warnings {
+            eprintln!("czc: warning: {warning}");
+        }
+    }
     Ok((dir, config))
 }
 
@@ -1251,14 +1259,8 @@ fn print_failures(failures: &CheckoutReport) -> i32 {
 }
 
 fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
-    let (dir, config) = load_config(cli)?;
+    let (_, config) = load_config(cli)?;
     let mut cache = LocalCache::open(&config.cache)?;
-    let remotes = czcache::remote::Remotes::from_config(
-        &config,
-        &workspace::find_root(&dir),
-        &Env::from_process(),
-    );
-    cache.set_protect_unpushed(remotes.has_writable_default());
     match command {
         CacheCommand::Info => {
             let info = cache.info()?;
@@ -1285,10 +1287,26 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                     info.awaiting_push,
                     format_size(info.awaiting_push_bytes)
                 );
+                for project in &info.awaiting_push_by_project {
+                    let name = if project.project.as_os_str().is_empty() {
+                        "(no known project)".to_string()
+                    } else {
+                        project.project.display().to_string()
+                    };
+                    outln!(
+                        "           {} objects ({}) in {name}: run `czc push` there",
+                        project.objects,
+                        format_size(project.bytes)
+                    );
+                }
             }
             Ok(0)
         }
-        CacheCommand::Evict { to } => {
+        CacheCommand::Evict {
+            to,
+            include_unpushed,
+        } => {
+            cache.set_protect_unpushed(!include_unpushed);
             let target = match to {
                 Some(text) => parse_size(text).map_err(|reason| {
                     Error::Config(czcache::config::ConfigError::Value {
@@ -1312,13 +1330,26 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                     "evicted": report.removed.len(),
                     "freed": report.freed,
                     "size": report.size_after,
+                    "unpushed_kept": report.unpushed_kept,
+                    "include_unpushed": include_unpushed,
                 }));
             } else if !cli.quiet {
                 outln!(
-                    "evicted {} objects, freed {}; cache holds {}",
+                    "evicted {} objects, freed {}; cache holds {}{}",
                     report.removed.len(),
                     format_size(report.freed),
-                    format_size(report.size_after)
+                    format_size(report.size_after),
+                    if *include_unpushed {
+                        " (--include-unpushed: objects no remote holds were evicted too)"
+                            .to_string()
+                    } else if report.unpushed_kept > 0 {
+                        format!(
+                            "; kept {} objects no remote holds yet (`czc push` them, or pass --include-unpushed to lose them)",
+                            report.unpushed_kept
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
             Ok(0)

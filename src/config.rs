@@ -179,6 +179,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub remote: RemoteConfig,
     pub remotes: BTreeMap<String, RemoteEntry>,
+    /// Settings that were ignored, and why (the front end shows them).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,7 +265,9 @@ impl Config {
             },
             remote: RemoteConfig::default(),
             remotes: BTreeMap::new(),
+            warnings: Vec::new(),
         };
+        let project_file = project_root.map(|root| root.join(PROJECT_FILE));
         let mut dir: Option<PathBuf> = None;
         let mut files = Vec::new();
         if let Some(path) = env.user_config_path() {
@@ -287,7 +291,19 @@ impl Config {
                     });
                 }
                 if let Some(value) = cache.size_limit {
-                    config.cache.size_limit = size_from_toml(&value, &origin)?;
+                    let limit = size_from_toml(&value, &origin)?;
+                    if Some(&path) == project_file.as_ref() {
+                        // One cache serves every project: a cloned repository must not
+                        // shrink it (and evict what other projects need).
+                        config.warnings.push(format!(
+                            "{origin}: cache.size_limit is ignored: the cache is shared by every project, so its limit is set in the user config ({}) or CZC_CACHE_SIZE_LIMIT",
+                            env.user_config_path()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_else(|| "~/.config/czcache/config.toml".into())
+                        ));
+                    } else {
+                        config.cache.size_limit = limit;
+                    }
                 }
                 if let Some(index) = cache.index {
                     config.cache.index = index;

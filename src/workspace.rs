@@ -183,7 +183,7 @@ impl Workspace {
             let _ = cache.register_repo(&root);
         }
         let remotes = Remotes::from_config(config, &root, env);
-        cache.set_protect_unpushed(remotes.has_writable_default());
+        cache.set_project(&root);
         let git_dir = root.join(".git");
         let scratch_parent = git_dir.is_dir().then(|| git_dir.join(SCRATCH_FOLDER));
         if let Some(parent) = &scratch_parent {

@@ -358,11 +358,21 @@ fn unprotect_gives_a_private_writable_copy() {
 #[test]
 fn lru_eviction_keeps_recently_used_objects() {
     let env = TestEnv::new().with_env("CZC_CACHE_SIZE_LIMIT", "350");
+    let team = env.dir.path().join("team");
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
+            team.display()
+        ),
+    );
     for name in ["a", "b", "c"] {
         env.write(name, bytes(name.as_bytes()[0] as u64, 100));
         save_ok(&env, &[name]);
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Only objects a remote holds are fair game for LRU.
+    env.czc().arg("push").assert().success();
     // Use `a`, so `b` is now the least recently used.
     env.czc().args(["cat", "a"]).assert().success();
     std::thread::sleep(Duration::from_millis(5));

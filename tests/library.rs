@@ -37,6 +37,8 @@ fn lru_order_follows_an_injected_clock_for_every_index() {
             std::fs::write(&path, vec![i as u8; 100]).unwrap();
             oids.push(cache.admit_file(&path).unwrap().oid);
         }
+        // A remote holds them (only then may LRU take them).
+        cache.mark_pushed(&oids).unwrap();
         // Touch `a` later than everything else: `b` is now least recently used.
         now.store(2_000, Ordering::SeqCst);
         cache.touch(&[oids[0]]).unwrap();
@@ -121,10 +123,12 @@ fn eviction_waits_while_another_process_uses_the_cache() {
     let first = dir.path().join("first");
     std::fs::write(&first, vec![1u8; 100]).unwrap();
     let in_use = writer.admit_file(&first).unwrap().oid;
+    writer.mark_pushed(&[in_use]).unwrap();
     let second = dir.path().join("second");
     std::fs::write(&second, vec![2u8; 100]).unwrap();
     // Over the limit, but `reader` is using the cache: nothing is removed yet.
-    writer.admit_file(&second).unwrap();
+    let second = writer.admit_file(&second).unwrap().oid;
+    writer.mark_pushed(&[second]).unwrap();
     assert!(reader.contains(&in_use));
     assert_eq!(writer.info().unwrap().size, 200);
     let report = writer.evict_to(150).unwrap();
@@ -207,4 +211,29 @@ fn open_cache_builds_from_configuration() {
         open_cache(&config, Some("share"), dir.path(), &env),
         Err(Error::ReadOnlyRemote { .. })
     ));
+}
+
+#[test]
+fn the_last_process_to_leave_evicts_what_was_put_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cache_config(dir.path(), 150, IndexKind::Csv);
+    let reader = LocalCache::open(&config).unwrap();
+    let writer = LocalCache::open(&config).unwrap();
+    let mut oids = Vec::new();
+    for (i, name) in ["one", "two", "three"].iter().enumerate() {
+        let path = dir.path().join(name);
+        std::fs::write(&path, vec![i as u8; 100]).unwrap();
+        let oid = writer.admit_file(&path).unwrap().oid;
+        writer.mark_pushed(&[oid]).unwrap();
+        oids.push(oid);
+    }
+    // The reader kept the writer from evicting; the writer leaves first, still blocked.
+    assert_eq!(writer.info().unwrap().size, 300);
+    drop(writer);
+    assert_eq!(reader.info().unwrap().size, 300);
+    // The reader never wrote, but it is the last to leave: it evicts.
+    drop(reader);
+    let after = LocalCache::open(&config).unwrap();
+    assert!(after.info().unwrap().size <= 150, "{:?}", after.info().unwrap());
+    assert!(!dir.path().join("cache/evict-pending").exists());
 }

@@ -279,7 +279,7 @@ fn unpushed_objects_are_evicted_last_and_never_silently() {
         .args(["save", "c"])
         .assert()
         .success()
-        .stderr(predicate::str::contains("not pushed").and(predicate::str::contains("czc push")));
+        .stderr(predicate::str::contains("no remote holds yet").and(predicate::str::contains("czc push")));
     assert_eq!(env.cached_objects().len(), 3);
     env.czc()
         .args(["cache", "info"])

@@ -659,3 +659,112 @@ fn timeouts_are_configurable_per_remote_and_bad_values_are_named() {
         stderr(&out)
     );
 }
+
+// ---- A1: nothing is lost in a cache that several projects share ----
+
+#[test]
+fn another_projects_small_limit_never_evicts_an_unpushed_object() {
+    // Project A has a remote but has not pushed its 3 MB object yet.
+    let env = TestEnv::new();
+    let team = env.dir.path().join("team");
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
+            team.display()
+        ),
+    );
+    env.write("model.bin", util::bytes(41, 3_000_000));
+    save_ok(&env, &["model.bin"]);
+    let oid = env.marker_oid("model.bin.czc");
+    // Project B, sharing the cache: no remote, a project file that tries to shrink the
+    // cache, and a user whose limit is smaller than A's object.
+    let b = env.dir.path().join("b");
+    env.git_init(&b);
+    fs::write(b.join(".czcache.toml"), "[cache]\nsize_limit = \"1KiB\"\n").unwrap();
+    fs::write(b.join("small.txt"), "tiny").unwrap();
+    fs::write(b.join("other.txt"), "tiny too").unwrap();
+    let out = env
+        .czc_in(&b)
+        .env("CZC_CACHE_SIZE_LIMIT", "1MB")
+        .args(["save", "small.txt", "other.txt"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cache.size_limit is ignored"), "{err}");
+    let over: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("over its limit"))
+        .collect();
+    assert_eq!(over.len(), 1, "said once per command: {err}");
+    assert!(over[0].contains("czc push"), "{err}");
+    assert!(
+        env.object(&oid).exists(),
+        "A's unpushed object survived B's save"
+    );
+    // `cache evict` keeps it too, unless told explicitly.
+    let out = env
+        .czc_in(&b)
+        .env("CZC_CACHE_SIZE_LIMIT", "1MB")
+        .args(["cache", "evict"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("kept 3 objects no remote holds yet"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(env.object(&oid).exists());
+    // `cache info` says which project has objects awaiting push.
+    let info = env.czc_in(&b).args(["cache", "info"]).output().unwrap();
+    let text = stdout(&info);
+    assert!(
+        text.contains(&format!("1 objects (2.9 MiB) in {}", env.project.display())),
+        "{text}"
+    );
+    assert!(text.contains(&b.display().to_string()), "{text}");
+    // Once A pushes, LRU may take it.
+    env.czc().arg("push").assert().success();
+    fs::write(b.join("third.txt"), "and another").unwrap();
+    env.czc_in(&b)
+        .env("CZC_CACHE_SIZE_LIMIT", "1MB")
+        .args(["save", "third.txt"])
+        .assert()
+        .success();
+    assert!(!env.object(&oid).exists(), "pushed, so evictable");
+    // And it comes back from the remote.
+    fs::remove_file(env.path("model.bin")).unwrap();
+    env.czc().arg("checkout").assert().success();
+    assert_eq!(
+        fs::metadata(env.path("model.bin")).unwrap().len(),
+        3_000_000
+    );
+}
+
+#[test]
+fn evict_include_unpushed_is_explicit_and_says_so() {
+    let env = TestEnv::new();
+    env.write("a.bin", util::bytes(42, 10_000));
+    save_ok(&env, &["a.bin"]);
+    let oid = env.marker_oid("a.bin.czc");
+    let out = env
+        .czc()
+        .args(["cache", "evict", "--to", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("kept 1 objects"), "{}", stdout(&out));
+    assert!(env.object(&oid).exists());
+    let out = env
+        .czc()
+        .args(["cache", "evict", "--to", "0", "--include-unpushed"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("--include-unpushed: objects no remote holds were evicted too"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!env.object(&oid).exists());
+}

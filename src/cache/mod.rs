@@ -42,6 +42,9 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the czc cache; backup tools may skip this folder.\n";
 
+/// Present while an eviction was put off because other processes used the cache.
+const EVICT_PENDING: &str = "evict-pending";
+
 /// Subfolders of the staging folder that parallel workers spread over.
 const STAGING_SHARDS: usize = 16;
 
@@ -103,6 +106,17 @@ pub struct CacheInfo {
     /// Objects no remote holds yet, and their bytes.
     pub awaiting_push: usize,
     pub awaiting_push_bytes: u64,
+    /// The same, by the project that saved them.
+    pub awaiting_push_by_project: Vec<ProjectAwaitingPush>,
+}
+
+/// One project's objects that no remote holds yet (`project` empty: saved by no known
+/// project, such as `czc put` or an older czc).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProjectAwaitingPush {
+    pub project: PathBuf,
+    pub objects: usize,
+    pub bytes: u64,
 }
 
 /// The size-limited LRU object cache over a local folder plus an [`Index`].
@@ -122,6 +136,14 @@ pub struct LocalCache {
     misses: AtomicU64,
     progress: Option<Progress>,
     protect_unpushed: bool,
+    /// Eviction found another process in the cache: try again on the way out, so the
+    /// last process to leave brings the cache under its limit.
+    evict_on_exit: AtomicBool,
+    /// The over-the-limit warning was given (once per process).
+    warned_over_limit: AtomicBool,
+    /// The project this process saves for, recorded beside the objects it saves so
+    /// `cache info` can say which projects have objects awaiting push.
+    project: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for LocalCache {
@@ -160,7 +182,10 @@ impl LocalCache {
             reflink_unsupported: AtomicBool::new(false),
             misses: AtomicU64::new(0),
             progress: None,
-            protect_unpushed: false,
+            protect_unpushed: true,
+            evict_on_exit: AtomicBool::new(false),
+            warned_over_limit: AtomicBool::new(false),
+            project: None,
         })
     }
 
@@ -170,10 +195,16 @@ impl LocalCache {
         self
     }
 
-    /// Never evicts objects no remote holds yet (set when a writable default remote is
-    /// configured): the cache may then exceed its limit, and says so.
+    /// Whether eviction keeps objects no remote is known to hold (the default, whichever
+    /// project's czc runs: such an object may exist nowhere else). Only an explicit
+    /// `czc cache evict --include-unpushed` turns it off.
     pub fn set_protect_unpushed(&mut self, protect: bool) {
         self.protect_unpushed = protect;
+    }
+
+    /// Records objects this process saves as belonging to `project` (for `cache info`).
+    pub fn set_project(&mut self, project: &Path) {
+        self.project = Some(project.to_path_buf());
     }
 
     /// Records that a remote holds these objects, so eviction may drop them.
@@ -448,6 +479,8 @@ impl LocalCache {
         }
         if durable {
             self.sync_renames(&admitted)?;
+            // Best effort: only `cache info` reads it.
+            let _ = self.record_unpushed(&admitted);
         }
         self.index.insert(&entries)?;
         if !self
@@ -474,16 +507,110 @@ impl LocalCache {
         self.evict_to_limit()
     }
 
-    /// Evicts down to the size limit, warning when unpushed objects keep it over.
+    /// Evicts down to the size limit, warning (once per process) when unpushed objects
+    /// keep it over.
     fn evict_to_limit(&self) -> Result<()> {
         let eviction = self.evict_to(self.size_limit)?;
-        if eviction.unpushed_kept > 0 {
+        if eviction.deferred {
+            self.evict_on_exit.store(true, Ordering::Relaxed);
+            // Any process leaving the cache (a reader too) finishes the job.
+            let _ = fs::write(self.root.join(EVICT_PENDING), b"");
+        }
+        if eviction.unpushed_kept > 0 && !self.warned_over_limit.swap(true, Ordering::Relaxed) {
             eprintln!(
-                "czc: warning: the cache holds {} bytes, over its limit of {}, because {} objects are not pushed to a remote yet; run `czc push`",
-                eviction.size_after, self.size_limit, eviction.unpushed_kept
+                "czc: warning: the cache holds {}, over its limit of {}, because {} objects no remote holds yet cannot be evicted; run `czc push` (`czc cache info` says which projects)",
+                crate::config::format_size(eviction.size_after),
+                crate::config::format_size(self.size_limit),
+                eviction.unpushed_kept
             );
         }
         Ok(())
+    }
+
+    /// Appends newly saved objects to this process's project record
+    /// (`state/unpushed/<project hash>.txt`: the project's path, then oids).
+    fn record_unpushed(&self, admitted: &[Admitted]) -> io::Result<()> {
+        let Some(project) = &self.project else {
+            return Ok(());
+        };
+        let added: Vec<&Admitted> = admitted.iter().filter(|a| a.added).collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let dir = self.root.join("state").join("unpushed");
+        fs::create_dir_all(&dir)?;
+        let name = &Oid::of_bytes(project.as_os_str().as_encoded_bytes()).hex()[..16];
+        let path = dir.join(format!("{name}.txt"));
+        let mut text = String::new();
+        if !path.exists() {
+            text.push_str(&project.to_string_lossy());
+            text.push('\n');
+        }
+        for item in added {
+            text.push_str(&item.oid.hex());
+            text.push('\n');
+        }
+        // One O_APPEND write: concurrent savers never interleave.
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?
+            .write_all(text.as_bytes())
+    }
+
+    /// Per project, the objects it saved that no remote holds yet and their bytes, for
+    /// `cache info`. Records whose objects are all pushed or gone are removed.
+    pub fn unpushed_by_project(&self) -> Result<Vec<ProjectAwaitingPush>> {
+        let unpushed: std::collections::HashMap<Oid, u64> = self
+            .live_entries()?
+            .into_iter()
+            .filter(|e| !e.pushed)
+            .map(|e| (e.oid, e.size))
+            .collect();
+        let dir = self.root.join("state").join("unpushed");
+        let mut found = Vec::new();
+        let mut claimed = std::collections::HashSet::new();
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(text) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let mut lines = text.lines();
+            let Some(project) = lines.next() else {
+                continue;
+            };
+            let mut item = ProjectAwaitingPush {
+                project: PathBuf::from(project),
+                objects: 0,
+                bytes: 0,
+            };
+            for oid in lines.filter_map(|hex| Oid::from_hex(hex).ok()) {
+                if let Some(size) = unpushed.get(&oid) {
+                    if claimed.insert(oid) {
+                        item.objects += 1;
+                        item.bytes += size;
+                    }
+                }
+            }
+            if item.objects == 0 {
+                let _ = fs::remove_file(entry.path());
+            } else {
+                found.push(item);
+            }
+        }
+        let unknown: Vec<u64> = unpushed
+            .iter()
+            .filter(|(oid, _)| !claimed.contains(oid))
+            .map(|(_, size)| *size)
+            .collect();
+        if !unknown.is_empty() {
+            found.push(ProjectAwaitingPush {
+                project: PathBuf::new(),
+                objects: unknown.len(),
+                bytes: unknown.iter().sum(),
+            });
+        }
+        found.sort_by_key(|item| std::cmp::Reverse(item.bytes));
+        Ok(found)
     }
 
     /// Makes the renames of new objects durable: their folders for a few, syncfs for many.
@@ -743,7 +870,7 @@ impl LocalCache {
         // The index's sizes first, without a stat per object: under the limit (the usual
         // case after each commit) nothing else is read. Entries whose files are gone only
         // overstate the size, and the exact pass below sorts that out.
-        let mut size: u64 = self.index.entries()?.iter().map(|e| e.size).sum();
+        let size: u64 = self.index.entries()?.iter().map(|e| e.size).sum();
         if size <= target {
             return Ok(EvictReport {
                 size_after: size,
@@ -757,9 +884,14 @@ impl LocalCache {
                 ..EvictReport::default()
             });
         };
+        self.evict_exclusively(target)
+    }
+
+    /// The eviction pass, once this process holds the cache exclusively.
+    fn evict_exclusively(&self, target: u64) -> Result<EvictReport> {
         // Re-read under the exclusive lock: others may have evicted meanwhile.
         let mut entries = self.live_entries()?;
-        size = entries.iter().map(|e| e.size).sum();
+        let mut size: u64 = entries.iter().map(|e| e.size).sum();
         entries.sort_by(|a, b| {
             (a.last_used_at, a.added_at, a.oid).cmp(&(b.last_used_at, b.added_at, b.oid))
         });
@@ -1012,6 +1144,7 @@ impl LocalCache {
             misses: self.misses.load(Ordering::Relaxed) + self.persisted_misses(),
             awaiting_push: entries.iter().filter(|e| !e.pushed).count(),
             awaiting_push_bytes: entries.iter().filter(|e| !e.pushed).map(|e| e.size).sum(),
+            awaiting_push_by_project: self.unpushed_by_project()?,
         })
     }
 
@@ -1029,6 +1162,10 @@ impl LocalCache {
 
 impl Drop for LocalCache {
     fn drop(&mut self) {
+        if self.evict_on_exit.load(Ordering::Relaxed) || self.root.join(EVICT_PENDING).exists()
+        {
+            self.evict_on_the_way_out();
+        }
         let misses = self.misses.load(Ordering::Relaxed);
         if misses > 0 {
             let lock_path = self.root.join("misses.lock");
@@ -1046,6 +1183,22 @@ impl Drop for LocalCache {
             let _ = fs::remove_dir_all(&path);
             // Still ours (we hold its lock), so removing it cannot race the sweeper.
             let _ = fs::remove_file(lock.path());
+        }
+    }
+}
+
+impl LocalCache {
+    /// The deferred eviction, tried once more as this process leaves: its shared lock is
+    /// let go first, so of several processes leaving together the last one succeeds.
+    fn evict_on_the_way_out(&self) {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let path = self.root.join("lock");
+        if let Ok(Some(lock)) = FileLock::try_acquire(&path, LockMode::Exclusive) {
+            // evict_to would take the lock itself; hold it here and evict directly.
+            if self.evict_exclusively(self.size_limit).is_ok() {
+                let _ = fs::remove_file(self.root.join(EVICT_PENDING));
+            }
+            drop(lock);
         }
     }
 }
