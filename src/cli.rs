@@ -1260,7 +1260,11 @@ fn print_failures(failures: &CheckoutReport) -> i32 {
 
 fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
     let (_, config) = load_config(cli)?;
-    let mut cache = LocalCache::open(&config.cache)?;
+    let (mut cache, index_set_aside) = if matches!(command, CacheCommand::Verify) {
+        LocalCache::open_for_repair(&config.cache)?
+    } else {
+        (LocalCache::open(&config.cache)?, false)
+    };
     match command {
         CacheCommand::Info => {
             let info = cache.info()?;
@@ -1355,7 +1359,8 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
             Ok(0)
         }
         CacheCommand::Verify => {
-            let report = cache.verify()?;
+            let mut report = cache.verify()?;
+            report.index_rebuilt |= index_set_aside;
             if cli.json {
                 print_json(&serde_json::json!({
                     "checked": report.checked,

@@ -777,6 +777,9 @@ impl Workspace {
                 self.place_folder(&manifest, &data, report, used)?;
             }
         }
+        // A marker copied or committed without its .gitignore line: add it, as save
+        // does, so `git add -A` never commits the data.
+        add_to_gitignore(&data)?;
         Ok(())
     }
 

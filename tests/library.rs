@@ -234,6 +234,10 @@ fn the_last_process_to_leave_evicts_what_was_put_off() {
     // The reader never wrote, but it is the last to leave: it evicts.
     drop(reader);
     let after = LocalCache::open(&config).unwrap();
-    assert!(after.info().unwrap().size <= 150, "{:?}", after.info().unwrap());
+    assert!(
+        after.info().unwrap().size <= 150,
+        "{:?}",
+        after.info().unwrap()
+    );
     assert!(!dir.path().join("cache/evict-pending").exists());
 }

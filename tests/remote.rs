@@ -275,11 +275,9 @@ fn unpushed_objects_are_evicted_last_and_never_silently() {
     }
     // A third unpushed object: nothing may be evicted, and save says why.
     env.write("c", bytes(12, 100));
-    env.czc()
-        .args(["save", "c"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("no remote holds yet").and(predicate::str::contains("czc push")));
+    env.czc().args(["save", "c"]).assert().success().stderr(
+        predicate::str::contains("no remote holds yet").and(predicate::str::contains("czc push")),
+    );
     assert_eq!(env.cached_objects().len(), 3);
     env.czc()
         .args(["cache", "info"])

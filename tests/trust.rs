@@ -768,3 +768,95 @@ fn evict_include_unpushed_is_explicit_and_says_so() {
     );
     assert!(!env.object(&oid).exists());
 }
+
+// ---- A4: checkout ignores what it materializes ----
+
+#[test]
+fn checkout_adds_the_gitignore_entry_a_copied_marker_lacks() {
+    let env = TestEnv::new();
+    env.write("data/big.bin", util::bytes(51, 20_000));
+    env.write("sets/a/x.txt", "x");
+    save_ok(&env, &["data/big.bin", "sets/a"]);
+    fs::remove_file(env.path("data/.gitignore")).unwrap();
+    fs::remove_file(env.path("sets/.gitignore")).unwrap();
+    fs::remove_file(env.path("data/big.bin")).unwrap();
+    env.czc().arg("checkout").assert().success();
+    assert_eq!(
+        fs::read_to_string(env.path("data/.gitignore")).unwrap(),
+        "/big.bin\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.path("sets/.gitignore")).unwrap(),
+        "/a\n"
+    );
+    let git = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .current_dir(&env.project)
+        .output()
+        .unwrap();
+    let listed = stdout(&git);
+    assert!(
+        !listed.contains("big.bin\n") && !listed.contains("x.txt"),
+        "{listed}"
+    );
+}
+
+// ---- E11: a broken index is repaired by verify ----
+
+#[test]
+fn a_garbage_truncated_or_folder_index_is_rebuilt_by_verify() {
+    for (kind, file) in [
+        ("sqlite", "index.sqlite"),
+        ("csv", "index.csv"),
+        ("json", "index.json"),
+    ] {
+        for damage in ["garbage", "truncated", "folder"] {
+            let env = TestEnv::new().with_env("CZC_CACHE_INDEX", kind);
+            for i in 0..50 {
+                env.write(&format!("f{i}.bin"), util::bytes(60 + i, 3000));
+            }
+            let names: Vec<String> = (0..50).map(|i| format!("f{i}.bin")).collect();
+            let mut args = vec!["save"];
+            args.extend(names.iter().map(String::as_str));
+            env.czc().args(&args).assert().success();
+            let index = env.cache.join(file);
+            match damage {
+                "garbage" => fs::write(&index, util::bytes(1, 10_000)).unwrap(),
+                "truncated" => {
+                    let bytes = fs::read(&index).unwrap();
+                    let _ = fs::remove_file(env.cache.join(format!("{file}-wal")));
+                    let _ = fs::remove_file(env.cache.join(format!("{file}-shm")));
+                    fs::write(&index, &bytes[..bytes.len() / 2]).unwrap();
+                }
+                _ => {
+                    fs::remove_file(&index).unwrap();
+                    fs::create_dir_all(index.join("sub")).unwrap();
+                }
+            }
+            let out = env.czc().args(["cache", "info"]).output().unwrap();
+            let err = stderr(&out);
+            if out.status.success() {
+                // A truncated text index may still parse as fewer rows: fine, nothing lost.
+                assert!(
+                    damage == "truncated" && kind != "sqlite",
+                    "{kind} {damage}: {}",
+                    stdout(&out)
+                );
+            } else {
+                assert_eq!(out.status.code(), Some(1));
+                assert!(err.contains("czc cache verify"), "{kind} {damage}: {err}");
+                assert!(!err.contains("panicked"), "{err}");
+            }
+            let out = env.czc().args(["cache", "verify"]).output().unwrap();
+            assert!(out.status.success(), "{kind} {damage}: {}", stderr(&out));
+            let info = env
+                .czc()
+                .args(["--json", "cache", "info"])
+                .output()
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+            assert_eq!(json["objects"], 50, "{kind} {damage}");
+            env.czc().arg("status").assert().success();
+        }
+    }
+}

@@ -157,6 +157,37 @@ impl std::fmt::Debug for LocalCache {
 }
 
 impl LocalCache {
+    /// [`LocalCache::open`] for `cache verify`: an index that cannot be read at all (a
+    /// garbage or truncated database, a folder in its place) is moved to `quarantine/`
+    /// and started afresh, so verify can rebuild it from the objects.
+    pub fn open_for_repair(config: &CacheConfig) -> Result<(LocalCache, bool)> {
+        let opened = Self::open(config).and_then(|cache| match cache.index.entries() {
+            // A database may open and fail only when read (a truncated file).
+            Err(err @ IndexError::Corrupt { .. }) => Err(err.into()),
+            _ => Ok(cache),
+        });
+        match opened {
+            Ok(cache) => Ok((cache, false)),
+            Err(Error::Index(IndexError::Corrupt { path, .. })) => {
+                let dir = config.dir.join("quarantine");
+                fs::create_dir_all(&dir).at(&dir)?;
+                let stamp = fsutil::now_millis();
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut from = path.clone().into_os_string();
+                    from.push(suffix);
+                    let from = PathBuf::from(from);
+                    if fs::symlink_metadata(&from).is_ok() {
+                        let name = from.file_name().unwrap_or_default().to_string_lossy();
+                        let to = dir.join(format!("{name}.corrupt-{stamp}"));
+                        fs::rename(&from, &to).at(&from)?;
+                    }
+                }
+                Ok((Self::open(config)?, true))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Opens (creating if needed) the cache a configuration names.
     pub fn open(config: &CacheConfig) -> Result<LocalCache> {
         let root = config.dir.clone();
@@ -1162,8 +1193,7 @@ impl LocalCache {
 
 impl Drop for LocalCache {
     fn drop(&mut self) {
-        if self.evict_on_exit.load(Ordering::Relaxed) || self.root.join(EVICT_PENDING).exists()
-        {
+        if self.evict_on_exit.load(Ordering::Relaxed) || self.root.join(EVICT_PENDING).exists() {
             self.evict_on_the_way_out();
         }
         let misses = self.misses.load(Ordering::Relaxed);

@@ -55,6 +55,10 @@ impl<F: TableFormat> TableFile<F> {
                     reason,
                 }),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(_) if self.path.is_dir() => Err(IndexError::Corrupt {
+                path: self.path.clone(),
+                reason: "it is a folder, not a file".into(),
+            }),
             Err(err) => Err(self.io(err)),
         }
     }

@@ -19,10 +19,7 @@ pub struct SqliteIndex {
 
 impl SqliteIndex {
     pub fn open(path: PathBuf) -> Result<SqliteIndex, IndexError> {
-        let err = |source| IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| classify(&path, source);
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
         // Processes opening a new cache at once race to switch it to WAL and create the
@@ -72,10 +69,7 @@ impl SqliteIndex {
     }
 
     fn err(&self, source: rusqlite::Error) -> IndexError {
-        IndexError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        classify(&self.path, source)
     }
 
     fn with_tx<T>(
@@ -109,6 +103,34 @@ impl SqliteIndex {
             hits: row.get::<_, i64>(4)? as u64,
             pushed: row.get::<_, i64>(5)? != 0,
         })
+    }
+}
+
+/// A database that is garbage, truncated or a folder is corrupt (`cache verify` rebuilds
+/// it); anything else is an ordinary SQLite error.
+fn classify(path: &Path, source: rusqlite::Error) -> IndexError {
+    let corrupt = match &source {
+        rusqlite::Error::SqliteFailure(failure, _) => {
+            matches!(
+                failure.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            ) || (failure.code == rusqlite::ErrorCode::CannotOpen && path.is_dir())
+        }
+        _ => false,
+    };
+    if corrupt {
+        return IndexError::Corrupt {
+            path: path.into(),
+            reason: if path.is_dir() {
+                "it is a folder, not a file".into()
+            } else {
+                source.to_string()
+            },
+        };
+    }
+    IndexError::Sqlite {
+        path: path.into(),
+        source,
     }
 }
 
