@@ -808,6 +808,11 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     *dry_run,
                 )?,
             };
+            if !cli.quiet {
+                for skipped in &report.skipped {
+                    eprintln!("czc: warning: gc skipped {skipped}");
+                }
+            }
             if cli.json {
                 print_json(&report);
             } else if !cli.quiet {
@@ -830,6 +835,8 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     report.kept_young,
                     if report.lost_races > 0 {
                         format!(", {} changed meanwhile and left alone", report.lost_races)
+                    } else if report.unpushed_kept > 0 {
+                        format!(", {} that no remote holds yet", report.unpushed_kept)
                     } else {
                         String::new()
                     }

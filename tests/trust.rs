@@ -860,3 +860,50 @@ fn a_garbage_truncated_or_folder_index_is_rebuilt_by_verify() {
         }
     }
 }
+
+// ---- F16: gc --cache with repositories that have no commits or are gone ----
+
+#[test]
+fn gc_cache_skips_gone_repositories_works_without_commits_and_keeps_unpushed() {
+    let env = TestEnv::new();
+    env.write("kept.bin", "referenced by the working tree");
+    env.write("stray.bin", "saved, never pushed, marker deleted");
+    save_ok(&env, &["kept.bin", "stray.bin"]);
+    let stray = env.marker_oid("stray.bin.czc");
+    fs::remove_file(env.path("stray.bin.czc")).unwrap();
+    // Another project on the same cache with no commit yet, and one that is gone.
+    let fresh = env.dir.path().join("fresh");
+    env.git_init(&fresh);
+    fs::write(fresh.join("x.bin"), "only in fresh's working tree").unwrap();
+    env.czc_in(&fresh)
+        .args(["save", "x.bin"])
+        .assert()
+        .success();
+    let gone = env.dir.path().join("gone");
+    env.git_init(&gone);
+    env.czc_in(&gone).arg("status").assert().success();
+    fs::remove_dir_all(&gone).unwrap();
+    let out = env
+        .czc()
+        .args(["gc", "--cache", "--keep-younger-than", "0s"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("gc skipped") && err.contains("gone"), "{err}");
+    assert!(
+        stdout(&out).contains("deleted 0 objects"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("1 that no remote holds yet"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        env.object(&stray).exists(),
+        "an unpushed object is never gc'ed"
+    );
+    assert_eq!(env.cached_objects().len(), 3);
+}

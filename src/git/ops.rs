@@ -229,6 +229,10 @@ pub struct GcReport {
     pub kept_young: usize,
     /// Changed by someone else between the listing and the delete: left alone.
     pub lost_races: usize,
+    /// Objects no remote holds yet, kept whatever references them (`gc --cache`).
+    pub unpushed_kept: usize,
+    /// Registered repositories that were skipped, and why.
+    pub skipped: Vec<String>,
 }
 
 /// Every object the kept history and the working tree reference. Any marker or
@@ -236,7 +240,12 @@ pub struct GcReport {
 /// picture of what is needed would lose data.
 fn keep_set(ws: &Workspace, selection: &Selection) -> Result<HashSet<Oid>> {
     let history = History::open(ws.root())?;
-    let commits = history.select(&gc_selection(selection))?;
+    let mut selection = gc_selection(selection);
+    if history.head()?.is_none() {
+        // No commit yet: only the working tree's markers count.
+        selection.revs.retain(|rev| rev != "HEAD");
+    }
+    let commits = history.select(&selection)?;
     let (mut markers, errors) = markers_in(ws, &history, &commits)?;
     if let Some(err) = errors.into_iter().next() {
         return Err(refuse(err));
@@ -335,7 +344,15 @@ pub fn gc_cache(
     if !repos.iter().any(|r| r == ws.root()) {
         repos.push(ws.root().to_path_buf());
     }
-    for root in repos.iter().filter(|root| root.join(".git").exists()) {
+    let mut skipped = Vec::new();
+    for root in &repos {
+        if !root.join(".git").exists() {
+            skipped.push(format!(
+                "{} (gone, or no longer a git repository)",
+                root.display()
+            ));
+            continue;
+        }
         let other;
         let repo_ws = if root == ws.root() {
             ws
@@ -359,10 +376,16 @@ pub fn gc_cache(
         target: "cache".into(),
         dry_run,
         referenced: keep.len(),
+        skipped,
         ..GcReport::default()
     };
     for entry in cache.index().entries()? {
         if keep.contains(&entry.oid) {
+            continue;
+        }
+        if !entry.pushed {
+            // Maybe its only copy, saved by a project czc does not know of.
+            report.unpushed_kept += 1;
             continue;
         }
         if now_ms - entry.last_used_at < grace_ms {
