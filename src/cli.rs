@@ -1089,6 +1089,10 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                 read_only: *read_only,
                 ..RemoteEntry::default()
             };
+            czcache::storage::check_url(url)?;
+            if let Some(endpoint) = endpoint {
+                czcache::storage::check_endpoint(endpoint)?;
+            }
             czcache::config::add_remote(&file, name, &entry, *default)?;
             if !cli.quiet && !cli.json {
                 outln!("added remote {name} ({url}) to {}", file.display());

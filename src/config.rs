@@ -355,7 +355,47 @@ impl Config {
             Some(dir) => dir,
             None => env.default_cache_dir()?,
         };
+        config.check_remote_names()?;
+        if let Some(value) = env.get("CZC_LOCK_TIMEOUT") {
+            if value.trim().parse::<u64>().is_err() {
+                return Err(ConfigError::Value {
+                    origin: "environment".into(),
+                    key: "CZC_LOCK_TIMEOUT".into(),
+                    value: value.into(),
+                    reason: "expected a whole number of seconds".into(),
+                });
+            }
+        }
         Ok(config)
+    }
+
+    /// `remote.default` and every name in `remote.read` must be a configured remote.
+    fn check_remote_names(&self) -> Result<(), ConfigError> {
+        let named = self
+            .remote
+            .default
+            .iter()
+            .map(|name| ("remote.default", name))
+            .chain(self.remote.read.iter().map(|name| ("remote.read", name)));
+        for (key, name) in named {
+            if !self.remotes.contains_key(name) {
+                let known: Vec<&str> = self.remotes.keys().map(String::as_str).collect();
+                return Err(ConfigError::Value {
+                    origin: "configuration".into(),
+                    key: key.into(),
+                    value: name.clone(),
+                    reason: format!(
+                        "no [remotes.{name}] is configured (configured: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -369,6 +409,13 @@ pub fn add_remote(
 ) -> Result<(), ConfigError> {
     check_remote_name(path, name)?;
     let mut doc = read_document(path)?;
+    // Comments after the last table are the document's trailing text: they belong to
+    // that table, so they go before the tables added below, not after them.
+    let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+    let moved_comments = trailing.trim().starts_with('#');
+    if moved_comments {
+        doc.set_trailing("");
+    }
     let remotes = doc
         .entry("remotes")
         .or_insert_with(|| {
@@ -391,6 +438,12 @@ pub fn add_remote(
     }
     if entry.read_only {
         table["read_only"] = toml_edit::value(true);
+    }
+    if moved_comments {
+        table.decor_mut().set_prefix(format!(
+            "{}\n",
+            trailing.trim_end_matches('\n').to_owned() + "\n"
+        ));
     }
     remotes.insert(name, toml_edit::Item::Table(table));
     if make_default {

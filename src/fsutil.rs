@@ -14,11 +14,18 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
 /// A crash leaves either the old file or the new one, never a mix.
+/// A new file gets 0666 less the umask (0644 as a rule), like any file a user's tools
+/// write; a file replaced keeps its mode.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = parent_dir(path);
+    let existing = fs::metadata(path).ok().map(|meta| meta.permissions());
     let mut temp = tempfile::Builder::new()
         .prefix(".czc-tmp-")
+        .permissions(Permissions::from_mode(0o666))
         .tempfile_in(parent)?;
+    if let Some(mode) = existing {
+        temp.as_file().set_permissions(mode)?;
+    }
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|err| err.error)?;

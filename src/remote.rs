@@ -115,6 +115,7 @@ impl Remotes {
             endpoint: entry.endpoint.clone(),
             region: entry.region.clone(),
             token: self.tokens.get(name).cloned(),
+            token_var: Some(format!("CZC_REMOTE_{}_TOKEN", env_name(name))),
             base_dir: Some(self.base_dir.clone()),
             aws_env: Some(self.aws_env.clone()),
             timeouts: self.timeouts(name, entry)?,

@@ -155,8 +155,8 @@ pub fn init(root: &Path) -> Result<bool> {
         return Ok(false);
     }
     let text = "# czc project settings (committed). Every key: see .czcache.toml.example.\n\
+                # The cache's size limit is the user's (~/.config/czcache/config.toml).\n\
                 [cache]\n\
-                # size_limit = \"20GiB\"\n\
                 # index = \"sqlite\"        # csv | json | sqlite\n";
     fsutil::write_atomic(&path, text.as_bytes()).at(&path)?;
     Ok(true)

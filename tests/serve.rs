@@ -182,7 +182,7 @@ fn push_and_pull_through_czc_serve_with_a_token() {
     let out = stranger.czc().arg("pull").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("CZC_REMOTE_<NAME>_TOKEN"),
+        stderr(&out).contains("set CZC_REMOTE_LAB_TOKEN"),
         "{}",
         stderr(&out)
     );

@@ -907,3 +907,105 @@ fn gc_cache_skips_gone_repositories_works_without_commits_and_keeps_unpushed() {
     );
     assert_eq!(env.cached_objects().len(), 3);
 }
+
+// ---- F20: what a new user tripped over ----
+
+#[test]
+fn markers_gitignore_and_project_file_honour_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    env.write("plain.txt", "written by an ordinary tool");
+    let usual = util::mode(&env.path("plain.txt"));
+    env.czc().arg("init").assert().success();
+    env.write("data.bin", "d");
+    save_ok(&env, &["data.bin"]);
+    for file in [".czcache.toml", "data.bin.czc", ".gitignore"] {
+        assert_eq!(util::mode(&env.path(file)), usual, "{file}");
+    }
+    // A file the user made private stays private when czc rewrites it.
+    fs::set_permissions(env.path(".gitignore"), fs::Permissions::from_mode(0o600)).unwrap();
+    env.write("more.bin", "m");
+    save_ok(&env, &["more.bin"]);
+    assert_eq!(util::mode(&env.path(".gitignore")), 0o600);
+}
+
+#[test]
+fn remote_add_keeps_the_templates_comments_under_their_table() {
+    let env = TestEnv::new();
+    env.czc().arg("init").assert().success();
+    env.czc()
+        .args(["remote", "add", "team", "/srv/team", "--default"])
+        .assert()
+        .success();
+    let text = fs::read_to_string(env.path(".czcache.toml")).unwrap();
+    let comment = text.find("# index").unwrap();
+    let cache = text.find("[cache]").unwrap();
+    let remotes = text.find("[remotes.team]").unwrap();
+    assert!(cache < comment && comment < remotes, "{text}");
+    assert!(text.trim_end().ends_with("default = \"team\""), "{text}");
+}
+
+#[test]
+fn bad_remote_settings_are_named_before_anything_happens() {
+    let env = TestEnv::new();
+    env.write("data.bin", "d");
+    save_ok(&env, &["data.bin"]);
+    for url in ["s3:bucket", "gopher:x", "gopher://host/x"] {
+        let out = env
+            .czc()
+            .args(["remote", "add", "lab", url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        assert!(
+            stderr(&out).contains("unknown scheme"),
+            "{url}: {}",
+            stderr(&out)
+        );
+        env.write(
+            ".czcache.toml",
+            format!("[remote]\ndefault = \"lab\"\n[remotes.lab]\nurl = \"{url}\"\n"),
+        );
+        let out = env.czc().arg("push").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        assert!(stderr(&out).contains(url), "{url}: {}", stderr(&out));
+        assert!(!env.path("s3:bucket").exists() && !env.path("gopher:x").exists());
+    }
+    env.write(
+        ".czcache.toml",
+        "[remote]\nread = [\"lab\", \"nope\"]\n[remotes.lab]\nurl = \"/srv/lab\"\n",
+    );
+    let out = env.czc().arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("remote.read") && stderr(&out).contains("'nope'"),
+        "{}",
+        stderr(&out)
+    );
+    for endpoint in ["", "localhost:9000", "/relative"] {
+        env.write(
+            ".czcache.toml",
+            format!("[remote]\ndefault = \"lab\"\n[remotes.lab]\nurl = \"s3://bucket/czc\"\nendpoint = \"{endpoint}\"\n"),
+        );
+        let out = env.czc().arg("push").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{endpoint:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("endpoint is an absolute url") && !err.contains("panicked"),
+            "{endpoint:?}: {err}"
+        );
+    }
+    env.write(".czcache.toml", "");
+    let out = env
+        .czc()
+        .env("CZC_LOCK_TIMEOUT", "a while")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("CZC_LOCK_TIMEOUT") && stderr(&out).contains("a while"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -34,6 +34,7 @@ pub struct HttpStorage {
     token: Option<String>,
     client: Client,
     timeouts: Timeouts,
+    token_var: String,
 }
 
 impl HttpStorage {
@@ -63,7 +64,13 @@ impl HttpStorage {
             token,
             client,
             timeouts,
+            token_var: "CZC_REMOTE_<NAME>_TOKEN".into(),
         })
+    }
+
+    /// Names the variable the token comes from in errors (`CZC_REMOTE_LAB_TOKEN`).
+    pub fn set_token_var(&mut self, var: &str) {
+        self.token_var = var.into();
     }
 
     fn url(&self, path: &str) -> String {
@@ -149,7 +156,10 @@ impl HttpStorage {
             StatusCode::UNAUTHORIZED => self.io(
                 key,
                 ErrorKind::PermissionDenied,
-                format!("unauthorized ({body}); set CZC_REMOTE_<NAME>_TOKEN to a token the server accepts"),
+                format!(
+                    "unauthorized ({body}); set {} to a token the server accepts",
+                    self.token_var
+                ),
             ),
             _ => self.io(key, ErrorKind::Other, format!("HTTP {status}: {body}")),
         }

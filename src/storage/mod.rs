@@ -247,6 +247,8 @@ pub struct StorageOptions {
     pub region: Option<String>,
     /// A bearer token (HTTP remotes).
     pub token: Option<String>,
+    /// The environment variable the token comes from, named in errors.
+    pub token_var: Option<String>,
     /// The folder relative paths are relative to (the project root).
     pub base_dir: Option<PathBuf>,
     /// The `AWS_*` variables an S3 remote reads (credentials, region, session token);
@@ -272,6 +274,51 @@ impl Default for Timeouts {
             connect: std::time::Duration::from_secs(10),
             read: std::time::Duration::from_secs(60),
         }
+    }
+}
+
+/// Refuses a remote url czc cannot open, before anything uses it: an unknown scheme
+/// (`gopher://x`), or one without `//` (`s3:bucket`, which would otherwise be taken for
+/// a folder of that name inside the project).
+pub fn check_url(url: &str) -> Result<(), StorageError> {
+    let bad = |reason: String| StorageError::BadUrl {
+        url: url.into(),
+        reason,
+    };
+    if url.is_empty() {
+        return Err(bad("empty".into()));
+    }
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Ok(());
+    };
+    let looks_like_scheme = !scheme.is_empty()
+        && !scheme.contains('/')
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+    if !looks_like_scheme {
+        return Ok(());
+    }
+    match (scheme, rest.starts_with("//")) {
+        ("file" | "s3" | "http" | "https", true) => Ok(()),
+        _ => Err(bad(format!(
+            "unknown scheme '{scheme}:' (czc reads folders, file://, s3://, http:// and https://); write ./{url} for a folder of that name"
+        ))),
+    }
+}
+
+/// Checks an S3 endpoint: an absolute http(s) url with a host.
+pub fn check_endpoint(endpoint: &str) -> Result<(), StorageError> {
+    let host = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(""));
+    match host {
+        Some(host) if !host.is_empty() && !host.starts_with(':') => Ok(()),
+        _ => Err(StorageError::BadUrl {
+            url: endpoint.into(),
+            reason: "an endpoint is an absolute url such as http://127.0.0.1:9000".into(),
+        }),
     }
 }
 
@@ -319,6 +366,7 @@ pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage
         }
         "" if url.is_empty() => return Err(bad("empty".into())),
         "" => {
+            check_url(url)?;
             let path = PathBuf::from(url);
             match (&options.base_dir, path.is_relative()) {
                 (Some(base), true) => base.join(path),
@@ -326,7 +374,11 @@ pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage
             }
         }
         "http" | "https" => {
-            let storage = HttpStorage::with_timeouts(url, options.token.clone(), options.timeouts)?;
+            let mut storage =
+                HttpStorage::with_timeouts(url, options.token.clone(), options.timeouts)?;
+            if let Some(var) = &options.token_var {
+                storage.set_token_var(var);
+            }
             return Ok(if options.read_only {
                 OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
             } else {

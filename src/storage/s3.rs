@@ -163,6 +163,7 @@ impl S3Storage {
                     .with_allow_http(true),
             );
         if let Some(endpoint) = &options.endpoint {
+            super::check_endpoint(endpoint)?;
             builder = builder
                 .with_endpoint(endpoint)
                 .with_virtual_hosted_style_request(false);
