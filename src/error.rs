@@ -78,6 +78,13 @@ pub enum Error {
     /// git said no, or the repository could not be read.
     #[error("{0}")]
     Git(String),
+    #[error("the manifest of folder marker {marker} is not cached and could not be had ({source}); if {data} is unchanged, `czc save {data}` rebuilds it, else `czc fetch` it from a remote that has it")]
+    ManifestLost {
+        marker: PathBuf,
+        data: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("{link} is a symlink; czc never writes through one (to place {dest}); remove it or check out elsewhere")]
     Symlink { link: PathBuf, dest: PathBuf },
     #[error("{path}: {reason}")]

@@ -663,6 +663,36 @@ impl Workspace {
         })
     }
 
+    /// A folder marker's manifest when the cache lost it (evicted) and no remote gives it
+    /// back: rebuilt from the folder on disk, which is only possible (and then admitted
+    /// again) when the folder is exactly what the marker names. `None` otherwise.
+    fn rebuild_manifest(&self, marker: &Marker, data: &Path) -> Result<Option<Manifest>> {
+        if !data.is_dir() {
+            return Ok(None);
+        }
+        let files = list_folder(data)?;
+        let entries = files
+            .par_iter()
+            .map(|(rel, path, meta)| {
+                Ok(ManifestEntry {
+                    path: rel.clone(),
+                    oid: self.current_oid(path, meta)?,
+                    size: meta.len(),
+                    executable: is_executable_mode(meta.mode()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Ok(manifest) = Manifest::new(entries) else {
+            return Ok(None);
+        };
+        let bytes = manifest.to_bytes();
+        if Oid::of_bytes(&bytes) != marker.oid {
+            return Ok(None);
+        }
+        self.cache.admit_bytes(&bytes)?;
+        Ok(Some(manifest))
+    }
+
     /// [`Workspace::load_manifest`], refusing a manifest whose file count or total size
     /// disagrees with the marker.
     fn load_checked_manifest(&self, marker_path: &Path, marker: &Marker) -> Result<Manifest> {
@@ -1011,35 +1041,33 @@ impl Workspace {
         let (data, _) = split_marker(marker_path);
         let (state, files) = match marker.kind {
             MarkerKind::File => (self.file_state(marker_path, &marker, &data)?, None),
-            MarkerKind::Dir { .. } if !self.cache.contains(&marker.oid) => (State::NotCached, None),
-            MarkerKind::Dir { .. } => {
-                let manifest = self.load_checked_manifest(marker_path, &marker)?;
-                let (states, on_disk) = rayon::join(
-                    || self.folder_states(&manifest, &data),
-                    // Every listed file still on disk is found by this walk too, so any
-                    // surplus is files the marker does not list.
-                    || data.is_dir().then(|| count_files(&data)).transpose(),
-                );
-                let states = states?;
-                let mut counts = FolderCounts::default();
-                for state in &states {
-                    match state {
-                        State::Ok => counts.ok += 1,
-                        State::Modified => counts.modified += 1,
-                        State::Missing => counts.missing += 1,
-                        State::NotCached => counts.not_cached += 1,
-                        State::NotPushed => counts.ok += 1,
-                    }
+            MarkerKind::Dir { files } if !self.cache.contains(&marker.oid) => {
+                // The manifest was evicted: a remote may give it back, or the folder on
+                // disk may be exactly what the marker names.
+                let fetched = self.has_remotes()
+                    && self.ensure(&marker.oid, None, marker_path).is_ok()
+                    && self.cache.contains(&marker.oid);
+                if !fetched {
+                    let state = match self.rebuild_manifest(&marker, &data)? {
+                        Some(_) => State::Ok,
+                        None if data.exists() => State::Modified,
+                        None => State::NotCached,
+                    };
+                    let counts = (state == State::Ok).then(|| FolderCounts {
+                        ok: files as usize,
+                        ..FolderCounts::default()
+                    });
+                    return Ok(MarkerStatus {
+                        path: data,
+                        marker: marker_path.into(),
+                        state,
+                        oid: marker.oid,
+                        files: counts,
+                    });
                 }
-                if let Some(on_disk) = on_disk? {
-                    counts.added = on_disk.saturating_sub(counts.ok + counts.modified);
-                }
-                let mut state = states.iter().copied().max().unwrap_or(State::Ok);
-                if counts.added > 0 {
-                    state = State::Modified;
-                }
-                (state, Some(counts))
+                self.folder_status(marker_path, &marker, &data)?
             }
+            MarkerKind::Dir { .. } => self.folder_status(marker_path, &marker, &data)?,
         };
         Ok(MarkerStatus {
             path: data,
@@ -1048,6 +1076,41 @@ impl Workspace {
             oid: marker.oid,
             files,
         })
+    }
+
+    /// A folder marker's state and per-file counts, its manifest in the cache.
+    fn folder_status(
+        &self,
+        marker_path: &Path,
+        marker: &Marker,
+        data: &Path,
+    ) -> Result<(State, Option<FolderCounts>)> {
+        let manifest = self.load_checked_manifest(marker_path, marker)?;
+        let (states, on_disk) = rayon::join(
+            || self.folder_states(&manifest, data),
+            // Every listed file still on disk is found by this walk too, so any
+            // surplus is files the marker does not list.
+            || data.is_dir().then(|| count_files(data)).transpose(),
+        );
+        let states = states?;
+        let mut counts = FolderCounts::default();
+        for state in &states {
+            match state {
+                State::Ok => counts.ok += 1,
+                State::Modified => counts.modified += 1,
+                State::Missing => counts.missing += 1,
+                State::NotCached => counts.not_cached += 1,
+                State::NotPushed => counts.ok += 1,
+            }
+        }
+        if let Some(on_disk) = on_disk? {
+            counts.added = on_disk.saturating_sub(counts.ok + counts.modified);
+        }
+        let mut state = states.iter().copied().max().unwrap_or(State::Ok);
+        if counts.added > 0 {
+            state = State::Modified;
+        }
+        Ok((state, Some(counts)))
     }
 
     /// The state of every file of a folder marker, in manifest order.
@@ -1151,12 +1214,30 @@ impl Workspace {
             }
             if let MarkerKind::Dir { .. } = marker.kind {
                 if let Some(chain) = chain {
-                    if !self.cache.contains(&marker.oid) && !chain.is_empty() {
-                        match chain.fetch(&self.cache, &marker.oid, &marker_path) {
+                    if !self.cache.contains(&marker.oid) {
+                        let got = if chain.is_empty() {
+                            Err(Error::NotCached {
+                                path: marker_path.clone(),
+                                oid: marker.oid,
+                            })
+                        } else {
+                            chain.fetch(&self.cache, &marker.oid, &marker_path)
+                        };
+                        match got {
                             Ok(admitted) => fetched.push(admitted),
                             Err(err) => {
-                                errors.push(err);
-                                continue;
+                                let (data, _) = split_marker(&marker_path);
+                                match self.rebuild_manifest(&marker, &data) {
+                                    Ok(Some(_)) => {}
+                                    _ => {
+                                        errors.push(Error::ManifestLost {
+                                            marker: marker_path.clone(),
+                                            data,
+                                            source: Box::new(err),
+                                        });
+                                        continue;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1213,7 +1294,9 @@ impl Workspace {
                 .collect();
             (oids, Vec::new())
         } else {
-            let referenced = self.referenced(paths, None)?;
+            // A folder whose manifest was evicted: fetched back (or rebuilt from the
+            // folder), so its files are checked against the remote too.
+            let referenced = self.referenced(paths, Some(self.chain()))?;
             (referenced.oids, referenced.errors)
         };
         self.push_objects(oids, errors, remote)

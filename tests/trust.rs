@@ -1009,3 +1009,64 @@ fn bad_remote_settings_are_named_before_anything_happens() {
         stderr(&out)
     );
 }
+
+// ---- A3: a folder whose manifest was evicted ----
+
+#[test]
+fn a_folder_whose_manifest_was_evicted_reports_its_files_and_pushes() {
+    let env = TestEnv::new();
+    for i in 0..3 {
+        env.write(&format!("ds/f{i}.txt"), format!("file {i}"));
+    }
+    save_ok(&env, &["ds"]);
+    let manifest = env.marker_oid("ds.czc");
+    // No remote: the manifest is rebuilt from the unchanged folder.
+    fs::remove_file(env.object(&manifest)).unwrap();
+    env.czc()
+        .arg("status")
+        .assert()
+        .success()
+        .stdout("ok          ds/ (3 files)\n");
+    assert!(env.object(&manifest).exists(), "rebuilt and admitted again");
+    fs::remove_file(env.object(&manifest)).unwrap();
+    env.write("ds/f1.txt", "changed");
+    let out = env.czc().arg("status").output().unwrap();
+    assert!(
+        stdout(&out).starts_with("modified    ds"),
+        "{}",
+        stdout(&out)
+    );
+    env.write("ds/f1.txt", "file 1");
+
+    // With a remote that holds everything: push fetches the manifest back.
+    let team = env.dir.path().join("team");
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
+            team.display()
+        ),
+    );
+    env.czc().arg("push").assert().success();
+    fs::remove_file(env.object(&manifest)).unwrap();
+    let out = env.czc().arg("push").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("pushed 0 objects"),
+        "{}",
+        stdout(&out)
+    );
+    env.czc()
+        .arg("status")
+        .assert()
+        .success()
+        .stdout("ok          ds/ (3 files)\n");
+
+    // Neither cached, nor on a remote, nor rebuildable: push says exactly what to run.
+    fs::remove_dir_all(&team).unwrap();
+    fs::remove_file(env.object(&manifest)).unwrap();
+    env.write("ds/f2.txt", "edited since");
+    let out = env.czc().arg("push").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`czc save ds`"), "{}", stderr(&out));
+}
