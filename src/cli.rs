@@ -105,6 +105,9 @@ enum Command {
         /// `not-pushed` otherwise.
         #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
         remote: Option<String>,
+        /// Exit 1 when anything is not `ok` (a CI gate).
+        #[arg(long)]
+        exit_code: bool,
     },
     /// Inspect and maintain the local cache.
     Cache {
@@ -380,11 +383,20 @@ pub fn run() -> i32 {
             return if code == 0 { 0 } else { 2 };
         }
     };
+    if cli.json {
+        if let Ok(dir) = cwd(&cli) {
+            let _ = JSON_ROOT.set(workspace::find_root(&dir));
+        }
+    }
     match execute(&cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => 0,
         Err(err) => {
             report(&err);
+            if cli.json {
+                // Machine readers get the failure on stdout too.
+                print_json(&serde_json::json!({ "error": one_line(&err) }));
+            }
             1
         }
     }
@@ -392,11 +404,16 @@ pub fn run() -> i32 {
 
 /// Prints one `czc: error:` line, with paths shown relative to the current folder.
 fn report(err: &Error) {
+    eprintln!("czc: error: {}", one_line(err));
+}
+
+/// An error as one line, paths relative to the current folder.
+fn one_line(err: &Error) -> String {
     let mut message = err.to_string().replace('\n', " ");
     if let Ok(here) = std::env::current_dir() {
         message = message.replace(&format!("{}/", here.display()), "");
     }
-    eprintln!("czc: error: {message}");
+    message
 }
 
 fn is_broken_pipe(err: &Error) -> bool {
@@ -438,9 +455,30 @@ fn open_workspace(cli: &Cli, force: bool) -> Result<Workspace, Error> {
         .with_progress(!cli.no_progress && !cli.quiet && !cli.json))
 }
 
+/// The project root JSON paths are made relative to (set once per run).
+static JSON_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 fn print_json(value: &impl serde::Serialize) {
-    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    let mut value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    if let Some(root) = JSON_ROOT.get() {
+        relative_paths(&mut value, &format!("{}/", root.display()));
+    }
+    let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| "null".into());
     outln!("{text}");
+}
+
+/// Paths inside the project become relative to its root, in every JSON report alike.
+fn relative_paths(value: &mut serde_json::Value, root: &str) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Some(rel) = text.strip_prefix(root) {
+                *text = rel.to_string();
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| relative_paths(v, root)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| relative_paths(v, root)),
+        _ => {}
+    }
 }
 
 fn execute(cli: &Cli) -> Result<i32, Error> {
@@ -579,7 +617,11 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Command::Status { paths, remote } => {
+        Command::Status {
+            paths,
+            remote,
+            exit_code,
+        } => {
             let ws = open_workspace(cli, false)?;
             let (mut statuses, errors) = ws.status(paths)?;
             if let Some(remote) = remote {
@@ -603,9 +645,20 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                         line.push_str(&folder_summary(counts));
                     }
                     outln!("{line}");
+                    if cli.verbose > 0 {
+                        for file in &status.changed {
+                            let path = status.path.join(&file.path);
+                            outln!("  {:<11} {}", file.state.as_str(), ws.display(&path));
+                        }
+                    }
                 }
             }
-            Ok(if errors.is_empty() { 0 } else { 1 })
+            let all_ok = statuses.iter().all(|s| s.state == State::Ok);
+            Ok(if !errors.is_empty() || (*exit_code && !all_ok) {
+                1
+            } else {
+                0
+            })
         }
         Command::Cache { command } => cache_command(cli, command),
         Command::Push { paths, remote, all } => {

@@ -76,6 +76,16 @@ pub struct MarkerStatus {
     pub state: State,
     pub oid: Oid,
     pub files: Option<FolderCounts>,
+    /// For a folder: the files that are not `ok`, relative to it (`status -v` shows them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<ChangedFile>,
+}
+
+/// A file of a folder marker that differs from the marker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChangedFile {
+    pub path: String,
+    pub state: State,
 }
 
 /// What `checkout` did.
@@ -1039,8 +1049,12 @@ impl Workspace {
     fn status_of(&self, marker_path: &Path) -> Result<MarkerStatus> {
         let marker = self.read_marker(marker_path)?;
         let (data, _) = split_marker(marker_path);
-        let (state, files) = match marker.kind {
-            MarkerKind::File => (self.file_state(marker_path, &marker, &data)?, None),
+        let (state, files, changed) = match marker.kind {
+            MarkerKind::File => (
+                self.file_state(marker_path, &marker, &data)?,
+                None,
+                Vec::new(),
+            ),
             MarkerKind::Dir { files } if !self.cache.contains(&marker.oid) => {
                 // The manifest was evicted: a remote may give it back, or the folder on
                 // disk may be exactly what the marker names.
@@ -1063,6 +1077,7 @@ impl Workspace {
                         state,
                         oid: marker.oid,
                         files: counts,
+                        changed: Vec::new(),
                     });
                 }
                 self.folder_status(marker_path, &marker, &data)?
@@ -1075,6 +1090,7 @@ impl Workspace {
             state,
             oid: marker.oid,
             files,
+            changed,
         })
     }
 
@@ -1084,7 +1100,7 @@ impl Workspace {
         marker_path: &Path,
         marker: &Marker,
         data: &Path,
-    ) -> Result<(State, Option<FolderCounts>)> {
+    ) -> Result<(State, Option<FolderCounts>, Vec<ChangedFile>)> {
         let manifest = self.load_checked_manifest(marker_path, marker)?;
         let (states, on_disk) = rayon::join(
             || self.folder_states(&manifest, data),
@@ -1110,7 +1126,17 @@ impl Workspace {
         if counts.added > 0 {
             state = State::Modified;
         }
-        Ok((state, Some(counts)))
+        let changed = manifest
+            .files
+            .iter()
+            .zip(&states)
+            .filter(|(_, state)| **state != State::Ok)
+            .map(|(entry, state)| ChangedFile {
+                path: entry.path.clone(),
+                state: *state,
+            })
+            .collect();
+        Ok((state, Some(counts), changed))
     }
 
     /// The state of every file of a folder marker, in manifest order.

@@ -1070,3 +1070,46 @@ fn a_folder_whose_manifest_was_evicted_reports_its_files_and_pushes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("`czc save ds`"), "{}", stderr(&out));
 }
+
+// ---- F19, F20: machine-readable output and CI gates ----
+
+#[test]
+fn status_exit_code_verbose_files_and_json_paths_relative_to_the_project() {
+    let env = TestEnv::new();
+    env.write("ds/a.txt", "a");
+    env.write("ds/sub/b.txt", "b");
+    env.write("f.bin", "f");
+    save_ok(&env, &["ds", "f.bin"]);
+    env.czc().args(["status", "--exit-code"]).assert().code(0);
+    env.write("ds/sub/b.txt", "changed");
+    fs::remove_file(env.path("ds/a.txt")).unwrap();
+    env.czc().arg("status").assert().code(0);
+    env.czc().args(["status", "--exit-code"]).assert().code(1);
+    let out = env.czc().args(["-v", "status"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("  missing     ds/a.txt\n"), "{text}");
+    assert!(text.contains("  modified    ds/sub/b.txt\n"), "{text}");
+    // JSON: paths relative to the project, from any folder in it.
+    let out = env
+        .czc_in(&env.path("ds"))
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["path"], "ds");
+    assert_eq!(json[0]["marker"], "ds.czc");
+    assert_eq!(json[0]["changed"][0]["path"], "a.txt");
+    assert_eq!(json[1]["path"], "f.bin");
+    // A failure in JSON mode still prints a JSON object on stdout.
+    let out = env
+        .czc()
+        .args(["--json", "cat", "nope.bin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["error"].as_str().unwrap().contains("nope.bin"),
+        "{json}"
+    );
+}
