@@ -335,6 +335,16 @@ pub fn push(
             })
             .collect()
     });
+    if !todo.is_empty() {
+        // What killed pushes left in the folders this push wrote to (best effort).
+        let mut shards: Vec<String> = todo
+            .iter()
+            .map(|(oid, _)| format!("objects/{}/", &oid.hex()[..2]))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        let _ = storage.sweep_stale_uploads(&shards, crate::storage::STALE_UPLOAD_AGE);
+    }
     let mut archived: Vec<Oid> = oids
         .iter()
         .zip(&present)

@@ -1113,3 +1113,55 @@ fn status_exit_code_verbose_files_and_json_paths_relative_to_the_project() {
         "{json}"
     );
 }
+
+// ---- E12: what killed pushes leave in a shared folder remote ----
+
+#[test]
+fn push_and_gc_sweep_stale_upload_temps_from_a_folder_remote() {
+    let env = TestEnv::new();
+    let team = env.dir.path().join("team");
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
+            team.display()
+        ),
+    );
+    env.write("a.bin", util::bytes(71, 5000));
+    save_ok(&env, &["a.bin"]);
+    let oid = env.marker_oid("a.bin.czc");
+    let hex = &oid["blake3:".len()..];
+    let shard = team.join("objects").join(&hex[..2]);
+    let other_shard = team
+        .join("objects")
+        .join(if &hex[..2] == "00" { "01" } else { "00" });
+    fs::create_dir_all(&shard).unwrap();
+    fs::create_dir_all(&other_shard).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let make = |path: std::path::PathBuf, stale: bool| {
+        let file = fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &file, &[0u8; 1000]).unwrap();
+        if stale {
+            file.set_modified(two_hours_ago).unwrap();
+        }
+        path
+    };
+    let stale = make(shard.join(".czc-tmp-killed"), true);
+    let live = make(shard.join(".czc-tmp-live"), false);
+    let stale_elsewhere = make(other_shard.join(".czc-tmp-old"), true);
+    env.czc().arg("push").assert().success();
+    assert!(!stale.exists(), "push sweeps the folders it writes to");
+    assert!(live.exists(), "a live upload is left alone");
+    assert!(stale_elsewhere.exists());
+    env.czc()
+        .args(["gc", "--remote", "team"])
+        .assert()
+        .success();
+    assert!(!stale_elsewhere.exists(), "gc --remote sweeps everywhere");
+    assert!(live.exists());
+    // And the pushed object is intact.
+    assert_eq!(
+        fs::read(shard.join(&hex[2..])).unwrap(),
+        util::bytes(71, 5000)
+    );
+}

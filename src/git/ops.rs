@@ -233,6 +233,8 @@ pub struct GcReport {
     pub unpushed_kept: usize,
     /// Registered repositories that were skipped, and why.
     pub skipped: Vec<String>,
+    /// Leftovers of interrupted uploads removed (`gc --remote`).
+    pub stale_uploads_swept: usize,
 }
 
 /// Every object the kept history and the working tree reference. Any marker or
@@ -296,6 +298,10 @@ pub fn gc_remote(
         ..GcReport::default()
     };
     let now = SystemTime::now();
+    if !dry_run {
+        report.stale_uploads_swept = storage
+            .sweep_stale_uploads(&["objects/".to_string()], crate::storage::STALE_UPLOAD_AGE)?;
+    }
     for key in storage.list("objects/")? {
         let Some(oid) = object_key_oid(&key) else {
             continue;

@@ -324,6 +324,38 @@ impl ReadStorage for FolderStorage {
 }
 
 impl WriteStorage for FolderStorage {
+    fn sweep_stale_uploads(
+        &self,
+        prefixes: &[String],
+        older_than: std::time::Duration,
+    ) -> Result<usize, StorageError> {
+        let mut swept = 0;
+        for prefix in prefixes {
+            let dir = prefix.trim_end_matches('/');
+            if !dir.is_empty() {
+                check_key(self, dir)?;
+            }
+            let start = self.root.join(dir);
+            for entry in walkdir::WalkDir::new(&start).into_iter().flatten() {
+                if !entry.file_type().is_file()
+                    || !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                {
+                    continue;
+                }
+                let stale = entry
+                    .metadata()
+                    .ok()
+                    .and_then(|meta| meta.modified().ok())
+                    .and_then(|time| time.elapsed().ok())
+                    .is_some_and(|age| age >= older_than);
+                if stale && fs::remove_file(entry.path()).is_ok() {
+                    swept += 1;
+                }
+            }
+        }
+        Ok(swept)
+    }
+
     fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
         let (temp, dest) = self.stage(key, src)?;
         let _lock = self.lock(key)?;
@@ -529,6 +561,14 @@ impl ReadStorage for TemporaryStorage {
 }
 
 impl WriteStorage for TemporaryStorage {
+    fn sweep_stale_uploads(
+        &self,
+        prefixes: &[String],
+        older_than: std::time::Duration,
+    ) -> Result<usize, StorageError> {
+        self.folder.sweep_stale_uploads(prefixes, older_than)
+    }
+
     fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
         self.folder.put(key, src)
     }

@@ -61,6 +61,9 @@ pub enum StorageError {
     },
 }
 
+/// Interrupted uploads older than this are swept by push and `gc --remote`.
+pub const STALE_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The error for a download that went past `max` bytes.
 pub fn too_long(storage: &dyn ReadStorage, key: &str, max: u64) -> StorageError {
     StorageError::TooLong {
@@ -151,6 +154,17 @@ pub trait WriteStorage: ReadStorage {
     /// parallel on the current rayon pool, retrying transient failures; one result per
     /// pair, `progress` called with each file's size as it is done. Backends override it
     /// to batch what they can (a folder makes the whole batch durable at once).
+    /// Removes what interrupted uploads left under each prefix (temp files, unfinished
+    /// multipart uploads) that has not changed for `older_than`; returns how many. A
+    /// live upload keeps writing, so it is never that old.
+    fn sweep_stale_uploads(
+        &self,
+        prefixes: &[String],
+        older_than: std::time::Duration,
+    ) -> Result<usize, StorageError> {
+        let _ = (prefixes, older_than);
+        Ok(0)
+    }
     fn put_many_if_absent(
         &self,
         items: &[(String, PathBuf)],
