@@ -80,6 +80,10 @@ impl FileLock {
             .read(true)
             .write(true)
             .open(path)?;
+        Self::wait_for(file, path, mode, what)
+    }
+
+    fn wait_for(file: File, path: &Path, mode: LockMode, what: &str) -> io::Result<FileLock> {
         if try_lock(&file, mode)? {
             return Ok(FileLock {
                 file,
@@ -114,6 +118,13 @@ impl FileLock {
             }
             pause = (pause * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// [`FileLock::acquire`] through a read-only handle on an existing lock file (a cache
+    /// this user may not write to).
+    pub fn acquire_read_only(path: &Path, mode: LockMode, what: &str) -> io::Result<FileLock> {
+        let file = File::open(path)?;
+        Self::wait_for(file, path, mode, what)
     }
 
     /// Takes the lock only if nobody holds a conflicting one.

@@ -1165,3 +1165,29 @@ fn push_and_gc_sweep_stale_upload_temps_from_a_folder_remote() {
         util::bytes(71, 5000)
     );
 }
+
+// ---- E15: a read never fails on the index's bookkeeping ----
+
+#[test]
+fn a_read_whose_object_is_present_survives_an_index_that_cannot_be_written() {
+    let env = TestEnv::new().with_env("CZC_CACHE_INDEX", "csv");
+    env.write("a.txt", "the content");
+    save_ok(&env, &["a.txt"]);
+    fs::remove_file(env.path("a.txt")).unwrap();
+    // Every index write now fails (its lock cannot be opened).
+    let lock = env.cache.join("index.csv.lock");
+    let _ = fs::remove_file(&lock);
+    fs::create_dir_all(&lock).unwrap();
+    let out = env.czc().args(["cat", "a.txt"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"the content");
+    assert_eq!(
+        stderr(&out).matches("could not record").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    let out = env.czc().arg("checkout").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("a.txt"), b"the content");
+}

@@ -141,6 +141,8 @@ pub struct LocalCache {
     evict_on_exit: AtomicBool,
     /// The over-the-limit warning was given (once per process).
     warned_over_limit: AtomicBool,
+    /// A failed index update on a read was reported (once per process).
+    warned_index_write: AtomicBool,
     /// The project this process saves for, recorded beside the objects it saves so
     /// `cache info` can say which projects have objects awaiting push.
     project: Option<PathBuf>,
@@ -197,8 +199,16 @@ impl LocalCache {
             fsutil::write_atomic(&tag, CACHEDIR_TAG.as_bytes()).at(&tag)?;
         }
         let usage_path = root.join("lock");
-        let usage =
-            FileLock::acquire(&usage_path, LockMode::Shared, "the cache").at(&usage_path)?;
+        let usage = match FileLock::acquire(&usage_path, LockMode::Shared, "the cache") {
+            Ok(lock) => lock,
+            // Another user's (or a shared) cache we may only read: a read-only handle
+            // takes the shared lock just as well.
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                FileLock::acquire_read_only(&usage_path, LockMode::Shared, "the cache")
+                    .at(&usage_path)?
+            }
+            Err(err) => return Err(err).at(&usage_path),
+        };
         let index = index::open_index(&root, config.index)?;
         Ok(LocalCache {
             root,
@@ -216,6 +226,7 @@ impl LocalCache {
             protect_unpushed: true,
             evict_on_exit: AtomicBool::new(false),
             warned_over_limit: AtomicBool::new(false),
+            warned_index_write: AtomicBool::new(false),
             project: None,
         })
     }
@@ -686,11 +697,17 @@ impl LocalCache {
     }
 
     /// Records that objects were used now (LRU order and hit counts).
+    /// Only LRU bookkeeping: a read whose object is there never fails because the
+    /// index cannot be written (a full disk, a read-only cache); that is said once.
     pub fn touch(&self, oids: &[Oid]) -> Result<()> {
         if oids.is_empty() {
             return Ok(());
         }
-        self.index.touch(oids, self.now())?;
+        if let Err(err) = self.index.touch(oids, self.now()) {
+            if !self.warned_index_write.swap(true, Ordering::Relaxed) {
+                eprintln!("czc: warning: could not record the use of cached objects ({err}); eviction order may be off");
+            }
+        }
         Ok(())
     }
 
