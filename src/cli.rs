@@ -176,25 +176,7 @@ enum Command {
         if_match: Option<Oid>,
     },
     /// Serve a folder or a configured remote over HTTP, as a remote for other clones.
-    Serve {
-        /// A folder (created if it does not exist yet), or the name of a configured remote.
-        source: String,
-        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// A file of bearer tokens, one per line: writes need one, reads too unless
-        /// --public-read.
-        #[arg(long, value_name = "FILE")]
-        tokens: PathBuf,
-        /// Let anyone read without a token.
-        #[arg(long)]
-        public_read: bool,
-        /// The largest upload accepted.
-        #[arg(long, value_name = "SIZE", default_value = "64GiB")]
-        max_upload: String,
-        /// Refuse every write.
-        #[arg(long)]
-        read_only: bool,
-    },
+    Serve(ServeArgs),
     /// Set up git to run files through czc: the filter in your git config (the
     /// repository's with --local) and, inside a repository, czc's hooks.
     Install {
@@ -352,6 +334,55 @@ enum RemoteCommand {
     List,
     /// Remove a remote (and its mentions in remote.default and remote.read).
     Remove { name: String },
+}
+
+/// `czc serve`'s arguments.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A folder (created if it does not exist yet), or the name of a configured remote.
+    source: String,
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// A file of bearer tokens, one per line: writes need one, reads too unless
+    /// --public-read.
+    #[arg(long, value_name = "FILE")]
+    tokens: PathBuf,
+    /// Let anyone read without a token.
+    #[arg(long)]
+    public_read: bool,
+    /// The largest upload accepted.
+    #[arg(long, value_name = "SIZE", default_value = "64GiB")]
+    max_upload: String,
+    /// Refuse every write.
+    #[arg(long)]
+    read_only: bool,
+    #[command(flatten)]
+    limits: ServeLimitArgs,
+}
+
+/// `czc serve`'s protections against slow and hostile clients.
+#[derive(clap::Args)]
+struct ServeLimitArgs {
+    /// Close a connection that has not sent a request's headers within this time
+    /// (idle keep-alive connections too).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    header_timeout: std::time::Duration,
+    /// Give up an upload whose body sends nothing for this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+    body_timeout: std::time::Duration,
+    /// Open connections in all; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+    /// Open connections from one address; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_connections_per_ip: usize,
+    /// After SIGTERM, how long requests in flight may take before the server exits.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    shutdown_grace: std::time::Duration,
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    czcache::config::parse_duration(text)
 }
 
 #[derive(Subcommand)]
@@ -936,22 +967,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Hook { hook } => hook_command(cli, hook),
-        Command::Serve {
-            source,
-            listen,
-            tokens,
-            public_read,
-            max_upload,
-            read_only,
-        } => serve_command(
-            cli,
-            source,
-            listen,
-            tokens,
-            *public_read,
-            max_upload,
-            *read_only,
-        ),
+        Command::Serve(args) => serve_command(cli, args),
         Command::Get {
             target: (remote, key),
         } => {
@@ -1017,16 +1033,25 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
     }
 }
 
-fn serve_command(
-    cli: &Cli,
-    source: &str,
-    listen: &str,
-    tokens: &std::path::Path,
-    public_read: bool,
-    max_upload: &str,
-    read_only: bool,
-) -> Result<i32, Error> {
+fn serve_command(cli: &Cli, args: &ServeArgs) -> Result<i32, Error> {
     use czcache::serve::{read_tokens, serve, Backend, ServeOptions};
+    let ServeArgs {
+        source,
+        listen,
+        tokens,
+        public_read,
+        max_upload,
+        read_only,
+        limits,
+    } = args;
+    let (public_read, read_only) = (*public_read, *read_only);
+    let limits = czcache::serve::ServeLimits {
+        header_timeout: limits.header_timeout,
+        body_idle_timeout: limits.body_timeout,
+        max_connections: limits.max_connections.max(1),
+        max_connections_per_ip: limits.max_connections_per_ip.max(1),
+        shutdown_grace: limits.shutdown_grace,
+    };
     let (dir, config) = load_config(cli)?;
     let max_upload = parse_size(max_upload).map_err(|reason| {
         Error::Config(czcache::config::ConfigError::Value {
@@ -1061,7 +1086,13 @@ fn serve_command(
         }
     };
     let what = backend.describe();
+    let staging = match &backend {
+        Backend::Folder { storage, .. } => storage.root().join(".czc-serve-tmp"),
+        Backend::Other(_) => config.cache.dir.join("tmp").join("serve"),
+    };
     let options = ServeOptions {
+        staging,
+        limits,
         listen: listen.into(),
         tokens,
         public_read,

@@ -36,6 +36,39 @@ pub struct ServeOptions {
     pub public_read: bool,
     /// The largest upload accepted, in bytes.
     pub max_upload: u64,
+    /// Where uploads are staged while they are hashed: a folder inside the store (or
+    /// the cache), whose leftovers from a killed server are swept at the next start.
+    pub staging: PathBuf,
+    /// Limits that keep one slow or hostile client from locking out the others.
+    pub limits: ServeLimits,
+}
+
+/// How long the server waits for clients, and how many it serves at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// To receive a request's headers, counted from when the server is ready for them
+    /// (idle keep-alive connections included).
+    pub header_timeout: std::time::Duration,
+    /// Between two chunks of an upload's body.
+    pub body_idle_timeout: std::time::Duration,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections from one address.
+    pub max_connections_per_ip: usize,
+    /// After SIGTERM, how long requests in flight (stalled uploads too) may finish.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            body_idle_timeout: std::time::Duration::from_secs(30),
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            shutdown_grace: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// What the server serves.
@@ -80,7 +113,8 @@ struct AppState {
     tokens: HashSet<String>,
     public_read: bool,
     max_upload: u64,
-    uploads: tempfile::TempDir,
+    uploads: PathBuf,
+    body_idle_timeout: std::time::Duration,
 }
 
 /// Reads bearer tokens: one per line; blank lines and `#` comments are skipped.
@@ -119,26 +153,29 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(io)?;
-    let uploads = tempfile::Builder::new()
-        .prefix("czc-serve-")
-        .tempdir()
-        .map_err(io)?;
+    let staging_io = |source: std::io::Error| Error::Io {
+        path: options.staging.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&options.staging).map_err(staging_io)?;
+    // Uploads a killed server was receiving.
+    crate::fsutil::sweep_dead_private_dirs(&options.staging);
+    let (uploads, uploads_lock) =
+        crate::fsutil::claim_private_dir(&options.staging).map_err(staging_io)?;
     let state = Arc::new(AppState {
         backend,
         tokens: options.tokens.iter().cloned().collect(),
         public_read: options.public_read,
         max_upload: options.max_upload,
-        uploads,
+        uploads: uploads.clone(),
+        body_idle_timeout: options.limits.body_idle_timeout,
     });
-    runtime.block_on(async {
+    let limits = options.limits;
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
             .map_err(io)?;
         ready(listener.local_addr().map_err(io)?);
-        // Without TCP_NODELAY every small response waits ~40 ms for a delayed ACK.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let app = Router::new()
             .route(
                 "/objects/{shard}/{rest}",
@@ -149,12 +186,90 @@ pub fn serve(
             )
             .route("/batch", post(batch))
             .route("/list", get(list))
+            .fallback(not_found)
             .with_state(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(io)
-    })
+        accept_loop(listener, app, limits).await;
+        Ok(())
+    });
+    // Blocking tasks of stalled requests are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&uploads);
+    let _ = std::fs::remove_file(uploads_lock.path());
+    served
+}
+
+/// Accepts connections until SIGTERM or Ctrl-C, within the connection limits, each
+/// served by hyper with a header timeout; then lets requests in flight finish for the
+/// grace period.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: ServeLimits) {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let per_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors and the like: wait a moment, keep serving.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let ip = peer.ip();
+        let admitted = {
+            let mut counts = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mine = counts.entry(ip).or_default();
+            if *mine >= limits.max_connections_per_ip
+                || open.load(std::sync::atomic::Ordering::Relaxed) >= limits.max_connections
+            {
+                false
+            } else {
+                *mine += 1;
+                open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+        };
+        if !admitted {
+            drop(tcp); // closed at once: a flood never fills the backlog
+            continue;
+        }
+        // Without TCP_NODELAY every small response waits ~40 ms for a delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
+        let (per_ip, open) = (per_ip.clone(), open.clone());
+        tokio::spawn(async move {
+            let _ = connection.await;
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let mut counts = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(mine) = counts.get_mut(&ip) {
+                *mine -= 1;
+                if *mine == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
+}
+
+/// Any other path: 404 with a line saying what this server answers.
+async fn not_found() -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "not found: this czc server answers /objects/<2 hex>/<62 hex>, /batch and /list",
+    )
 }
 
 async fn shutdown_signal() {
@@ -217,8 +332,14 @@ fn authorized_oid(
     url_oid(shard, rest)
 }
 
+/// The backend failed: its error (endpoint urls, upload ids, paths) goes to the server's
+/// log, the client gets a plain 502.
 fn storage_error(err: StorageError) -> Response {
-    status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+    eprintln!("czc serve: backend error: {err}");
+    status(
+        StatusCode::BAD_GATEWAY,
+        "the server's storage failed; its log says why",
+    )
 }
 
 async fn blocking<T: Send + 'static>(
@@ -253,7 +374,7 @@ async fn local_copy(
         }
         Backend::Other(opened) => {
             let reader = opened.reader();
-            let dir = state.uploads.path().to_path_buf();
+            let dir = state.uploads.clone();
             let copied = blocking(move || -> Result<Option<std::fs::File>, StorageError> {
                 let io = |source| StorageError::Io {
                     storage: "serve".into(),
@@ -470,7 +591,7 @@ async fn put_object(
         }
     }
     // Stream to a private temp file, hashing as the bytes arrive.
-    let temp = match tempfile::NamedTempFile::new_in(state.uploads.path()) {
+    let temp = match tempfile::NamedTempFile::new_in(&state.uploads) {
         Ok(temp) => temp.into_temp_path(),
         Err(err) => return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     };
@@ -481,7 +602,21 @@ async fn put_object(
     let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = match tokio::time::timeout(state.body_idle_timeout, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            // A client that stops sending mid-body loses its slot, not everyone theirs.
+            Err(_) => {
+                return status(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "no bytes of the upload for {}s; nothing stored",
+                        state.body_idle_timeout.as_secs()
+                    ),
+                )
+            }
+        };
         let chunk = match chunk {
             Ok(chunk) => chunk,
             // The client went away mid-body: the temp file is dropped, nothing stored.
@@ -634,11 +769,17 @@ async fn list(
     if let Err(response) = authorize(&state, &headers, false) {
         return response;
     }
-    if !query.prefix.is_empty()
-        && !query.prefix.starts_with("objects/")
-        && query.prefix != "objects"
-    {
-        return status(StatusCode::BAD_REQUEST, "only objects/ can be listed");
+    let prefix = &query.prefix;
+    let inside = prefix.is_empty()
+        || prefix == "objects"
+        || (prefix.starts_with("objects/")
+            && !prefix.contains('\\')
+            && prefix.split('/').all(|part| part != ".." && part != "."));
+    if !inside {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "only objects/ can be listed (a prefix such as objects/ab)",
+        );
     }
     let reader = state.backend.reader();
     match blocking(move || reader.list(&query.prefix)).await {

@@ -287,6 +287,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             let path = entry.path();
+            if path.file_name().is_some_and(|n| n == ".czc-serve-tmp") {
+                continue; // the server's own staging
+            }
             if path.is_dir() {
                 out.extend(walk(&path));
             } else if !path
@@ -384,4 +387,182 @@ fn public_read_lets_anyone_read_but_not_write() {
     let (file2, oid2) = object_file(scratch.path(), "q", b"not allowed");
     let err = anonymous.put(&oid2.object_key(), &file2).unwrap_err();
     assert!(err.to_string().contains("unauthorized"), "{err}");
+}
+
+// ---- hostile clients (issue 9, C10) ----
+
+/// A list request sent from a chosen loopback address (127.0.0.0/8 is all ours).
+fn answer_from(source: &str, url: &str) -> Result<u16, String> {
+    let client = reqwest::blocking::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    client
+        .get(format!("{url}/list?prefix=objects/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .map(|response| response.status().as_u16())
+        .map_err(|err| err.to_string())
+}
+
+/// Whether the server closes `stream` (read returns 0 or an error) within `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: std::time::Duration) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(err)
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    || err.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn idle_and_slow_header_clients_cannot_lock_others_out() {
+    let server = Server::start(&["--header-timeout", "1s", "--max-connections-per-ip", "20"]);
+    let address = server.url.trim_start_matches("http://").to_string();
+    // 300 sockets from one address: idle ones, and ones that dribble a header.
+    let mut idle: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    let mut slow: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            let _ = stream.write_all(b"GET /objects/ab/");
+            stream
+        })
+        .collect();
+    // Another user is served at once.
+    assert_eq!(answer_from("127.0.0.2", &server.url), Ok(200));
+    // The flood's sockets are all closed: over the per-address limit at once, the rest
+    // when their header time is up.
+    for stream in idle.iter_mut().chain(slow.iter_mut()) {
+        assert!(closed_within(stream, std::time::Duration::from_secs(10)));
+    }
+    // And the flooding address itself is served again afterwards.
+    assert_eq!(answer_from("127.0.0.1", &server.url), Ok(200));
+}
+
+#[test]
+fn list_outside_objects_is_400_and_unknown_routes_404_without_server_paths() {
+    let server = Server::start(&[]);
+    let client = reqwest::blocking::Client::new();
+    for prefix in ["objects/../..", "objects/../../etc", "../x", "objects/./a"] {
+        let response = client
+            .get(format!("{}/list", server.url))
+            .query(&[("prefix", prefix)])
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{prefix}");
+        let body = response.text().unwrap();
+        assert!(!body.contains(&*server.folder.to_string_lossy()), "{body}");
+        assert!(!body.contains("/tmp"), "{body}");
+    }
+    let response = client
+        .get(format!("{}/no/such/route", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(response.text().unwrap().contains("/objects/"));
+}
+
+#[test]
+fn sigterm_waits_a_bounded_grace_for_stalled_uploads_and_staging_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
+    let args = [
+        "serve",
+        "served",
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        "tokens",
+        "--shutdown-grace",
+        "1s",
+        "--body-timeout",
+        "60s",
+    ];
+    let staging = dir.path().join("served/.czc-serve-tmp");
+    let stalled_upload = |url: &str| {
+        let address = url.trim_start_matches("http://").to_string();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let content = bytes(21, 4_000_000);
+        write!(
+            stream,
+            "PUT /{} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+            Oid::of_bytes(&content).object_key(),
+            content.len()
+        )
+        .unwrap();
+        stream.write_all(&content[..1_000_000]).unwrap();
+        stream
+    };
+    // A server killed mid-upload leaves its staging behind...
+    let (mut killed, url) = util::spawn_serve(dir.path(), &args, &[]);
+    let _held = stalled_upload(&url);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let leftovers = || {
+        walkdir::WalkDir::new(&staging)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count()
+    };
+    let dead: Vec<PathBuf> = fs::read_dir(&staging)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        leftovers() >= 2,
+        "the killed server left its upload and lock"
+    );
+    // ...which the next start sweeps; SIGTERM then ends even a stalled upload.
+    let (mut child, url) = util::spawn_serve(dir.path(), &args, &[]);
+    let _stalled = stalled_upload(&url);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        dead.iter().all(|p| !p.exists()),
+        "the dead server's staging was swept"
+    );
+    assert_eq!(leftovers(), 2, "only the live server's lock and upload");
+    let started = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(leftovers(), 0, "nothing left in staging");
+    assert!(
+        walk(&dir.path().join("served")).is_empty(),
+        "no partial object"
+    );
 }
