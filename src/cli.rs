@@ -998,6 +998,11 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             };
             let path = cwd(cli)?.join(file);
             let written = czcache::remote::put_key(storage.as_ref(), key, &path, condition)?;
+            if written {
+                // The next `czc get` of this key is a local hit on what was just written,
+                // not a stale copy from before.
+                czcache::remote::remember_key(ws.cache(), remote, storage.as_ref(), key, &path)?;
+            }
             if cli.json {
                 print_json(&serde_json::json!({ "written": written }));
             } else if !cli.quiet {

@@ -65,6 +65,12 @@ pub enum Error {
         oid: Oid,
         tried: String,
     },
+    #[error("remote {remote} sent bytes for '{key}' that disagree with what it reports ({what}); nothing was kept")]
+    RemoteDisagrees {
+        remote: String,
+        key: String,
+        what: String,
+    },
     #[error("no remote named '{name}' (configured: {known}); add one with `czc remote add {name} <url>`")]
     UnknownRemote { name: String, known: String },
     #[error(

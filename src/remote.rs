@@ -13,8 +13,8 @@ use crate::config::{Config, Env, ReadPolicy, RemoteEntry};
 use crate::error::{Error, Result};
 use crate::oid::Oid;
 use crate::storage::{
-    open_storage, with_retries, OpenedStorage, ReadStorage, StorageError, StorageOptions, Timeouts,
-    WriteStorage,
+    open_storage, with_retries, KeyInfo, OpenedStorage, ReadStorage, StorageError, StorageOptions,
+    Timeouts, WriteStorage,
 };
 
 /// Concurrent transfers when `-j` is not given: transfers wait on I/O, not the CPU.
@@ -428,6 +428,33 @@ struct KeyRecord {
     size: u64,
     /// The remote's last_modified, in nanoseconds since the epoch.
     remote_modified_ns: i128,
+    /// The remote's version tag (ETag) when it reports one: an overwrite within the
+    /// same second changes it, where last_modified (to the second on S3) does not.
+    #[serde(default)]
+    remote_version: Option<String>,
+    /// The hash the remote reports, if any.
+    #[serde(default)]
+    remote_hash: Option<Oid>,
+}
+
+impl KeyRecord {
+    fn of(admitted: &crate::cache::Admitted, info: &KeyInfo) -> KeyRecord {
+        KeyRecord {
+            oid: admitted.oid,
+            size: admitted.size,
+            remote_modified_ns: info.last_modified.map(nanos).unwrap_or(0),
+            remote_version: info.version.clone(),
+            remote_hash: info.hash,
+        }
+    }
+
+    /// Whether the remote's key is still the copy this record describes.
+    fn is_current(&self, info: &KeyInfo) -> bool {
+        self.remote_modified_ns == info.last_modified.map(nanos).unwrap_or(0)
+            && self.remote_version == info.version
+            && info.hash.is_none_or(|hash| hash == self.oid)
+            && info.size.is_none_or(|size| size == self.size)
+    }
 }
 
 /// What `get` did.
@@ -494,40 +521,57 @@ pub fn get_key(
     key: &str,
 ) -> Result<KeyFetch> {
     crate::storage::check_key(storage, key)?;
-    let Some(modified) = with_retries(|| storage.last_modified(key))? else {
-        return Err(Error::NotFound {
-            path: PathBuf::from(format!("{remote}:{key}")),
-        });
+    let not_found = || Error::NotFound {
+        path: PathBuf::from(format!("{remote}:{key}")),
     };
     let record_path = key_record_path(cache, remote, key);
-    if let Some(record) = read_key_record(&record_path) {
-        if record.remote_modified_ns == nanos(modified) && cache.contains(&record.oid) {
-            let path = cache.verified_path(&record.oid, &record_path)?;
-            cache.touch(&[record.oid])?;
-            return Ok(KeyFetch {
-                path,
-                oid: record.oid,
-                size: record.size,
-                downloaded: false,
-            });
+    // The key may be rewritten between the HEAD and the GET: one more try then.
+    let mut attempt = 0;
+    let (admitted, info) = loop {
+        attempt += 1;
+        let info = with_retries(|| storage.describe_key(key))?.ok_or_else(not_found)?;
+        if let Some(record) = read_key_record(&record_path) {
+            if record.is_current(&info) && cache.contains(&record.oid) {
+                let path = cache.verified_path(&record.oid, &record_path)?;
+                cache.touch(&[record.oid])?;
+                return Ok(KeyFetch {
+                    path,
+                    oid: record.oid,
+                    size: record.size,
+                    downloaded: false,
+                });
+            }
         }
-    }
-    let Some(staged) = cache.stage_from(storage, key, None)? else {
-        return Err(Error::NotFound {
-            path: PathBuf::from(format!("{remote}:{key}")),
-        });
+        // Never more than the size the remote reports; then the bytes must agree with
+        // every size and hash it reports, or nothing is kept.
+        let staged = cache
+            .stage_from(storage, key, info.size)?
+            .ok_or_else(not_found)?;
+        let disagrees = match (info.size, info.hash) {
+            (Some(size), _) if size != staged.size => {
+                Some(format!("{} bytes arrived, it reports {size}", staged.size))
+            }
+            (_, Some(hash)) if hash != staged.oid => Some(format!(
+                "the bytes hash to {}, it reports {hash}",
+                staged.oid
+            )),
+            _ => None,
+        };
+        match disagrees {
+            None => break (cache.commit_fetched(vec![staged])?.remove(0), info),
+            Some(_) if attempt < 2 => continue,
+            Some(what) => {
+                return Err(Error::RemoteDisagrees {
+                    remote: remote.into(),
+                    key: key.into(),
+                    what,
+                })
+            }
+        }
     };
-    let admitted = cache.commit_fetched(vec![staged])?.remove(0);
     // A key's bytes came from the remote: evicting them loses nothing.
     cache.mark_pushed(&[admitted.oid])?;
-    write_key_record(
-        &record_path,
-        &KeyRecord {
-            oid: admitted.oid,
-            size: admitted.size,
-            remote_modified_ns: nanos(modified),
-        },
-    )?;
+    write_key_record(&record_path, &KeyRecord::of(&admitted, &info))?;
     Ok(KeyFetch {
         path: cache.object_path(&admitted.oid),
         oid: admitted.oid,
@@ -538,25 +582,21 @@ pub fn get_key(
 
 /// Admits a file just uploaded to `key` into the local cache and records it as the
 /// key's current copy, so the next `get_key` is a local hit.
-pub(crate) fn remember_key(
+pub fn remember_key(
     cache: &LocalCache,
     remote: &str,
     storage: &dyn ReadStorage,
     key: &str,
     src: &Path,
 ) -> Result<()> {
-    let Some(modified) = with_retries(|| storage.last_modified(key))? else {
+    let Some(info) = with_retries(|| storage.describe_key(key))? else {
         return Ok(());
     };
     let admitted = cache.admit_file(src)?;
     cache.mark_pushed(&[admitted.oid])?;
     write_key_record(
         &key_record_path(cache, remote, key),
-        &KeyRecord {
-            oid: admitted.oid,
-            size: admitted.size,
-            remote_modified_ns: nanos(modified),
-        },
+        &KeyRecord::of(&admitted, &info),
     )
 }
 

@@ -494,3 +494,39 @@ fn bad_s3_settings_fail_with_one_line_naming_the_remote() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no bucket name"), "{}", stderr(&out));
 }
+
+#[test]
+fn an_overwrite_within_the_same_second_is_seen_by_get_and_put_updates_the_local_copy() {
+    let server = S3Server::start(&["team"]);
+    let a = with_credentials(TestEnv::new(), &server);
+    let b = with_credentials(TestEnv::new(), &server);
+    for env in [&a, &b] {
+        env.write(".czcache.toml", s3_config(&server));
+    }
+    let get = |env: &TestEnv| {
+        let out = env.czc().args(["get", "team:keys/k1"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        fs::read(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+    };
+    // Five rewrites, each well within one second of the previous read.
+    for round in 0..5u64 {
+        b.write("v.bin", bytes(100 + round, 5000));
+        b.czc()
+            .args(["put", "team:keys/k1", "v.bin"])
+            .assert()
+            .success();
+        assert_eq!(get(&a), bytes(100 + round, 5000), "round {round}");
+        // The writer's own next get is a local hit on what it wrote.
+        let out = b
+            .czc()
+            .args(["--json", "get", "team:keys/k1"])
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["downloaded"], false, "round {round}");
+        assert_eq!(
+            fs::read(json["path"].as_str().unwrap()).unwrap(),
+            bytes(100 + round, 5000)
+        );
+    }
+}

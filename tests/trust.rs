@@ -1191,3 +1191,64 @@ fn a_read_whose_object_is_present_survives_an_index_that_cannot_be_written() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.read("a.txt"), b"the content");
 }
+
+// ---- D: czc get checks bytes against everything the remote reports ----
+
+#[test]
+fn get_refuses_bytes_that_disagree_with_the_remotes_size_or_hash() {
+    let content = util::bytes(81, 50_000);
+    let key = format!("objects/{}", {
+        let hex = blake3::hash(&content).to_hex().to_string();
+        format!("{}/{}", &hex[..2], &hex[2..])
+    });
+    for lie in [util::Lie::FlippedByte, util::Lie::ShortBody] {
+        let server = util::LyingServer::start(content.clone(), lie);
+        let env = TestEnv::new();
+        env.write(
+            ".czcache.toml",
+            format!("[remotes.lab]\nurl = \"{}\"\n", server.url),
+        );
+        for attempt in 0..2 {
+            let out = env
+                .czc()
+                .args(["get", &format!("lab:{key}")])
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{lie:?} {attempt}: {}",
+                stdout(&out)
+            );
+            assert!(
+                stderr(&out).contains("disagree"),
+                "{lie:?}: {}",
+                stderr(&out)
+            );
+            assert!(env.cached_objects().is_empty(), "{lie:?}: nothing kept");
+            assert_eq!(staged_bytes(&env), 0);
+        }
+    }
+    // The same server telling the truth: served, then a local hit.
+    let server = util::LyingServer::start(content.clone(), util::Lie::None);
+    let env = TestEnv::new();
+    env.write(
+        ".czcache.toml",
+        format!("[remotes.lab]\nurl = \"{}\"\n", server.url),
+    );
+    let out = env
+        .czc()
+        .args(["--json", "get", &format!("lab:{key}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fs::read(json["path"].as_str().unwrap()).unwrap(), content);
+    let out = env
+        .czc()
+        .args(["--json", "get", &format!("lab:{key}")])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["downloaded"], false);
+}

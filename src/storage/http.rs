@@ -283,6 +283,25 @@ impl ReadStorage for HttpStorage {
         Ok(Some(copied))
     }
 
+    fn describe_key(&self, key: &str) -> Result<Option<super::KeyInfo>, StorageError> {
+        Ok(self.head(key)?.map(|response| {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            super::KeyInfo {
+                size: header("content-length").and_then(|v| v.parse().ok()),
+                hash: header("x-czc-oid").and_then(|v| v.parse().ok()),
+                last_modified: header("last-modified")
+                    .and_then(|v| httpdate::parse_http_date(&v).ok()),
+                version: header("etag"),
+            }
+        }))
+    }
+
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         Ok(self.head(key)?.and_then(|response| {
             response

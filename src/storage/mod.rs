@@ -61,6 +61,17 @@ pub enum StorageError {
     },
 }
 
+/// What a storage reports of one key: the facts downloaded bytes must agree with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub size: Option<u64>,
+    /// The BLAKE3 oid of its bytes, when the storage keeps one (S3 metadata, czc serve).
+    pub hash: Option<Oid>,
+    pub last_modified: Option<SystemTime>,
+    /// A version tag that changes with every write (an ETag).
+    pub version: Option<String>,
+}
+
 /// Interrupted uploads older than this are swept by push and `gc --remote`.
 pub const STALE_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -113,6 +124,19 @@ pub trait ReadStorage: Send + Sync {
     fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
         let _ = key;
         Ok(None)
+    }
+    /// What the storage reports of a key, in one request where it can; `None` if the key
+    /// does not exist. Each field is `None` when the storage does not report it (no
+    /// hash is computed here: that would mean reading the whole key).
+    fn describe_key(&self, key: &str) -> Result<Option<KeyInfo>, StorageError> {
+        let Some(size) = self.size(key)? else {
+            return Ok(None);
+        };
+        Ok(Some(KeyInfo {
+            size: Some(size),
+            last_modified: self.last_modified(key)?,
+            ..KeyInfo::default()
+        }))
     }
     /// Every key that starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
@@ -219,6 +243,9 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     }
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         self.0.copy_into(key, out, max)
+    }
+    fn describe_key(&self, key: &str) -> Result<Option<KeyInfo>, StorageError> {
+        self.0.describe_key(key)
     }
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         self.0.hash(key)

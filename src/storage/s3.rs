@@ -621,6 +621,15 @@ impl ReadStorage for S3Storage {
         Ok(Some(copied))
     }
 
+    fn describe_key(&self, key: &str) -> Result<Option<super::KeyInfo>, StorageError> {
+        Ok(self.head(key)?.map(|head| super::KeyInfo {
+            size: Some(head.size),
+            hash: head.blake3,
+            last_modified: Some(head.last_modified),
+            version: head.e_tag.or(head.version),
+        }))
+    }
+
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         match self.head(key)? {
             Some(head) => self.hash_of(key, &head).map(Some),
@@ -959,7 +968,13 @@ impl WriteStorage for S3Storage {
         }
         match head.e_tag.as_deref() {
             Some(e_tag) => self.remove(key, Some(e_tag)),
-            None => self.remove(key, None),
+            // Without a version to hold the store to, "if it still holds that hash" would
+            // be an unconditional delete: refuse, as a conditional put does.
+            None => Err(self.io(
+                key,
+                ErrorKind::Unsupported,
+                "the store reported no ETag, so the delete cannot be made conditional; nothing was deleted".into(),
+            )),
         }
     }
 }

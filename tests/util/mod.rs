@@ -390,3 +390,98 @@ pub fn output_within(mut command: StdCommand, limit: std::time::Duration) -> std
         stderr: err_reader.join().unwrap(),
     }
 }
+
+/// How a [`LyingServer`] lies about the one object it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lie {
+    /// Tells the truth (a control).
+    None,
+    /// HEAD reports the right size and hash; GET flips one byte of the body.
+    FlippedByte,
+    /// GET sends a Content-Length 5 bytes short, and that many bytes.
+    ShortBody,
+}
+
+/// A `czc serve`-like HTTP remote on a free loopback port that holds one object and
+/// lies about it as told. Stops with the test.
+pub struct LyingServer {
+    pub url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LyingServer {
+    pub fn start(content: Vec<u8>, lie: Lie) -> LyingServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let content = std::sync::Arc::new(content);
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < std::time::Duration::from_secs(120)
+            {
+                match listener.accept() {
+                    Ok((socket, _)) => {
+                        let content = content.clone();
+                        std::thread::spawn(move || lie_to(socket, &content, lie));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        LyingServer { url, stop }
+    }
+}
+
+impl Drop for LyingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn lie_to(mut socket: std::net::TcpStream, content: &[u8], lie: Lie) {
+    use std::io::{BufRead, Write};
+    socket.set_nonblocking(false).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let oid = format!("blake3:{}", blake3::hash(content).to_hex());
+    let mut reader = std::io::BufReader::new(socket.try_clone().unwrap());
+    // Keep-alive: answer requests until the client hangs up.
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nX-Czc-Oid: {oid}\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\n"
+        );
+        let answer = if request_line.starts_with("HEAD ") {
+            format!("{head}Content-Length: {}\r\n\r\n", content.len()).into_bytes()
+        } else {
+            let mut body = content.to_vec();
+            match lie {
+                Lie::None => {}
+                Lie::FlippedByte => {
+                    let middle = body.len() / 2;
+                    body[middle] ^= 0x01;
+                }
+                Lie::ShortBody => body.truncate(body.len() - 5),
+            }
+            let mut answer = format!("{head}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+            answer.extend_from_slice(&body);
+            answer
+        };
+        if socket.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
