@@ -930,6 +930,10 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         }
         Command::FilterProcess => {
             let ws = open_workspace(cli, false)?;
+            // As Git LFS does: the hooks (pre-push above all) wherever the filter runs.
+            if let Err(err) = czcache::git::install::install_hooks(ws.root()) {
+                eprintln!("czc: warning: could not install czc's git hooks: {err}");
+            }
             // Big pipes and buffers: a packet is at most 64 KiB, so an 8 KiB buffer
             // would cost a tiny write and a context switch per packet.
             czcache::fsutil::grow_pipe(io::stdin(), FILTER_PIPE_BYTES);

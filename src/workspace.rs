@@ -963,6 +963,8 @@ impl Workspace {
 
     /// The state of every marker under `paths`; markers that cannot be read are returned
     /// as errors beside the others.
+    /// With no paths, the files git filters through czc (`czc track`) at HEAD are
+    /// included too.
     pub fn status(&self, paths: &[PathBuf]) -> Result<(Vec<MarkerStatus>, Vec<Error>)> {
         let markers = self.find_markers(paths)?;
         let mut statuses = Vec::new();
@@ -973,7 +975,75 @@ impl Workspace {
                 Err(err) => errors.push(err),
             }
         }
+        if paths.is_empty() {
+            for (marker, data) in self.filtered_at_head() {
+                match self.filtered_status(&marker, &data) {
+                    Ok(status) => statuses.push(status),
+                    Err(err) => errors.push(err),
+                }
+            }
+            statuses.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         Ok((statuses, errors))
+    }
+
+    /// The markers git stores at HEAD for files it filters through czc, with the data
+    /// path each stands for. Empty outside git or before the first commit.
+    pub fn filtered_at_head(&self) -> Vec<(Marker, PathBuf)> {
+        let Ok(history) = crate::git::history::History::open(&self.root) else {
+            return Vec::new();
+        };
+        let Ok(Some(head)) = history.head() else {
+            return Vec::new();
+        };
+        let Ok((found, _)) = history.markers(&[head]) else {
+            return Vec::new();
+        };
+        found
+            .into_iter()
+            .filter(|f| !f.sidecar)
+            .map(|f| (f.marker, self.root.join(f.data_path)))
+            .collect()
+    }
+
+    /// A filtered file's state: its content against the marker git stores for it (a
+    /// file still holding the marker text was never smudged: `missing` when the cache
+    /// has the object, else `not-cached`).
+    fn filtered_status(&self, marker: &Marker, data: &Path) -> Result<MarkerStatus> {
+        let state = match fs::symlink_metadata(data) {
+            Ok(meta) if meta.is_file() && meta.len() as usize <= marker::MAX_MARKER_BYTES => {
+                let bytes = fs::read(data).at(data)?;
+                if bytes == marker.to_text().as_bytes() {
+                    if self.cache.contains(&marker.oid) {
+                        State::Missing
+                    } else {
+                        State::NotCached
+                    }
+                } else if Oid::of_bytes(&bytes) == marker.oid {
+                    State::Ok
+                } else {
+                    State::Modified
+                }
+            }
+            Ok(meta) if meta.is_file() => {
+                if self.current_oid(data, &meta)? == marker.oid {
+                    State::Ok
+                } else {
+                    State::Modified
+                }
+            }
+            Ok(_) => State::Modified,
+            Err(_) if self.cache.contains(&marker.oid) => State::Missing,
+            Err(_) => State::NotCached,
+        };
+        Ok(MarkerStatus {
+            path: data.into(),
+            marker: data.into(),
+            state,
+            oid: marker.oid,
+            files: None,
+            changed: Vec::new(),
+        })
     }
 
     fn file_state(&self, marker_path: &Path, marker: &Marker, path: &Path) -> Result<State> {
@@ -1215,6 +1285,10 @@ impl Workspace {
                 Ok(marker) => markers.push((marker, marker_path)),
                 Err(err) => errors.push(err),
             }
+        }
+        if paths.is_empty() {
+            // Files git filters through czc: what HEAD references.
+            markers.extend(self.filtered_at_head());
         }
         let mut referenced = self.expand_markers(markers, chain);
         referenced.errors.splice(0..0, errors);

@@ -755,3 +755,51 @@ fn a_two_gib_file_streams_through_clean_and_smudge_in_flat_memory() {
     assert_eq!(total, SIZE);
     assert!(peak < 200 * 1024, "smudge peaked at {peak} KiB");
 }
+
+#[test]
+fn a_plain_clone_gets_the_hooks_from_the_filter_and_status_and_push_see_filtered_files() {
+    let env = GitEnv::new();
+    let repo = env.repo("repo");
+    fs::write(repo.join("first.bin"), random_bytes(91, 40_000)).unwrap();
+    env.git(&repo, &["add", "-A"]);
+    env.git(&repo, &["commit", "-qm", "first"]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let team = env.path("team");
+    let objects = |dir: &Path| {
+        walkdir::WalkDir::new(dir.join("objects"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count()
+    };
+    assert_eq!(objects(&team), 1, "the repo's own pre-push uploaded");
+    // A teammate: the filter is in the user's git config (czc install once), but a
+    // plain clone has no hooks. The filter process running at checkout installs them.
+    let clone = env.path("clone");
+    let origin = env.path("origin.git");
+    env.ok(
+        "git",
+        env.dir.path(),
+        "cache-b",
+        &["clone", "-q", origin.to_str().unwrap(), "clone"],
+    );
+    let hook = fs::read_to_string(clone.join(".git/hooks/pre-push")).unwrap();
+    assert!(hook.contains("czc"), "{hook}");
+    fs::write(clone.join("second.bin"), random_bytes(92, 30_000)).unwrap();
+    env.ok("git", &clone, "cache-b", &["add", "second.bin"]);
+    env.ok("git", &clone, "cache-b", &["commit", "-qm", "second"]);
+    let status = env.ok("czc", &clone, "cache-b", &["status"]);
+    assert!(status.contains("ok          first.bin"), "{status}");
+    assert!(status.contains("ok          second.bin"), "{status}");
+    env.ok("git", &clone, "cache-b", &["push", "-q", "origin", "main"]);
+    assert_eq!(
+        objects(&team),
+        2,
+        "git push in the clone uploaded the new file"
+    );
+    let pushed = env.ok("czc", &clone, "cache-b", &["push"]);
+    assert!(
+        pushed.contains("pushed 0 objects") && pushed.contains("2 already there"),
+        "{pushed}"
+    );
+}

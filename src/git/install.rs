@@ -126,6 +126,24 @@ pub fn install(dir: &Path, scope: Scope) -> Result<InstallReport> {
     Ok(report)
 }
 
+/// Puts czc's hooks into the repository around `dir` (chaining hooks that are there),
+/// as the filter process does whenever git runs it: a clone of a repository whose
+/// filter is in the user's git config gets them without `czc install`. Idempotent, and
+/// nothing is written when they are already in place.
+pub fn install_hooks(dir: &Path) -> Result<Vec<HookChange>> {
+    let Some(hooks) = hooks_dir(dir)? else {
+        return Ok(Vec::new());
+    };
+    fs::create_dir_all(&hooks).at(&hooks)?;
+    let mut changes = Vec::new();
+    for (name, script) in HOOKS {
+        if let Some(change) = install_hook(&hooks.join(name), script)? {
+            changes.push(change);
+        }
+    }
+    Ok(changes)
+}
+
 /// Writes one hook; an existing foreign hook is kept as `<hook>.czc-chained`.
 fn install_hook(path: &Path, script: &str) -> Result<Option<HookChange>> {
     let chained = chained_path(path);
