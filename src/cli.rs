@@ -745,6 +745,29 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             }
             report.restored += filtered.restored;
             report.failures.extend(filtered.failures);
+            // What the named remote could not give, checkout may have had from the rest
+            // of the chain: then it is a warning, and the exit code says success.
+            let (recovered, still_failed): (Vec<Error>, Vec<Error>) =
+                std::mem::take(&mut fetched.failures)
+                    .into_iter()
+                    .partition(|err| match err {
+                        Error::NotInRemotes { oid, .. } | Error::NotCached { oid, .. } => {
+                            ws.cache().contains(oid)
+                        }
+                        _ => false,
+                    });
+            if !recovered.is_empty() && !cli.quiet {
+                eprintln!(
+                    "czc: warning: {} could not give {} object{} ({}); {} came from the other remotes instead",
+                    fetched.remote,
+                    recovered.len(),
+                    if recovered.len() == 1 { "" } else { "s" },
+                    one_line(&recovered[0]),
+                    if recovered.len() == 1 { "it" } else { "they" }
+                );
+            }
+            fetched.failed = fetched.failed.saturating_sub(recovered.len());
+            fetched.failures = still_failed;
             let fetch_code = print_transfer(cli, "fetched", "from", &fetched);
             ws.finish();
             // Objects the fetch could not get were reported once already.

@@ -1252,3 +1252,51 @@ fn get_refuses_bytes_that_disagree_with_the_remotes_size_or_hash() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["downloaded"], false);
 }
+
+// ---- F18: a remote that is down, when another has everything ----
+
+#[test]
+fn pull_from_a_remote_that_is_down_says_what_happened_and_succeeds_from_the_rest() {
+    let env = TestEnv::new();
+    let team = env.dir.path().join("team");
+    let config = format!(
+        "[remote]\ndefault = \"team\"\nread = [\"lab\", \"team\"]\n[remotes.lab]\nurl = \"http://127.0.0.1:1\"\n[remotes.team]\nurl = \"{}\"\n",
+        team.display()
+    );
+    env.write(".czcache.toml", &config);
+    env.write("a.bin", util::bytes(93, 10_000));
+    save_ok(&env, &["a.bin"]);
+    env.czc()
+        .args(["push", "--remote", "team"])
+        .assert()
+        .success();
+    let clone = TestEnv::new();
+    clone.write(".czcache.toml", &config);
+    clone.write("a.bin.czc", env.read("a.bin.czc"));
+    let out = clone
+        .czc()
+        .args(["pull", "--remote", "lab"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("came from the other remotes instead"), "{err}");
+    assert_eq!(clone.read("a.bin"), util::bytes(93, 10_000));
+    // When nothing else has it, the failure stands.
+    let lonely = TestEnv::new();
+    lonely.write(".czcache.toml", &config);
+    let missing = util::bytes(94, 100);
+    lonely.write(
+        "b.bin.czc",
+        format!(
+            "version = \"czc/1\"\noid = \"blake3:{}\"\nsize = 100\n",
+            blake3::hash(&missing).to_hex()
+        ),
+    );
+    let out = lonely
+        .czc()
+        .args(["pull", "--remote", "lab"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
