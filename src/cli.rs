@@ -265,6 +265,7 @@ impl HistoryArgs {
                 revs: self.rev.clone(),
                 branches: self.branches,
                 all_commits: self.all_commits,
+                remote_tips: false,
             }
         })
     }

@@ -298,6 +298,15 @@ pub fn push(
         .filter_map(|(item, there)| (!there).then_some(item))
         .collect();
     report.already = oids.len() - todo.len();
+    if report.already > 0 {
+        let there: Vec<String> = keys
+            .iter()
+            .zip(&present)
+            .filter(|(_, there)| **there)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let _ = storage.refresh(&there);
+    }
     let results: Vec<Result<Option<u64>>> = pool(jobs)?.install(|| {
         // Never spread a corrupt copy: every backend hashes what it receives and refuses
         // bytes that do not match the object key (a folder while copying, S3 for the

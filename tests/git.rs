@@ -803,3 +803,84 @@ fn a_plain_clone_gets_the_hooks_from_the_filter_and_status_and_push_see_filtered
         "{pushed}"
     );
 }
+
+#[test]
+fn gc_remote_never_deletes_what_another_clone_just_pushed() {
+    let env = GitEnv::new();
+    let a = env.repo("a");
+    fs::write(a.join("data.dat"), random_bytes(95, 20_000)).unwrap();
+    env.czc(&a, &["save", "data.dat"]);
+    env.git(&a, &["add", "-A"]);
+    env.git(&a, &["commit", "-qm", "add data"]);
+    env.git(&a, &["push", "-q", "origin", "main"]);
+    let team = env.path("team");
+    let oid = {
+        let text = fs::read_to_string(a.join("data.dat.czc")).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("oid = "))
+            .unwrap()
+            .trim_start_matches("oid = \"blake3:")
+            .trim_end_matches('"')
+            .to_string()
+    };
+    let object = team.join("objects").join(&oid[..2]).join(&oid[2..]);
+    assert!(object.is_file());
+    // B clones, A drops the marker (and pushes that), B saves the same bytes again and
+    // pushes its commit: "already there".
+    let b = env.path("b");
+    let origin = env.path("origin.git");
+    env.ok(
+        "git",
+        env.dir.path(),
+        "cache-b",
+        &["clone", "-q", origin.to_str().unwrap(), "b"],
+    );
+    env.git(&a, &["rm", "-q", "data.dat.czc"]);
+    env.git(&a, &["commit", "-qm", "drop data"]);
+    env.git(&a, &["push", "-q", "origin", "main"]);
+    env.ok(
+        "git",
+        &b,
+        "cache-b",
+        &["pull", "-q", "--no-rebase", "origin", "main"],
+    );
+    fs::write(b.join("again.dat"), random_bytes(95, 20_000)).unwrap();
+    env.ok("czc", &b, "cache-b", &["save", "again.dat"]);
+    let pushed = env.ok("czc", &b, "cache-b", &["push"]);
+    assert!(pushed.contains("1 already there"), "{pushed}");
+    env.ok("git", &b, "cache-b", &["add", "-A"]);
+    env.ok("git", &b, "cache-b", &["commit", "-qm", "data again"]);
+    env.ok("git", &b, "cache-b", &["push", "-q", "origin", "main"]);
+    // A has not fetched B's commit: its gc refuses, naming what to do.
+    let out = env.run(
+        "czc",
+        &a,
+        "cache",
+        &["gc", "--remote", "team", "--keep-younger-than", "0s"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("git fetch origin"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(object.is_file());
+    // Fetched, gc keeps what origin/main references.
+    env.git(&a, &["fetch", "-q", "origin"]);
+    let out = env.czc(&a, &["gc", "--remote", "team", "--keep-younger-than", "0s"]);
+    assert!(out.contains("deleted 0 objects"), "{out}");
+    assert!(object.is_file());
+    // And a fresh clone can pull it.
+    let c = env.path("c");
+    env.ok(
+        "git",
+        env.dir.path(),
+        "cache-c",
+        &["clone", "-q", origin.to_str().unwrap(), "c"],
+    );
+    env.ok("czc", &c, "cache-c", &["pull"]);
+    assert_eq!(
+        fs::read(c.join("again.dat")).unwrap(),
+        random_bytes(95, 20_000)
+    );
+}

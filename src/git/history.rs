@@ -30,6 +30,9 @@ pub struct Selection {
     pub branches: bool,
     /// Every commit reachable from any ref (branches, tags, remote branches) or HEAD.
     pub all_commits: bool,
+    /// The tips of remote-tracking branches and tags too (what gc keeps: commits a
+    /// teammate pushed are needed whether or not a local branch points at them).
+    pub remote_tips: bool,
 }
 
 /// A repository opened for reading history.
@@ -104,6 +107,11 @@ impl History {
         Ok(tips)
     }
 
+    /// Whether this repository holds the object `hex` names (a commit a remote reports).
+    pub fn has_object(&self, hex: &str) -> bool {
+        ObjectId::from_hex(hex.as_bytes()).is_ok_and(|id| self.repo.has_object(id))
+    }
+
     /// The commits a selection names: HEAD when it names nothing.
     pub fn select(&self, selection: &Selection) -> Result<Vec<ObjectId>> {
         let mut tips = Vec::new();
@@ -112,6 +120,10 @@ impl History {
         }
         if selection.branches {
             tips.extend(self.tips(Some("refs/heads/"))?);
+        }
+        if selection.remote_tips {
+            tips.extend(self.tips(Some("refs/remotes/"))?);
+            tips.extend(self.tips(Some("refs/tags/"))?);
         }
         if selection.all_commits {
             tips.extend(self.tips(None)?);

@@ -268,9 +268,40 @@ fn gc_selection(selection: &Selection) -> Selection {
     let mut selection = selection.clone();
     if !selection.all_commits && selection.revs.is_empty() {
         selection.branches = true;
+        selection.remote_tips = true;
         selection.revs.push("HEAD".into());
     }
     selection
+}
+
+/// gc must not judge by a view of history older than the git remotes': a teammate may
+/// have pushed commits that need objects this clone thinks unreferenced. Every branch
+/// and tag of every git remote must be a commit this clone has, or gc refuses.
+fn check_history_is_current(root: &std::path::Path, history: &History) -> Result<()> {
+    let remotes = crate::git::install::git(root, &["remote"])?;
+    for remote in remotes.lines().map(str::trim).filter(|r| !r.is_empty()) {
+        let listed = crate::git::install::git(root, &["ls-remote", "--heads", "--tags", remote])
+            .map_err(|err| {
+                Error::Git(format!(
+                    "gc stopped before deleting anything: cannot read the refs of git remote {remote} ({err}); gc needs an up-to-date view of history, so retry when it is reachable"
+                ))
+            })?;
+        for line in listed.lines() {
+            let Some((hex, name)) = line.split_once('\t') else {
+                continue;
+            };
+            if name.ends_with("^{}") {
+                continue;
+            }
+            if !history.has_object(hex) {
+                return Err(Error::Git(format!(
+                    "gc stopped before deleting anything: {remote}'s {name} is at {}, which this clone has not fetched; run `git fetch {remote}` first",
+                    &hex[..hex.len().min(12)]
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn refuse(err: Error) -> Error {
@@ -290,6 +321,7 @@ pub fn gc_remote(
     dry_run: bool,
 ) -> Result<GcReport> {
     let (name, storage) = ws.remotes().writer(Some(name))?;
+    check_history_is_current(ws.root(), &History::open(ws.root())?)?;
     let keep = keep_set(ws, selection)?;
     let mut report = GcReport {
         target: name,

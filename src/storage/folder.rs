@@ -324,6 +324,27 @@ impl ReadStorage for FolderStorage {
 }
 
 impl WriteStorage for FolderStorage {
+    fn refresh(&self, keys: &[String]) -> Result<(), StorageError> {
+        let now = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            },
+        };
+        for key in keys {
+            let path = self.file(key)?;
+            // Best effort: a share written by others may not let us; gc's refusal to
+            // work from a stale history still protects those objects.
+            let _ =
+                rustix::fs::utimensat(rustix::fs::CWD, &path, &now, rustix::fs::AtFlags::empty());
+        }
+        Ok(())
+    }
+
     fn sweep_stale_uploads(
         &self,
         prefixes: &[String],
@@ -561,6 +582,10 @@ impl ReadStorage for TemporaryStorage {
 }
 
 impl WriteStorage for TemporaryStorage {
+    fn refresh(&self, keys: &[String]) -> Result<(), StorageError> {
+        self.folder.refresh(keys)
+    }
+
     fn sweep_stale_uploads(
         &self,
         prefixes: &[String],

@@ -178,6 +178,13 @@ pub trait WriteStorage: ReadStorage {
     /// parallel on the current rayon pool, retrying transient failures; one result per
     /// pair, `progress` called with each file's size as it is done. Backends override it
     /// to batch what they can (a folder makes the whole batch durable at once).
+    /// Tells the storage these keys were just wanted again (a push found them already
+    /// there), so a `gc --remote` grace period counts from now: another clone's gc must
+    /// not delete what this clone has just come to need. Default: nothing to refresh.
+    fn refresh(&self, keys: &[String]) -> Result<(), StorageError> {
+        let _ = keys;
+        Ok(())
+    }
     /// Removes what interrupted uploads left under each prefix (temp files, unfinished
     /// multipart uploads) that has not changed for `older_than`; returns how many. A
     /// live upload keeps writing, so it is never that old.
