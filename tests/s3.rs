@@ -530,3 +530,39 @@ fn an_overwrite_within_the_same_second_is_seen_by_get_and_put_updates_the_local_
         );
     }
 }
+
+#[test]
+fn conditional_writes_of_big_keys_are_refused_not_raced() {
+    let server = S3Server::start(&["team"]);
+    let env = with_credentials(TestEnv::new(), &server);
+    env.write(".czcache.toml", s3_config(&server));
+    let big = (MULTIPART_THRESHOLD + 1000) as usize;
+    env.write("v1.bin", bytes(61, big));
+    env.write("v2.bin", bytes(62, big));
+    env.czc()
+        .args(["put", "team:keys/big.bin", "v1.bin"])
+        .assert()
+        .success();
+    let v1 = Oid::of_bytes(&bytes(61, big));
+    for condition in [
+        &["--if-match", &v1.to_string()][..],
+        &["--if-absent"][..],
+        &["--if-newer"][..],
+    ] {
+        let out = env
+            .czc()
+            .args(["put", "team:keys/big.bin", "v2.bin"])
+            .args(condition)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{condition:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot be made safe") || err.contains("changed by someone else"),
+            "{condition:?}: {err}"
+        );
+        assert!(err.contains("nothing was written"), "{err}");
+    }
+    let stored = fs::read(server.root.join("team/czc/keys/big.bin")).unwrap();
+    assert_eq!(Oid::of_bytes(&stored), v1, "the key still holds v1");
+}

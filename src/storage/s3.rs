@@ -384,7 +384,21 @@ impl S3Storage {
             Attribute::Metadata(HASH_METADATA.into()),
             AttributeValue::from(oid.hex()),
         );
-        // Parts cannot carry the condition: check it just before.
+        // Parts cannot carry the condition, and this client cannot make the final
+        // CompleteMultipartUpload conditional: for a key anyone may rewrite, two racing
+        // writers would both "win". Only objects (same key, same bytes) may go up so.
+        let conditional = !matches!(mode, PutMode::Overwrite);
+        if conditional && super::object_key_oid(key).is_none() {
+            return Err(self.io(
+                key,
+                ErrorKind::Unsupported,
+                format!(
+                    "a conditional write of a key over {} MiB cannot be made safe on S3 here (its multipart upload cannot be conditional); nothing was written",
+                    MULTIPART_THRESHOLD >> 20
+                ),
+            ));
+        }
+        // Objects: check just before (a racing writer sends the same bytes).
         match &mode {
             PutMode::Create if self.head(key)?.is_some() => {
                 return Err(self.lost_race(key, "it exists"))
@@ -439,8 +453,15 @@ impl S3Storage {
             Ok(())
         })();
         match outcome {
+            // A complete that fails is aborted too: no parts are left billed and hidden.
             Ok(()) => self
-                .run(async move { upload.complete().await })
+                .run(async move {
+                    let completed = upload.complete().await;
+                    if completed.is_err() {
+                        let _ = upload.abort().await;
+                    }
+                    completed
+                })
                 .map(|_| ())
                 .map_err(|err| self.error(key, err)),
             Err(err) => {
