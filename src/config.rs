@@ -152,10 +152,7 @@ fn duration_setting<'de, D: serde::Deserializer<'de>>(
 /// Parses `"500ms"`, `"30s"`, `"2m"`, `"1h"` or plain seconds; zero is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
+    let (number, unit) = number_and_unit(text);
     let number: f64 = number
         .parse()
         .map_err(|_| format!("'{text}' is not a duration (e.g. \"30s\", \"2m\")"))?;
@@ -587,13 +584,18 @@ fn size_from_toml(value: &toml::Value, origin: &str) -> Result<u64, ConfigError>
     })
 }
 
-/// Parses a human size: `1048576`, `512MiB`, `20GiB`, `1.5GB`, `10k`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
+/// `"1.5GiB"` → `("1.5", "GiB")`: the leading number and what follows it.
+fn number_and_unit(text: &str) -> (&str, &str) {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
+    text.split_at(split)
+}
+
+/// Parses a human size: `1048576`, `512MiB`, `20GiB`, `1.5GB`, `10k`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = number_and_unit(text);
     let number: f64 = number
         .parse()
         .map_err(|_| "expected a size such as 20GiB".to_string())?;

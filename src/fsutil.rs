@@ -188,7 +188,7 @@ const STALE_CLAIM_AGE: Duration = Duration::from_secs(60);
 /// locked under a private name and only then renamed to `<folder>.lock`, so a sweeper
 /// never sees a lock that is free because its owner has not taken it yet (it would
 /// remove a live process's folder).
-pub fn claim_private_dir(tmp: &Path) -> io::Result<(PathBuf, FileLock)> {
+pub fn claim_private_dir(tmp: &Path) -> io::Result<PrivateDir> {
     let pending = tempfile::Builder::new()
         .prefix(&format!("{}-", std::process::id()))
         .suffix(".claim")
@@ -200,7 +200,40 @@ pub fn claim_private_dir(tmp: &Path) -> io::Result<(PathBuf, FileLock)> {
     let lock_path = claim.with_extension("lock");
     pending.persist(&lock_path).map_err(|err| err.error)?;
     fs::create_dir(&folder)?;
-    Ok((folder, lock.renamed(lock_path)))
+    Ok(PrivateDir {
+        path: folder,
+        lock: Some(lock.renamed(lock_path)),
+    })
+}
+
+/// A folder from [`claim_private_dir`]: this process's while it holds the lock, removed
+/// (with its lock file) when dropped.
+#[derive(Debug)]
+pub struct PrivateDir {
+    path: PathBuf,
+    lock: Option<FileLock>,
+}
+
+impl PrivateDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lets go of the folder as a killed process would: lock released, files left for
+    /// the next sweep.
+    pub fn abandon(mut self) {
+        self.lock = None;
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = fs::remove_dir_all(&self.path);
+            // Still ours (the lock is held), so removing it cannot race a sweeper.
+            let _ = fs::remove_file(lock.path());
+        }
+    }
 }
 
 /// Removes the private folders of processes that died (their lock is free).
@@ -378,22 +411,23 @@ mod tests {
         };
         let mut claimed = Vec::new();
         for _ in 0..300 {
-            let (path, lock) = claim_private_dir(&parent).unwrap();
-            fs::write(path.join("work"), b"in progress").unwrap();
-            claimed.push((path, lock));
+            let dir = claim_private_dir(&parent).unwrap();
+            fs::write(dir.path().join("work"), b"in progress").unwrap();
+            claimed.push(dir);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         sweeper.join().unwrap();
-        for (path, lock) in &claimed {
+        for dir in &claimed {
             assert!(
-                path.join("work").is_file(),
+                dir.path().join("work").is_file(),
                 "{} was swept while live",
-                path.display()
+                dir.path().display()
             );
-            assert!(lock.path().is_file());
+            assert!(dir.path().with_extension("lock").is_file());
         }
-        // Once their owner lets go, the next sweep removes them all.
-        drop(claimed);
+        // Once their owner is gone, the next sweep removes them all.
+        claimed.into_iter().for_each(PrivateDir::abandon);
+        assert!(fs::read_dir(&parent).unwrap().count() > 0);
         sweep_dead_private_dirs(&parent);
         assert_eq!(fs::read_dir(&parent).unwrap().count(), 0);
     }

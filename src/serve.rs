@@ -160,8 +160,8 @@ pub fn serve(
     std::fs::create_dir_all(&options.staging).map_err(staging_io)?;
     // Uploads a killed server was receiving.
     crate::fsutil::sweep_dead_private_dirs(&options.staging);
-    let (uploads, uploads_lock) =
-        crate::fsutil::claim_private_dir(&options.staging).map_err(staging_io)?;
+    let uploads_dir = crate::fsutil::claim_private_dir(&options.staging).map_err(staging_io)?;
+    let uploads = uploads_dir.path().to_path_buf();
     let state = Arc::new(AppState {
         backend,
         tokens: options.tokens.iter().cloned().collect(),
@@ -193,8 +193,7 @@ pub fn serve(
     });
     // Blocking tasks of stalled requests are not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    let _ = std::fs::remove_dir_all(&uploads);
-    let _ = std::fs::remove_file(uploads_lock.path());
+    drop(uploads_dir);
     served
 }
 

@@ -141,7 +141,7 @@ pub struct Workspace {
     progress: indicatif::ProgressBar,
     /// `.git/czc-tmp` when the project is a git repository.
     scratch_parent: Option<PathBuf>,
-    scratch: std::sync::Mutex<Option<(PathBuf, fsutil::FileLock)>>,
+    scratch: std::sync::Mutex<Option<fsutil::PrivateDir>>,
 }
 
 /// Where a workspace's temp files live inside the git folder.
@@ -227,7 +227,7 @@ impl Workspace {
             fs::create_dir_all(parent).ok()?;
             *scratch = fsutil::claim_private_dir(parent).ok();
         }
-        scratch.as_ref().map(|(path, _)| path.clone())
+        scratch.as_ref().map(|dir| dir.path().to_path_buf())
     }
 
     /// Where to write a temp file that will be renamed to a file in `dir`: the scratch
@@ -1572,21 +1572,6 @@ impl Workspace {
             }
         }
         Ok(count)
-    }
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        let scratch = self
-            .scratch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((path, lock)) = scratch {
-            let _ = fs::remove_dir_all(&path);
-            // Still ours (we hold its lock), so removing it cannot race a sweeper.
-            let _ = fs::remove_file(lock.path());
-        }
     }
 }
 

@@ -9,6 +9,19 @@ use std::os::unix::fs::symlink;
 
 use util::{snapshot, stderr, stdout, TestEnv};
 
+/// Makes a folder `team` the project's default remote; returns its path.
+fn with_team_remote(env: &TestEnv) -> std::path::PathBuf {
+    let team = env.dir.path().join("team");
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
+            team.display()
+        ),
+    );
+    team
+}
+
 fn save_ok(env: &TestEnv, args: &[&str]) -> String {
     let out = env.czc().arg("save").args(args).output().unwrap();
     assert!(out.status.success(), "save failed: {}", stderr(&out));
@@ -666,14 +679,7 @@ fn timeouts_are_configurable_per_remote_and_bad_values_are_named() {
 fn another_projects_small_limit_never_evicts_an_unpushed_object() {
     // Project A has a remote but has not pushed its 3 MB object yet.
     let env = TestEnv::new();
-    let team = env.dir.path().join("team");
-    env.write(
-        ".czcache.toml",
-        format!(
-            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
-            team.display()
-        ),
-    );
+    with_team_remote(&env);
     env.write("model.bin", util::bytes(41, 3_000_000));
     save_ok(&env, &["model.bin"]);
     let oid = env.marker_oid("model.bin.czc");
@@ -1039,14 +1045,7 @@ fn a_folder_whose_manifest_was_evicted_reports_its_files_and_pushes() {
     env.write("ds/f1.txt", "file 1");
 
     // With a remote that holds everything: push fetches the manifest back.
-    let team = env.dir.path().join("team");
-    env.write(
-        ".czcache.toml",
-        format!(
-            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
-            team.display()
-        ),
-    );
+    let team = with_team_remote(&env);
     env.czc().arg("push").assert().success();
     fs::remove_file(env.object(&manifest)).unwrap();
     let out = env.czc().arg("push").output().unwrap();
@@ -1119,14 +1118,7 @@ fn status_exit_code_verbose_files_and_json_paths_relative_to_the_project() {
 #[test]
 fn push_and_gc_sweep_stale_upload_temps_from_a_folder_remote() {
     let env = TestEnv::new();
-    let team = env.dir.path().join("team");
-    env.write(
-        ".czcache.toml",
-        format!(
-            "[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n",
-            team.display()
-        ),
-    );
+    let team = with_team_remote(&env);
     env.write("a.bin", util::bytes(71, 5000));
     save_ok(&env, &["a.bin"]);
     let oid = env.marker_oid("a.bin.czc");

@@ -129,7 +129,7 @@ pub struct LocalCache {
     eviction_deferred: std::sync::atomic::AtomicBool,
     usage: Mutex<Option<FileLock>>,
     /// Created on first write, so read-only commands (status) never touch `tmp/`.
-    staging: Mutex<Option<(PathBuf, FileLock)>>,
+    staging: Mutex<Option<fsutil::PrivateDir>>,
     /// Staging subfolders already created.
     staging_shards: Mutex<std::collections::HashSet<PathBuf>>,
     reflink_unsupported: AtomicBool,
@@ -284,14 +284,15 @@ impl LocalCache {
     /// This process's staging folder, created (and dead processes' swept) on first use.
     fn staging(&self) -> Result<PathBuf> {
         let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((path, _)) = staging.as_ref() {
-            return Ok(path.clone());
+        if let Some(dir) = staging.as_ref() {
+            return Ok(dir.path().to_path_buf());
         }
         let tmp = self.root.join("tmp");
         fs::create_dir_all(&tmp).at(&tmp)?;
         fsutil::sweep_dead_private_dirs(&tmp);
-        let (path, lock) = fsutil::claim_private_dir(&tmp).at(&tmp)?;
-        *staging = Some((path.clone(), lock));
+        let dir = fsutil::claim_private_dir(&tmp).at(&tmp)?;
+        let path = dir.path().to_path_buf();
+        *staging = Some(dir);
         Ok(path)
     }
 
@@ -1221,16 +1222,13 @@ impl Drop for LocalCache {
                 let _ = fsutil::write_atomic(&self.misses_path(), format!("{total}\n").as_bytes());
             }
         }
-        let staging = self
-            .staging
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((path, lock)) = staging {
-            let _ = fs::remove_dir_all(&path);
-            // Still ours (we hold its lock), so removing it cannot race the sweeper.
-            let _ = fs::remove_file(lock.path());
-        }
+        // This process's staging goes (dropping it removes it).
+        drop(
+            self.staging
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 
