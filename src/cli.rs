@@ -66,7 +66,11 @@ enum Command {
     /// Write .czcache.toml at the project root (if absent).
     Init,
     /// Hash files or folders into the cache and write their markers.
+    #[command(
+        after_help = "Example:\n  czc save data/cells.h5ad images/\n  git add data/cells.h5ad.czc images.czc data/.gitignore .gitignore"
+    )]
     Save {
+        /// Files or folders to save (or their markers).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -87,7 +91,11 @@ enum Command {
         target: String,
     },
     /// Restore every marker under the paths (default: the whole project) as read-only files.
+    #[command(
+        after_help = "Example:\n  czc checkout            # the whole project\n  czc checkout data/ --force"
+    )]
     Checkout {
+        /// Files, folders or their markers; glob patterns such as 'data/*.h5ad' too.
         paths: Vec<PathBuf>,
         /// Overwrite files with unsaved changes.
         #[arg(short, long)]
@@ -95,11 +103,16 @@ enum Command {
     },
     /// Replace materialized files with private writable copies.
     Unprotect {
+        /// Materialized files or folders to make writable.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Show each marker's state: ok, modified, missing, not-cached.
+    #[command(
+        after_help = "Example:\n  czc status\n  czc -v status data/\n  czc status --remote --exit-code   # in CI: everything pushed and in place?"
+    )]
     Status {
+        /// Files, folders or their markers; glob patterns such as 'data/*.h5ad' too.
         paths: Vec<PathBuf>,
         /// Also check that the remote (default: remote.default) has every object:
         /// `not-pushed` otherwise.
@@ -115,7 +128,9 @@ enum Command {
         command: CacheCommand,
     },
     /// Upload the objects the markers under the paths reference that the remote lacks.
+    #[command(after_help = "Example:\n  czc push\n  czc push data/ --remote team -j 16")]
     Push {
+        /// Files, folders or their markers; glob patterns such as 'data/*.h5ad' too.
         paths: Vec<PathBuf>,
         /// The remote to push to (default: remote.default).
         #[arg(long, value_name = "NAME")]
@@ -127,6 +142,7 @@ enum Command {
     /// Download into the cache what the markers under the paths reference (or, with
     /// --rev, --branches or --all-commits, what those commits reference).
     Fetch {
+        /// Files, folders or their markers; glob patterns such as 'data/*.h5ad' too.
         paths: Vec<PathBuf>,
         /// Read from this remote only (default: the remote.read chain).
         #[arg(long, value_name = "NAME")]
@@ -135,8 +151,11 @@ enum Command {
         history: HistoryArgs,
     },
     /// Fetch, then check out.
+    #[command(after_help = "Example:\n  czc pull\n  czc pull 'models/*.pt' --remote share")]
     Pull {
+        /// Files, folders or their markers; glob patterns such as 'data/*.h5ad' too.
         paths: Vec<PathBuf>,
+        /// Fetch from this remote only (a cache miss at checkout still reads the chain).
         #[arg(long, value_name = "NAME")]
         remote: Option<String>,
         /// Overwrite files with unsaved changes.
@@ -145,16 +164,23 @@ enum Command {
     },
     /// Copy a key of a remote through the local cache and print the local path;
     /// downloads again only when the remote copy changed.
+    #[command(
+        after_help = "Example:\n  czc get store:models/bert.bin\n  python train.py --weights \"$(czc get store:models/bert.bin)\""
+    )]
     Get {
         /// `<remote>:<key>`
         #[arg(value_parser = parse_remote_key)]
         target: (String, String),
     },
     /// Upload a file to a key of a remote, optionally conditionally.
+    #[command(
+        after_help = "Example:\n  czc put store:results/run1.csv out.csv --if-absent\n  czc put store:results/best.csv out.csv --if-match blake3:<the hash you last read>"
+    )]
     Put {
         /// `<remote>:<key>`
         #[arg(value_parser = parse_remote_key)]
         target: (String, String),
+        /// The file to upload.
         file: PathBuf,
         /// Only if the key does not exist yet.
         #[arg(long, conflicts_with_all = ["if_match", "if_newer"])]
@@ -176,23 +202,32 @@ enum Command {
         if_match: Option<Oid>,
     },
     /// Serve a folder or a configured remote over HTTP, as a remote for other clones.
+    #[command(
+        after_help = "Example:\n  echo \"$(openssl rand -hex 16)\" > tokens.txt\n  czc serve /srv/czc --listen 0.0.0.0:8080 --tokens tokens.txt"
+    )]
     Serve(ServeArgs),
     /// Set up git to run files through czc: the filter in your git config (the
     /// repository's with --local) and, inside a repository, czc's hooks.
     Install {
+        /// In this repository's git config instead of the user's.
         #[arg(long)]
         local: bool,
     },
     /// Undo `czc install`: remove the filter config and czc's hooks (restoring the hooks
     /// they chained to).
     Uninstall {
+        /// From this repository's git config instead of the user's.
         #[arg(long)]
         local: bool,
     },
     /// Send files matching patterns through czc (.gitattributes); no pattern: list them.
-    Track { patterns: Vec<String> },
+    Track {
+        /// gitattributes patterns, e.g. '*.h5ad' or 'models/**'.
+        patterns: Vec<String>,
+    },
     /// Stop sending files matching patterns through czc.
     Untrack {
+        /// Patterns given to `czc track`.
         #[arg(required = true)]
         patterns: Vec<String>,
     },
@@ -207,8 +242,10 @@ enum Command {
     /// cache's (--cache: across every repository that uses it).
     #[command(group(clap::ArgGroup::new("gc_target").required(true).args(["remote", "cache"])))]
     Gc {
+        /// Delete from this remote what nothing references.
         #[arg(long, value_name = "NAME")]
         remote: Option<String>,
+        /// Delete from the local cache what no known repository references.
         #[arg(long)]
         cache: bool,
         /// Keep what any commit references (default: branch and tag tips, HEAD and the
@@ -228,10 +265,16 @@ enum Command {
     FilterProcess,
     /// git's clean filter, one file: content on stdin, marker on stdout.
     #[command(hide = true)]
-    Clean { path: PathBuf },
+    Clean {
+        /// The file's path in the repository, as git passes it.
+        path: PathBuf,
+    },
     /// git's smudge filter, one file: marker on stdin, content on stdout.
     #[command(hide = true)]
-    Smudge { path: PathBuf },
+    Smudge {
+        /// The file's path in the repository, as git passes it.
+        path: PathBuf,
+    },
     /// What czc's git hooks run.
     #[command(hide = true)]
     Hook {
@@ -273,16 +316,25 @@ impl HistoryArgs {
 
 #[derive(Subcommand)]
 enum HookCommand {
+    /// Before git pushes: upload what the pushed commits reference.
     PrePush {
+        /// The git remote's name, as git passes it.
         remote: String,
+        /// The git remote's url.
         url: Option<String>,
     },
+    /// After git checks out: restore the sidecar markers that changed.
     PostCheckout {
+        /// The commit checked out before.
         previous: String,
+        /// The commit checked out now.
         new: String,
+        /// 1 for a branch checkout, 0 for files.
         branch_flag: String,
     },
+    /// After git merges: restore the sidecar markers that changed.
     PostMerge {
+        /// 1 for a squash merge.
         squash: Option<String>,
     },
 }
@@ -313,6 +365,7 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
 enum RemoteCommand {
     /// Add (or replace) a remote.
     Add {
+        /// A name of letters, digits, '-' and '_'.
         name: String,
         /// A folder (/path, file:///path, relative to the project), s3://bucket/prefix or
         /// http(s)://host/prefix.
@@ -320,6 +373,7 @@ enum RemoteCommand {
         /// Make it remote.default (where push writes).
         #[arg(long)]
         default: bool,
+        /// czc must never write to it (a cluster share, a public bucket).
         #[arg(long)]
         read_only: bool,
         /// Unsigned requests (public buckets).
@@ -328,13 +382,17 @@ enum RemoteCommand {
         /// An S3-compatible endpoint.
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
+        /// The S3 region (default us-east-1).
         #[arg(long)]
         region: Option<String>,
     },
     /// List the remotes.
     List,
     /// Remove a remote (and its mentions in remote.default and remote.read).
-    Remove { name: String },
+    Remove {
+        /// The remote's name.
+        name: String,
+    },
 }
 
 /// `czc serve`'s arguments.
@@ -342,6 +400,7 @@ enum RemoteCommand {
 struct ServeArgs {
     /// A folder (created if it does not exist yet), or the name of a configured remote.
     source: String,
+    /// Where to listen (port 0: any free port, printed at start).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     listen: String,
     /// A file of bearer tokens, one per line: writes need one, reads too unless
@@ -1527,6 +1586,50 @@ fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
                 outln!("removed {removed} objects");
             }
             Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command, nested ones too, says what it is.
+    #[test]
+    fn every_option_and_argument_has_a_description() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "czc", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
+    }
+
+    /// The commands people start with show an example in their help.
+    #[test]
+    fn main_commands_show_an_example() {
+        let cli = Cli::command();
+        for name in [
+            "save", "checkout", "status", "push", "pull", "get", "put", "serve",
+        ] {
+            let sub = cli.find_subcommand(name).unwrap();
+            let after = sub
+                .get_after_help()
+                .map(|text| text.to_string())
+                .unwrap_or_default();
+            assert!(after.contains("czc "), "{name} has no example");
         }
     }
 }
