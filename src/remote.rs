@@ -609,6 +609,15 @@ pub fn remember_key(
     )
 }
 
+fn file_oid(file: &Path) -> Result<Oid> {
+    crate::oid::hash_file(file)
+        .map(|(oid, _)| oid)
+        .map_err(|source| Error::Io {
+            path: file.into(),
+            source,
+        })
+}
+
 /// How `put_key` may overwrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutCondition {
@@ -638,8 +647,17 @@ pub fn put_key(
             with_retries(|| storage.put_if_hash_matches(key, file, &expected)).map(|()| true)
         }
         PutCondition::IfNewer => with_retries(|| storage.put_if_newer(key, file)),
-    }?;
-    Ok(written)
+    };
+    match written {
+        // A write that went through behind an error (a 5xx, a reset) is retried, and the
+        // retry sees its own write as a lost race: ask what the key holds now.
+        Err(StorageError::LostRace { .. })
+            if with_retries(|| storage.hash(key)).ok().flatten() == Some(file_oid(file)?) =>
+        {
+            Ok(true)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Deletes `key`, only if it still holds `expected` when given. Returns false if there
@@ -661,4 +679,103 @@ pub fn remove_key(
     };
     let _ = std::fs::remove_file(key_record_path(cache, remote, key));
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FolderStorage;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A folder whose first conditional put stores the file and then answers with a
+    /// timeout, as a server that wrote and then failed to answer (a 5xx) would.
+    struct WritesThenFails {
+        inner: FolderStorage,
+        failed: AtomicBool,
+    }
+
+    impl ReadStorage for WritesThenFails {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn copy_into(
+            &self,
+            key: &str,
+            out: &mut std::fs::File,
+            max: u64,
+        ) -> Result<Option<u64>, StorageError> {
+            self.inner.copy_into(key, out, max)
+        }
+        fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
+            self.inner.hash(key)
+        }
+        fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
+            self.inner.last_modified(key)
+        }
+        fn exists(&self, key: &str) -> Result<bool, StorageError> {
+            self.inner.exists(key)
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+            self.inner.size(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+            self.inner.list(prefix)
+        }
+    }
+
+    impl WriteStorage for WritesThenFails {
+        fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+            self.inner.put(key, src)
+        }
+        fn delete(&self, key: &str) -> Result<bool, StorageError> {
+            self.inner.delete(key)
+        }
+        fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
+            self.inner.put_if_absent(key, src)?;
+            if !self.failed.swap(true, Ordering::SeqCst) {
+                return Err(StorageError::Io {
+                    storage: self.describe(),
+                    key: key.into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "503 after the write",
+                    ),
+                });
+            }
+            Ok(())
+        }
+        fn put_if_hash_matches(
+            &self,
+            key: &str,
+            src: &Path,
+            expected: &Oid,
+        ) -> Result<(), StorageError> {
+            self.inner.put_if_hash_matches(key, src, expected)
+        }
+        fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError> {
+            self.inner.put_if_newer(key, src)
+        }
+        fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError> {
+            self.inner.delete_if_hash_matches(key, expected)
+        }
+    }
+
+    #[test]
+    fn a_conditional_put_that_wrote_behind_an_error_reports_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = WritesThenFails {
+            inner: FolderStorage::new(dir.path().join("store")),
+            failed: AtomicBool::new(false),
+        };
+        let file = dir.path().join("mine.csv");
+        std::fs::write(&file, b"a,b\n1,2\n").unwrap();
+        assert!(put_key(&storage, "results/run.csv", &file, PutCondition::IfAbsent).unwrap());
+        // Someone else's bytes there: a real lost race, nothing written.
+        let other = dir.path().join("other.csv");
+        std::fs::write(&other, b"different").unwrap();
+        let err = put_key(&storage, "results/run.csv", &other, PutCondition::IfAbsent)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nothing was written"), "{err}");
+    }
 }
