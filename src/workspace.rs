@@ -990,6 +990,12 @@ impl Workspace {
     /// The markers git stores at HEAD for files it filters through czc, with the data
     /// path each stands for. Empty outside git or before the first commit.
     pub fn filtered_at_head(&self) -> Vec<(Marker, PathBuf)> {
+        // A project that tracks nothing through the filter pays no history walk.
+        let tracks = crate::git::install::tracked_patterns(&self.root)
+            .is_ok_and(|patterns| !patterns.is_empty());
+        if !tracks {
+            return Vec::new();
+        }
         let Ok(history) = crate::git::history::History::open(&self.root) else {
             return Vec::new();
         };
