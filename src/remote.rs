@@ -640,19 +640,29 @@ pub fn put_key(
     if !file.is_file() {
         return Err(Error::NotFound { path: file.into() });
     }
+    let attempts = std::cell::Cell::new(0u32);
+    let counted = |attempt: &dyn Fn() -> std::result::Result<bool, StorageError>| {
+        with_retries(|| {
+            attempts.set(attempts.get() + 1);
+            attempt()
+        })
+    };
     let written = match condition {
-        PutCondition::Always => with_retries(|| storage.put(key, file)).map(|()| true),
-        PutCondition::IfAbsent => with_retries(|| storage.put_if_absent(key, file)).map(|()| true),
-        PutCondition::IfMatch(expected) => {
-            with_retries(|| storage.put_if_hash_matches(key, file, &expected)).map(|()| true)
-        }
-        PutCondition::IfNewer => with_retries(|| storage.put_if_newer(key, file)),
+        PutCondition::Always => counted(&|| storage.put(key, file).map(|()| true)),
+        PutCondition::IfAbsent => counted(&|| storage.put_if_absent(key, file).map(|()| true)),
+        PutCondition::IfMatch(expected) => counted(&|| {
+            storage
+                .put_if_hash_matches(key, file, &expected)
+                .map(|()| true)
+        }),
+        PutCondition::IfNewer => counted(&|| storage.put_if_newer(key, file)),
     };
     match written {
         // A write that went through behind an error (a 5xx, a reset) is retried, and the
         // retry sees its own write as a lost race: ask what the key holds now.
         Err(StorageError::LostRace { .. })
-            if with_retries(|| storage.hash(key)).ok().flatten() == Some(file_oid(file)?) =>
+            if attempts.get() > 1
+                && with_retries(|| storage.hash(key)).ok().flatten() == Some(file_oid(file)?) =>
         {
             Ok(true)
         }

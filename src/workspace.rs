@@ -142,6 +142,8 @@ pub struct Workspace {
     /// `.git/czc-tmp` when the project is a git repository.
     scratch_parent: Option<PathBuf>,
     scratch: std::sync::Mutex<Option<fsutil::PrivateDir>>,
+    /// Progress bars were asked for and stderr is a terminal.
+    progress_enabled: bool,
 }
 
 /// Where a workspace's temp files live inside the git folder.
@@ -214,6 +216,7 @@ impl Workspace {
             progress: indicatif::ProgressBar::hidden(),
             scratch_parent,
             scratch: std::sync::Mutex::new(None),
+            progress_enabled: false,
         })
     }
 
@@ -314,7 +317,12 @@ impl Workspace {
     /// Shows a byte progress bar on stderr (only when stderr is a terminal).
     pub fn with_progress(mut self, enabled: bool) -> Workspace {
         if enabled && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            let bar = indicatif::ProgressBar::new(0).with_style(
+            // Hidden until there is something to count: no empty `0 B/0 B` bar.
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(0),
+                indicatif::ProgressDrawTarget::hidden(),
+            )
+            .with_style(
                 indicatif::ProgressStyle::with_template(
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
                 )
@@ -325,6 +333,7 @@ impl Workspace {
             self.cache
                 .set_progress(Arc::new(move |bytes| reporter.inc(bytes)));
             self.progress = bar;
+            self.progress_enabled = true;
         }
         self
     }
@@ -332,6 +341,10 @@ impl Workspace {
     fn progress_start(&self, message: &'static str, total: u64) {
         self.progress.set_message(message);
         self.progress.inc_length(total);
+        if total > 0 && self.progress.is_hidden() && self.progress_enabled {
+            self.progress
+                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -1443,7 +1456,13 @@ impl Workspace {
         chain: &RemoteChain,
         referenced: Referenced,
     ) -> Result<TransferReport> {
-        self.progress_start("fetching", 0);
+        let missing: u64 = referenced
+            .oids
+            .iter()
+            .filter(|(oid, _)| !self.cache.contains(oid))
+            .filter_map(|(oid, _)| referenced.sizes.get(oid))
+            .sum();
+        self.progress_start("fetching", missing);
         let mut report = remote::fetch(
             &self.cache,
             chain,

@@ -566,3 +566,26 @@ fn conditional_writes_of_big_keys_are_refused_not_raced() {
     let stored = fs::read(server.root.join("team/czc/keys/big.bin")).unwrap();
     assert_eq!(Oid::of_bytes(&stored), v1, "the key still holds v1");
 }
+
+#[test]
+fn a_multipart_upload_counts_its_bytes_as_the_parts_land() {
+    let server = S3Server::start(&["team"]);
+    let storage = signed(&server, "s3://team/czc");
+    let scratch = tempfile::tempdir().unwrap();
+    let content = bytes(8, (MULTIPART_THRESHOLD * 2 + 999) as usize);
+    let src = scratch.path().join("big");
+    fs::write(&src, &content).unwrap();
+    let key = Oid::of_bytes(&content).object_key();
+    let reports = std::sync::Mutex::new(Vec::new());
+    let results = storage.put_many_if_absent(&[(key.clone(), src)], &|bytes| {
+        reports.lock().unwrap().push(bytes)
+    });
+    assert!(results.into_iter().all(|r| r.is_ok()));
+    let reports = reports.into_inner().unwrap();
+    let nonzero: Vec<u64> = reports.iter().copied().filter(|b| *b > 0).collect();
+    assert!(
+        nonzero.len() >= 3,
+        "one report per part, not one at the end: {reports:?}"
+    );
+    assert_eq!(reports.iter().sum::<u64>(), content.len() as u64);
+}

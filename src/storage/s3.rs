@@ -354,7 +354,14 @@ impl S3Storage {
     }
 
     /// Uploads `src` with `mode`; small files in one request, big ones in parts.
-    fn upload(&self, key: &str, src: &Path, mode: PutMode) -> Result<(), StorageError> {
+    /// `progress` hears of each part of a multipart upload as it lands.
+    fn upload(
+        &self,
+        key: &str,
+        src: &Path,
+        mode: PutMode,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), StorageError> {
         let location = self.location(key)?;
         let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", src.display()));
         let size = std::fs::metadata(src).map_err(local)?.len();
@@ -409,7 +416,7 @@ impl S3Storage {
             },
             _ => {}
         }
-        self.upload_parts(key, location, src, attributes)
+        self.upload_parts(key, location, src, attributes, progress)
     }
 
     fn upload_parts(
@@ -418,6 +425,7 @@ impl S3Storage {
         location: ObjectPath,
         src: &Path,
         attributes: Attributes,
+        progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), StorageError> {
         let local = |err: io::Error| self.io(key, err.kind(), format!("{}: {err}", src.display()));
         let mut file = File::open(src).map_err(local)?;
@@ -441,14 +449,18 @@ impl S3Storage {
                     break;
                 }
                 if in_flight.len() == PARTS_IN_FLIGHT {
-                    let oldest: tokio::task::JoinHandle<_> = in_flight.pop_front().expect("full");
+                    let (size, oldest): (u64, tokio::task::JoinHandle<_>) =
+                        in_flight.pop_front().expect("full");
                     self.wait_part(key, oldest)?;
+                    progress(size);
                 }
+                let size = part.len() as u64;
                 let sending = upload.put_part(PutPayload::from(part));
-                in_flight.push_back(self.runtime().spawn(sending));
+                in_flight.push_back((size, self.runtime().spawn(sending)));
             }
-            while let Some(part) = in_flight.pop_front() {
+            while let Some((size, part)) = in_flight.pop_front() {
                 self.wait_part(key, part)?;
+                progress(size);
             }
             Ok(())
         })();
@@ -844,8 +856,18 @@ impl S3Storage {
         let answered: Vec<(usize, Result<(), StorageError>)> = items
             .par_iter()
             .map(|(index, key, src)| {
-                let result = super::with_retries(|| self.put_if_absent(key, src));
-                progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                // Parts count as they land (a 1 GiB upload moves the bar all along), never
+                // past the file's size however often a retry resends them.
+                let size = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+                let counted = std::sync::atomic::AtomicU64::new(0);
+                let report = |bytes: u64| {
+                    let before = counted.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                    progress(bytes.min(size.saturating_sub(before)));
+                };
+                let result =
+                    super::with_retries(|| self.upload(key, src, PutMode::Create, &report));
+                let done = counted.load(std::sync::atomic::Ordering::Relaxed);
+                progress(size.saturating_sub(done));
                 (*index, result)
             })
             .collect();
@@ -908,7 +930,7 @@ impl S3Storage {
 
 impl WriteStorage for S3Storage {
     fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
-        self.upload(key, src, PutMode::Overwrite)
+        self.upload(key, src, PutMode::Overwrite, &|_| {})
     }
 
     fn delete(&self, key: &str) -> Result<bool, StorageError> {
@@ -921,7 +943,7 @@ impl WriteStorage for S3Storage {
     }
 
     fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
-        self.upload(key, src, PutMode::Create)
+        self.upload(key, src, PutMode::Create, &|_| {})
     }
 
     fn put_many_if_absent(
@@ -963,7 +985,7 @@ impl WriteStorage for S3Storage {
         if found != *expected {
             return Err(self.lost_race(key, &format!("it holds {}", found.hex())));
         }
-        self.upload(key, src, if_unchanged(head))
+        self.upload(key, src, if_unchanged(head), &|_| {})
     }
 
     fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError> {
@@ -975,7 +997,7 @@ impl WriteStorage for S3Storage {
             Some(head) => if_unchanged(head),
             None => PutMode::Create,
         };
-        self.upload(key, src, mode)?;
+        self.upload(key, src, mode, &|_| {})?;
         Ok(true)
     }
 
