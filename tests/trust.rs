@@ -1292,3 +1292,54 @@ fn pull_from_a_remote_that_is_down_says_what_happened_and_succeeds_from_the_rest
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
+
+// ---- E15: a cache this user can only read ----
+
+#[test]
+fn a_read_only_cache_serves_status_cat_and_checkout() {
+    for index in ["sqlite", "csv", "json"] {
+        let env = TestEnv::new().with_env("CZC_CACHE_INDEX", index);
+        env.write("a.txt", "read me");
+        env.write("ds/b.txt", "and me");
+        save_ok(&env, &["a.txt", "ds"]);
+        fs::remove_file(env.path("a.txt")).unwrap();
+        // A private mount namespace in which the cache is a read-only bind mount (root
+        // ignores file modes, so a chmod would prove nothing).
+        let cache = env.cache.display().to_string();
+        let czc = assert_cmd::cargo::cargo_bin("czc").display().to_string();
+        let script = format!(
+            "mount --bind {cache} {cache} && mount -o remount,ro,bind {cache} && \
+             touch {cache}/probe 2>/dev/null && exit 99; \
+             {czc} status && {czc} cat a.txt && {czc} checkout && {czc} status"
+        );
+        // `unshare` with the test's environment (HOME, cache, XDG folders).
+        let template = env.czc_std();
+        let mut command = std::process::Command::new("unshare");
+        for (key, value) in template.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command
+            .args(["-m", "sh", "-c", &script])
+            .current_dir(&env.project);
+        let out = command.output().unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(99),
+            "{index}: the mount is not read-only"
+        );
+        assert!(
+            out.status.success(),
+            "{index}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let text = stdout(&out);
+        assert!(text.contains("missing     a.txt"), "{index}: {text}");
+        assert!(text.contains("read me"), "{index}: {text}");
+        assert!(text.contains("ok          a.txt"), "{index}: {text}");
+        assert_eq!(env.read("a.txt"), b"read me");
+    }
+}

@@ -203,7 +203,12 @@ impl LocalCache {
             Ok(lock) => lock,
             // Another user's (or a shared) cache we may only read: a read-only handle
             // takes the shared lock just as well.
-            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
                 FileLock::acquire_read_only(&usage_path, LockMode::Shared, "the cache")
                     .at(&usage_path)?
             }

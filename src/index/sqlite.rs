@@ -19,6 +19,28 @@ pub struct SqliteIndex {
 
 impl SqliteIndex {
     pub fn open(path: PathBuf) -> Result<SqliteIndex, IndexError> {
+        match Self::open_writable(&path) {
+            // A cache this user may only read (another user's, a read-only mount): WAL
+            // needs a writable folder even to read, so read the file as immutable.
+            Err(IndexError::Sqlite { .. }) if path.is_file() && !folder_is_writable(&path) => {
+                let uri = format!("file:{}?immutable=1", path.display());
+                let conn = Connection::open_with_flags(
+                    uri,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+                )
+                .map_err(|source| classify(&path, source))?;
+                Ok(SqliteIndex {
+                    path,
+                    conn: Mutex::new(conn),
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn open_writable(path: &Path) -> Result<SqliteIndex, IndexError> {
+        let path = path.to_path_buf();
         let err = |source| classify(&path, source);
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
@@ -104,6 +126,13 @@ impl SqliteIndex {
             pushed: row.get::<_, i64>(5)? != 0,
         })
     }
+}
+
+/// Whether a file can be created beside `path` (false on a read-only mount, or a cache
+/// folder of another user).
+fn folder_is_writable(path: &Path) -> bool {
+    let folder = crate::fsutil::parent_dir(path);
+    tempfile::tempfile_in(folder).is_ok()
 }
 
 /// A database that is garbage, truncated or a folder is corrupt (`cache verify` rebuilds
