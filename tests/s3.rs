@@ -544,6 +544,13 @@ fn conditional_writes_of_big_keys_are_refused_not_raced() {
         .assert()
         .success();
     let v1 = Oid::of_bytes(&bytes(61, big));
+    // v2 is newer than the stored copy, so --if-newer would really write.
+    fs::File::options()
+        .write(true)
+        .open(env.path("v2.bin"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .unwrap();
     for condition in [
         &["--if-match", &v1.to_string()][..],
         &["--if-absent"][..],
