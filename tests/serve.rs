@@ -511,12 +511,6 @@ fn sigterm_waits_a_bounded_grace_for_stalled_uploads_and_staging_is_swept() {
         stream.write_all(&content[..1_000_000]).unwrap();
         stream
     };
-    // A server killed mid-upload leaves its staging behind...
-    let (mut killed, url) = util::spawn_serve(dir.path(), &args, &[]);
-    let _held = stalled_upload(&url);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    killed.kill().unwrap();
-    killed.wait().unwrap();
     let leftovers = || {
         walkdir::WalkDir::new(&staging)
             .into_iter()
@@ -524,6 +518,19 @@ fn sigterm_waits_a_bounded_grace_for_stalled_uploads_and_staging_is_swept() {
             .filter(|e| e.file_type().is_file())
             .count()
     };
+    // Waits (bounded) until the upload has reached the staging folder.
+    let wait_for_upload = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while leftovers() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // A server killed mid-upload leaves its staging behind...
+    let (mut killed, url) = util::spawn_serve(dir.path(), &args, &[]);
+    let _held = stalled_upload(&url);
+    wait_for_upload();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
     let dead: Vec<PathBuf> = fs::read_dir(&staging)
         .unwrap()
         .flatten()
@@ -536,7 +543,7 @@ fn sigterm_waits_a_bounded_grace_for_stalled_uploads_and_staging_is_swept() {
     // ...which the next start sweeps; SIGTERM then ends even a stalled upload.
     let (mut child, url) = util::spawn_serve(dir.path(), &args, &[]);
     let _stalled = stalled_upload(&url);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_for_upload();
     assert!(
         dead.iter().all(|p| !p.exists()),
         "the dead server's staging was swept"
