@@ -180,10 +180,7 @@ impl Workspace {
         let cwd = absolute(cwd)?;
         let root = find_root(&cwd);
         let mut cache = LocalCache::open(&config.cache)?;
-        let state_name = format!(
-            "{}.tsv",
-            &Oid::of_bytes(root.as_os_str().as_encoded_bytes()).hex()[..16]
-        );
+        let state_name = format!("{}.tsv", crate::cache::project_key(&root));
         let stats_path = cache.root().join("state").join(state_name);
         // Parse the stat cache on another thread while the caller finds markers.
         let loader = {

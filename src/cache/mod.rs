@@ -42,6 +42,12 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the czc cache; backup tools may skip this folder.\n";
 
+/// The short name a project's records in the cache go under (`state/<key>.tsv`,
+/// `state/unpushed/<key>.txt`): a hash of its root path.
+pub fn project_key(root: &Path) -> String {
+    Oid::of_bytes(root.as_os_str().as_encoded_bytes()).hex()[..16].to_string()
+}
+
 /// Present while an eviction was put off because other processes used the cache.
 const EVICT_PENDING: &str = "evict-pending";
 
@@ -587,8 +593,7 @@ impl LocalCache {
         }
         let dir = self.root.join("state").join("unpushed");
         fs::create_dir_all(&dir)?;
-        let name = &Oid::of_bytes(project.as_os_str().as_encoded_bytes()).hex()[..16];
-        let path = dir.join(format!("{name}.txt"));
+        let path = dir.join(format!("{}.txt", project_key(project)));
         let mut text = String::new();
         if !path.exists() {
             text.push_str(&project.to_string_lossy());
