@@ -640,13 +640,12 @@ pub fn put_key(
     if !file.is_file() {
         return Err(Error::NotFound { path: file.into() });
     }
-    let attempts = std::cell::Cell::new(0u32);
-    let counted = |attempt: &dyn Fn() -> std::result::Result<bool, StorageError>| {
-        with_retries(|| {
-            attempts.set(attempts.get() + 1);
-            attempt()
-        })
-    };
+    let counted =
+        |attempt: &dyn Fn() -> std::result::Result<bool, StorageError>| with_retries(attempt);
+    // Whether the key was there before this put, for telling our own write (seen by a
+    // retry) from someone else's below.
+    let absent_before = condition == PutCondition::IfAbsent
+        && with_retries(|| storage.describe_key(key))?.is_none();
     let written = match condition {
         PutCondition::Always => counted(&|| storage.put(key, file).map(|()| true)),
         PutCondition::IfAbsent => counted(&|| storage.put_if_absent(key, file).map(|()| true)),
@@ -658,11 +657,16 @@ pub fn put_key(
         PutCondition::IfNewer => counted(&|| storage.put_if_newer(key, file)),
     };
     match written {
-        // A write that went through behind an error (a 5xx, a reset) is retried, and the
-        // retry sees its own write as a lost race: ask what the key holds now.
+        // A write that went through behind an error (a 5xx, a reset) is retried — here or
+        // inside the storage's client, where it cannot be counted — and the retry sees
+        // its own write as a lost race. It was ours if the key now holds our bytes and
+        // did not before: absent for `IfAbsent`, `expected` (other bytes) for `IfMatch`.
         Err(StorageError::LostRace { .. })
-            if attempts.get() > 1
-                && with_retries(|| storage.hash(key)).ok().flatten() == Some(file_oid(file)?) =>
+            if match condition {
+                PutCondition::IfAbsent => absent_before,
+                PutCondition::IfMatch(expected) => expected != file_oid(file)?,
+                PutCondition::Always | PutCondition::IfNewer => false,
+            } && with_retries(|| storage.hash(key)).ok().flatten() == Some(file_oid(file)?) =>
         {
             Ok(true)
         }

@@ -17,7 +17,9 @@ use czcache::storage::{
     WriteStorage, MULTIPART_THRESHOLD,
 };
 use predicates::prelude::*;
+use s3server::proxy::{Fault, FaultProxy};
 use s3server::{S3Server, PUBLIC_BUCKET};
+use std::time::Duration;
 use util::{bytes, stderr, TestEnv};
 
 fn options(server: &S3Server, anonymous: bool) -> StorageOptions {
@@ -595,4 +597,337 @@ fn a_multipart_upload_counts_its_bytes_as_the_parts_land() {
         "one report per part, not one at the end: {reports:?}"
     );
     assert_eq!(reports.iter().sum::<u64>(), content.len() as u64);
+}
+
+// ---- Faults injected between czc and the S3 server (tests/s3server/proxy.rs) ----
+
+/// A project whose `team` remote is the bucket seen through `proxy`.
+fn through(proxy: &FaultProxy, server: &S3Server) -> TestEnv {
+    let env = with_credentials(TestEnv::new(), server);
+    env.write(
+        ".czcache.toml",
+        format!(
+            "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"s3://team/czc\"\nendpoint = \"{}\"\n",
+            proxy.endpoint
+        ),
+    );
+    env
+}
+
+fn czc_get(env: &TestEnv, key: &str) -> std::process::Output {
+    env.czc().args(["get", key]).output().unwrap()
+}
+
+#[test]
+fn get_refuses_a_flipped_byte_or_a_short_body_and_keeps_nothing() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    let content = bytes(21, 50_000);
+    env.write("k1.bin", &content);
+    env.czc()
+        .args(["put", "team:keys/k1", "k1.bin"])
+        .assert()
+        .success();
+    // A reader with an empty cache of its own.
+    let reader = through(&proxy, &server);
+    // Damaged every time: refused (one retry, as for a key rewritten mid-read).
+    for fault in [Fault::FlipByte, Fault::ShortBy(5)] {
+        proxy.inject("GET", "/team/czc/keys/k1", 5, fault.clone());
+        let out = czc_get(&reader, "team:keys/k1");
+        assert_eq!(out.status.code(), Some(1), "{fault:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{fault:?}: no path printed");
+        let message = stderr(&out);
+        assert!(
+            message.contains("keys/k1") && message.lines().count() == 1,
+            "{fault:?}: one line naming the key: {message}"
+        );
+        assert!(
+            reader.cached_objects().is_empty(),
+            "{fault:?}: nothing kept"
+        );
+    }
+    assert!(proxy.applied().len() >= 4, "{:?}", proxy.applied());
+    proxy.clear();
+    // Damaged once: the retry's bytes are checked and served.
+    proxy.inject("GET", "/team/czc/keys/k1", 1, Fault::FlipByte);
+    let out = czc_get(&reader, "team:keys/k1");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(fs::read(path.trim()).unwrap(), content);
+}
+
+#[test]
+fn a_conditional_put_whose_write_landed_behind_a_5xx_reports_success() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    env.write("v1.bin", bytes(31, 4000));
+    env.write("v2.bin", bytes(32, 4000));
+    env.czc()
+        .args(["put", "team:keys/k", "v1.bin"])
+        .assert()
+        .success();
+    // The PUT reaches the server, its answer is replaced by a 503: the client retries
+    // and its own write makes the retry's condition fail.
+    proxy.inject("PUT", "/team/czc/keys/k", 1, Fault::StatusAfter(503));
+    let v1 = Oid::of_bytes(&bytes(31, 4000)).to_string();
+    let out = env
+        .czc()
+        .args(["put", "team:keys/k", "v2.bin", "--if-match", &v1])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.applied().len(), 1);
+    assert_eq!(
+        fs::read(server.root.join("team/czc/keys/k")).unwrap(),
+        bytes(32, 4000)
+    );
+    // A real lost race is still one: someone else's bytes there now.
+    proxy.inject("PUT", "/team/czc/keys/k", 1, Fault::StatusAfter(503));
+    env.write("v3.bin", bytes(33, 4000));
+    let out = env
+        .czc()
+        .args(["put", "team:keys/k", "v3.bin", "--if-match", &v1])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(server.root.join("team/czc/keys/k")).unwrap(),
+        bytes(32, 4000)
+    );
+}
+
+#[test]
+fn rm_if_match_is_refused_when_the_store_reports_no_etag() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    env.write("w.bin", bytes(41, 3000));
+    env.czc()
+        .args(["put", "team:keys/w", "w.bin"])
+        .assert()
+        .success();
+    proxy.inject("HEAD", "/team/czc/keys/w", 10, Fault::DropETag);
+    let oid = Oid::of_bytes(&bytes(41, 3000)).to_string();
+    let out = env
+        .czc()
+        .args(["rm", "team:keys/w", "--if-match", &oid])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ETag"), "{}", stderr(&out));
+    assert!(server.root.join("team/czc/keys/w").exists(), "not deleted");
+    assert_eq!(proxy.count("DELETE", "/team/czc/keys/w"), 0);
+}
+
+#[test]
+fn a_push_survives_connection_resets_on_small_puts() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    for n in 0..4u64 {
+        env.write(&format!("f{n}.bin"), bytes(50 + n, 2000));
+    }
+    env.czc()
+        .args(["save", "f0.bin", "f1.bin", "f2.bin", "f3.bin"])
+        .assert()
+        .success();
+    // One PUT dies before the server sees it, one after its write landed; both as
+    // resets (RST), which object_store does not retry for a conditional PUT.
+    proxy.inject("PUT", "/team/czc/objects/", 1, Fault::ResetBefore);
+    proxy.inject("PUT", "/team/czc/objects/", 1, Fault::ResetAfter);
+    let out = env.czc().arg("push").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.applied().len(), 2, "{:?}", proxy.applied());
+    for n in 0..4u64 {
+        let oid = Oid::of_bytes(&bytes(50 + n, 2000));
+        let key = oid.object_key();
+        assert!(
+            server.root.join("team/czc").join(&key).exists(),
+            "{key} pushed"
+        );
+    }
+}
+
+#[test]
+fn a_pull_rides_out_cut_bodies_and_5xx_and_refuses_a_flipped_byte() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    env.write("data/a.bin", bytes(61, 200_000));
+    env.write("data/b.bin", bytes(62, 200_000));
+    env.czc().args(["save", "data"]).assert().success();
+    env.czc().arg("push").assert().success();
+    let reset = |env: &TestEnv| {
+        fs::remove_dir_all(&env.cache).unwrap();
+        fs::remove_dir_all(env.path("data")).unwrap();
+    };
+    reset(&env);
+    proxy.inject("GET", "/team/czc/objects/", 1, Fault::CutBody);
+    proxy.inject("GET", "/team/czc/objects/", 1, Fault::StatusBefore(503));
+    let out = env.czc().arg("pull").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.applied().len(), 2, "{:?}", proxy.applied());
+    assert_eq!(env.read("data/a.bin"), bytes(61, 200_000));
+    assert_eq!(env.read("data/b.bin"), bytes(62, 200_000));
+
+    // A flipped byte is refused, named, and nothing damaged reaches the tree or cache.
+    reset(&env);
+    proxy.inject("GET", "/team/czc/objects/", 1, Fault::FlipByte);
+    let out = env.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for path in ["data/a.bin", "data/b.bin"] {
+        if let Ok(found) = fs::read(env.path(path)) {
+            assert!(
+                found == bytes(61, 200_000) || found == bytes(62, 200_000),
+                "{path} holds only good bytes"
+            );
+        }
+    }
+    let leftovers: Vec<_> = walkdir::WalkDir::new(&env.project)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(".czc-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    env.czc().arg("pull").assert().success();
+    assert_eq!(env.read("data/a.bin"), bytes(61, 200_000));
+}
+
+#[test]
+fn a_stalled_s3_server_times_out_naming_the_remote() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    env.write("k.bin", bytes(71, 1000));
+    env.czc()
+        .args(["put", "team:keys/k", "k.bin"])
+        .assert()
+        .success();
+    let reader = through(&proxy, &server).with_env("CZC_TIMEOUT", "1s");
+    proxy.inject(
+        "",
+        "/team/czc/keys/k",
+        100,
+        Fault::Delay(Duration::from_secs(30)),
+    );
+    let mut command = reader.czc_std();
+    command.args(["get", "team:keys/k"]);
+    let out = util::output_within(command, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("team") && message.to_lowercase().contains("timed out"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_failed_multipart_completion_is_aborted() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    env.write("big.bin", bytes(81, (MULTIPART_THRESHOLD + 5000) as usize));
+    proxy.inject("POST", "uploadId=", 100, Fault::StatusBefore(500));
+    let out = env
+        .czc()
+        .args(["put", "team:models/big.bin", "big.bin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(proxy.count("POST", "uploadId=") >= 1);
+    assert!(
+        proxy.count("DELETE", "uploadId=") >= 1,
+        "{:?}",
+        proxy.requests()
+    );
+    assert!(
+        server.pending_uploads().is_empty(),
+        "{:?}",
+        server.pending_uploads()
+    );
+    assert!(!server.root.join("team/czc/models/big.bin").exists());
+}
+
+#[test]
+fn push_aborts_stale_multipart_uploads_and_keeps_live_ones() {
+    use object_store::multipart::MultipartStore;
+    let server = S3Server::start(&["team"]);
+    let env = with_credentials(TestEnv::new(), &server);
+    env.write(".czcache.toml", s3_config(&server));
+    let content = bytes(91, 3000);
+    env.write("f.bin", &content);
+    let shard = &Oid::of_bytes(&content).hex()[..2];
+    // What a killed run left in the shard this push writes to, and a live upload.
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&server.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("team")
+        .with_region("us-east-1")
+        .with_access_key_id(s3server::ACCESS_KEY)
+        .with_secret_access_key(s3server::SECRET_KEY)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let begin = |name: &str| {
+        let path = object_store::path::Path::from(format!("czc/objects/{shard}/{name}"));
+        runtime.block_on(store.create_multipart(&path)).unwrap()
+    };
+    begin("killed-1");
+    begin("killed-2");
+    begin("killed-3");
+    server.backdate_uploads(Duration::from_secs(2 * 3600));
+    let live = begin("live");
+    assert_eq!(server.pending_uploads().len(), 4);
+    env.czc().args(["save", "f.bin"]).assert().success();
+    env.czc().arg("push").assert().success();
+    let left: Vec<String> = server
+        .pending_uploads()
+        .into_iter()
+        .map(|upload| upload.upload_id)
+        .collect();
+    assert_eq!(left, vec![live], "only the live upload is left");
+}
+
+#[test]
+fn a_push_that_finds_an_old_object_there_restarts_its_grace_period() {
+    let server = S3Server::start(&["team"]);
+    let first = with_credentials(TestEnv::new(), &server);
+    first.write(".czcache.toml", s3_config(&server));
+    let content = bytes(95, 5000);
+    first.write("f.bin", &content);
+    first.czc().args(["save", "f.bin"]).assert().success();
+    first.czc().arg("push").assert().success();
+    let oid = Oid::of_bytes(&content);
+    let stored = server.root.join("team/czc").join(oid.object_key());
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86400);
+    fs::File::options()
+        .write(true)
+        .open(&stored)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    // Another clone saves the same bytes: its push finds the object there.
+    let second = with_credentials(TestEnv::new(), &server);
+    second.write(".czcache.toml", s3_config(&server));
+    second.write("g.bin", &content);
+    second.czc().args(["save", "g.bin"]).assert().success();
+    second
+        .czc()
+        .arg("push")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 already there"));
+    let age = fs::metadata(&stored)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .elapsed()
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(600), "refreshed: {age:?} old");
+    assert_eq!(fs::read(&stored).unwrap(), content);
+    // Its metadata (the hash czc reads back) survived the copy in place.
+    let storage = signed(&server, "s3://team/czc");
+    assert_eq!(storage.hash(&oid.object_key()).unwrap(), Some(oid));
 }

@@ -474,7 +474,7 @@ pub fn with_retries<T>(
     }
 }
 
-fn is_transient(kind: std::io::ErrorKind) -> bool {
+pub(crate) fn is_transient(kind: std::io::ErrorKind) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         kind,

@@ -62,7 +62,13 @@ pub struct S3Storage {
     /// Set once the bucket is known to exist (checked at the first miss, because S3
     /// answers a missing bucket with the same 404 as a missing key).
     bucket_checked: OnceLock<()>,
+    /// For the requests object_store has no call for (conditional delete, copy in
+    /// place, listing multipart uploads), with the same timeouts.
     http: reqwest::Client,
+    /// The bucket's URL and region, to sign those requests.
+    bucket: String,
+    bucket_url: String,
+    region: String,
     /// Where credentials come from when no `AWS_*` variable gives them (the instance
     /// metadata service), to explain its failures as missing credentials.
     metadata_endpoint: Option<String>,
@@ -176,6 +182,23 @@ impl S3Storage {
         if options.anonymous {
             builder = builder.with_skip_signature(true);
         }
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".into());
+        let virtual_hosted = builder
+            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+        let bucket_url = match builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
+            Some(endpoint) if virtual_hosted => endpoint.trim_end_matches('/').to_string(),
+            Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            None if virtual_hosted => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            None => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.timeouts.connect)
+            .read_timeout(options.timeouts.read)
+            .build()
+            .map_err(|err| bad(format!("cannot start the S3 client: {err}")))?;
         let store = builder.build().map_err(|err| bad(err.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -190,7 +213,10 @@ impl S3Storage {
             anonymous: options.anonymous,
             runtime: Some(runtime),
             bucket_checked: OnceLock::new(),
-            http: reqwest::Client::new(),
+            http,
+            bucket: bucket.to_string(),
+            bucket_url,
+            region,
             metadata_endpoint,
         })
     }
@@ -263,7 +289,7 @@ impl S3Storage {
                             .into(),
                     );
                 }
-                self.io(key, ErrorKind::Other, message)
+                self.io(key, transport_kind(&other), message)
             }
         }
     }
@@ -560,6 +586,21 @@ impl S3Storage {
     }
 }
 
+/// A connection reset or cut mid-answer is worth one more try (object_store retries it
+/// itself only for idempotent requests, and a conditional PUT is not one).
+fn transport_kind(err: &object_store::Error) -> ErrorKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(http) = cause.downcast_ref::<object_store::client::HttpError>() {
+            if http.kind() == object_store::client::HttpErrorKind::Interrupted {
+                return ErrorKind::ConnectionReset;
+            }
+        }
+        source = cause.source();
+    }
+    ErrorKind::Other
+}
+
 /// A listing answered 404: only a missing bucket does that.
 fn is_missing_bucket(err: &object_store::Error) -> bool {
     matches!(err, object_store::Error::NotFound { .. })
@@ -782,7 +823,181 @@ enum UploadFailure {
     Remote(object_store::Error),
 }
 
+/// Objects a push finds already there are rewritten in place (to restart the grace
+/// period `gc --remote` counts from their Last-Modified) only when older than this:
+/// a copy in place costs a request, and a younger object is safe anyway.
+const REFRESH_AFTER: Duration = Duration::from_secs(3600);
+/// Answers to the requests czc signs itself are small XML documents.
+const SIGNED_ANSWER_MAX: usize = 1 << 20;
+/// At most this many pages of a multipart-upload listing are read per prefix.
+const UPLOAD_LIST_PAGES: usize = 100;
+
+/// One page of ListMultipartUploads.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct UploadListing {
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+    #[serde(rename = "Upload")]
+    uploads: Vec<ListedUpload>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedUpload {
+    key: String,
+    upload_id: String,
+    initiated: String,
+}
+
+/// A request object_store has no call for, signed with the store's own credentials.
+struct SignedRequest {
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: Vec<(&'static str, String)>,
+}
+
 impl S3Storage {
+    /// Sends `request` and returns the status and (bounded) body of the answer.
+    fn send_signed(&self, request: SignedRequest) -> Result<(reqwest::StatusCode, String), String> {
+        let store = self.store.clone();
+        let http = self.http.clone();
+        let region = self.region.clone();
+        let anonymous = self.anonymous;
+        self.run(async move {
+            let mut signed = http::Request::builder()
+                .method(request.method.clone())
+                .uri(request.url.as_str());
+            for (name, value) in &request.headers {
+                signed = signed.header(*name, value);
+            }
+            let mut signed = signed
+                .body(object_store::client::HttpRequestBody::empty())
+                .map_err(|err| err.to_string())?;
+            if !anonymous {
+                let credential = store
+                    .credentials()
+                    .get_credential()
+                    .await
+                    .map_err(|err| one_line(&err))?;
+                object_store::aws::AwsAuthorizer::new(&credential, "s3", &region)
+                    .try_authorize(&mut signed, None)
+                    .map_err(|err| one_line(&err))?;
+            }
+            let mut outgoing = http.request(request.method, request.url);
+            for (name, value) in signed.headers() {
+                outgoing = outgoing.header(name, value);
+            }
+            let mut response = outgoing.send().await.map_err(|err| one_line(&err))?;
+            let status = response.status();
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|err| one_line(&err))? {
+                if body.len() + chunk.len() > SIGNED_ANSWER_MAX {
+                    return Err(format!("the answer is over {SIGNED_ANSWER_MAX} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        })
+    }
+
+    /// The bucket URL with `path` (a full key, or empty) and no query.
+    fn bucket_url(&self, path: &str) -> Result<reqwest::Url, String> {
+        let mut url = reqwest::Url::parse(&self.bucket_url).map_err(|err| err.to_string())?;
+        if !path.is_empty() {
+            url.path_segments_mut()
+                .map_err(|()| "the endpoint cannot hold a path".to_string())?
+                .pop_if_empty()
+                .extend(path.split('/'));
+        }
+        Ok(url)
+    }
+
+    /// The multipart uploads under `prefix` (a full key prefix), oldest first or not.
+    fn list_uploads(&self, prefix: &str) -> Result<Vec<ListedUpload>, String> {
+        let mut found = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        for _ in 0..UPLOAD_LIST_PAGES {
+            let mut url = self.bucket_url("")?;
+            {
+                let mut query = url.query_pairs_mut();
+                query
+                    .append_key_only("uploads")
+                    .append_pair("prefix", prefix);
+                if let Some((key, upload)) = &markers {
+                    query
+                        .append_pair("key-marker", key)
+                        .append_pair("upload-id-marker", upload);
+                }
+            }
+            let (status, body) = self.send_signed(SignedRequest {
+                method: reqwest::Method::GET,
+                url,
+                headers: Vec::new(),
+            })?;
+            if !status.is_success() {
+                return Err(format!(
+                    "listing multipart uploads answered {status}: {}",
+                    body.split_whitespace().collect::<Vec<_>>().join(" ")
+                ));
+            }
+            let page: UploadListing = quick_xml::de::from_str(&body)
+                .map_err(|err| format!("a multipart upload listing that is not valid: {err}"))?;
+            found.extend(page.uploads);
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(key), Some(upload)) => markers = Some((key, upload)),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Rewrites `key` onto itself (same bytes, same metadata) so its Last-Modified is now.
+    fn copy_in_place(&self, key: &str, oid: &Oid) -> Result<(), StorageError> {
+        let full = self.location(key)?.to_string();
+        let bucket_path = self
+            .bucket_url(&full)
+            .map_err(|message| self.io(key, ErrorKind::Other, message))?;
+        // `bucket/key`, each segment percent-encoded.
+        let mut source = reqwest::Url::parse("http://source/").expect("a valid URL");
+        source
+            .path_segments_mut()
+            .expect("an http URL has a path")
+            .pop_if_empty()
+            .push(&self.bucket)
+            .extend(full.split('/'));
+        let source = source.path().trim_start_matches('/').to_string();
+        let (status, body) = self
+            .send_signed(SignedRequest {
+                method: reqwest::Method::PUT,
+                url: bucket_path,
+                headers: vec![
+                    ("x-amz-copy-source", source),
+                    ("x-amz-metadata-directive", "REPLACE".into()),
+                    ("x-amz-meta-blake3", oid.hex()),
+                ],
+            })
+            .map_err(|message| self.io(key, ErrorKind::Other, message))?;
+        // A copy can fail after its 200 with an <Error> body.
+        if status.is_success() && !body.contains("<Error>") {
+            Ok(())
+        } else {
+            Err(self.io(
+                key,
+                ErrorKind::Other,
+                format!(
+                    "copy in place answered {status}: {}",
+                    body.split_whitespace().collect::<Vec<_>>().join(" ")
+                ),
+            ))
+        }
+    }
+
     /// Uploads small files as tasks on the storage's runtime, `in_flight` at a time:
     /// no thread per request and no handoff per request, which for thousands of small
     /// objects costs more CPU than the requests themselves.
@@ -840,6 +1055,19 @@ impl S3Storage {
                 results[*index] = Some(result);
             }
         });
+        // A conditional PUT cut by a reset is retried here (a retry that finds the
+        // object there is a lost race: the remote has it).
+        for (index, key, src) in items {
+            let cut = matches!(
+                &results[*index],
+                Some(Err(StorageError::Io { source, .. })) if super::is_transient(source.kind())
+            );
+            if cut {
+                results[*index] = Some(super::with_retries(|| {
+                    self.upload(key, src, PutMode::Create, &|_| {})
+                }));
+            }
+        }
     }
 
     /// Uploads items one request (or multipart upload) each, in parallel on the caller's
@@ -929,6 +1157,65 @@ impl S3Storage {
 }
 
 impl WriteStorage for S3Storage {
+    fn refresh(&self, keys: &[String]) -> Result<(), StorageError> {
+        use rayon::prelude::*;
+        keys.par_iter().try_for_each(|key| {
+            let Some(oid) = super::object_key_oid(key) else {
+                return Ok(());
+            };
+            match self.head(key)? {
+                Some(head)
+                    if head
+                        .last_modified
+                        .elapsed()
+                        .is_ok_and(|age| age >= REFRESH_AFTER) =>
+                {
+                    self.copy_in_place(key, &oid)
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn sweep_stale_uploads(
+        &self,
+        prefixes: &[String],
+        older_than: Duration,
+    ) -> Result<usize, StorageError> {
+        use object_store::multipart::MultipartStore;
+        if self.anonymous {
+            return Ok(0);
+        }
+        let mut swept = 0;
+        for prefix in prefixes {
+            let full = if self.prefix.is_empty() {
+                prefix.clone()
+            } else {
+                format!("{}/{prefix}", self.prefix)
+            };
+            let uploads = self
+                .list_uploads(&full)
+                .map_err(|message| self.io(prefix, ErrorKind::Other, message))?;
+            for upload in uploads {
+                let stale = humantime::parse_rfc3339_weak(&upload.initiated)
+                    .ok()
+                    .and_then(|initiated| initiated.elapsed().ok())
+                    .is_some_and(|age| age >= older_than);
+                if !stale || !upload.key.starts_with(&full) {
+                    continue;
+                }
+                let store = self.store.clone();
+                let location = ObjectPath::from(upload.key.as_str());
+                let id = upload.upload_id.clone();
+                let aborted = self.run(async move { store.abort_multipart(&location, &id).await });
+                if aborted.is_ok() {
+                    swept += 1;
+                }
+            }
+        }
+        Ok(swept)
+    }
+
     fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
         self.upload(key, src, PutMode::Overwrite, &|_| {})
     }

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,18 @@ pub struct S3Server {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+    uploads: Uploads,
+}
+
+/// Multipart uploads begun and neither completed nor aborted (s3s-fs keeps no list).
+pub type Uploads = std::sync::Arc<std::sync::Mutex<Vec<PendingUpload>>>;
+
+#[derive(Clone, Debug)]
+pub struct PendingUpload {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: std::time::SystemTime,
 }
 
 impl S3Server {
@@ -57,13 +71,15 @@ impl S3Server {
         let (addr_sender, addr_receiver) = std::sync::mpsc::channel();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let serve_root = root.clone();
+        let uploads = Uploads::default();
+        let serve_uploads = uploads.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(serve(serve_root, port, addr_sender, stop));
+            runtime.block_on(serve(serve_root, serve_uploads, port, addr_sender, stop));
         });
         let addr: SocketAddr = addr_receiver.recv().expect("server started");
         S3Server {
@@ -72,6 +88,19 @@ impl S3Server {
             shutdown: Some(shutdown),
             thread: Some(thread),
             _dir: None,
+            uploads,
+        }
+    }
+
+    /// The multipart uploads begun and not yet completed or aborted.
+    pub fn pending_uploads(&self) -> Vec<PendingUpload> {
+        self.uploads.lock().unwrap().clone()
+    }
+
+    /// Makes every pending upload look begun `age` ago (what a killed run left).
+    pub fn backdate_uploads(&self, age: std::time::Duration) {
+        for upload in self.uploads.lock().unwrap().iter_mut() {
+            upload.initiated -= age;
         }
     }
 
@@ -98,6 +127,7 @@ impl Drop for S3Server {
 
 async fn serve(
     root: PathBuf,
+    uploads: Uploads,
     port: u16,
     addr: std::sync::mpsc::Sender<SocketAddr>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
@@ -107,6 +137,7 @@ async fn serve(
         inner: fs,
         root,
         stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+        uploads,
     });
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     builder.set_access(PublicRead);
@@ -176,6 +207,7 @@ struct Guarded {
     inner: FileSystem,
     root: PathBuf,
     stripes: Vec<RwLock<()>>,
+    uploads: Uploads,
 }
 
 impl Guarded {
@@ -197,6 +229,13 @@ impl Guarded {
             return Err(s3_error!(NoSuchKey));
         }
         Ok(())
+    }
+
+    fn forget_upload(&self, upload_id: &str) {
+        self.uploads
+            .lock()
+            .unwrap()
+            .retain(|upload| upload.upload_id != upload_id);
     }
 
     fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
@@ -632,7 +671,77 @@ impl S3 for Guarded {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         self.bucket_exists(&req.input.bucket)?;
-        self.inner.create_multipart_upload(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.inner.create_multipart_upload(req).await?;
+        if let Some(upload_id) = &response.output.upload_id {
+            self.uploads.lock().unwrap().push(PendingUpload {
+                bucket,
+                key,
+                upload_id: upload_id.clone(),
+                initiated: std::time::SystemTime::now(),
+            });
+        }
+        Ok(response)
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        self.bucket_exists(&input.bucket)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mut uploads: Vec<PendingUpload> = self
+            .uploads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|upload| upload.bucket == input.bucket && upload.key.starts_with(&prefix))
+            .cloned()
+            .collect();
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        // Pages of two, so a client that ignores IsTruncated is caught.
+        let after = (
+            input.key_marker.clone().unwrap_or_default(),
+            input.upload_id_marker.clone().unwrap_or_default(),
+        );
+        let rest: Vec<PendingUpload> = uploads
+            .into_iter()
+            .filter(|upload| {
+                after.0.is_empty() || (upload.key.clone(), upload.upload_id.clone()) > after
+            })
+            .collect();
+        let page: Vec<PendingUpload> = rest.iter().take(2).cloned().collect();
+        let truncated = rest.len() > page.len();
+        let last = page.last().cloned();
+        let output = ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(truncated),
+            next_key_marker: truncated.then(|| last.clone().unwrap().key),
+            next_upload_id_marker: truncated.then(|| last.unwrap().upload_id),
+            uploads: Some(
+                page.into_iter()
+                    .map(|upload| MultipartUpload {
+                        key: Some(upload.key),
+                        upload_id: Some(upload.upload_id),
+                        initiated: Some(Timestamp::from(upload.initiated)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        let _exclusive = self.stripe(&req.input.bucket, &req.input.key).write().await;
+        self.inner.copy_object(req).await
     }
 
     async fn upload_part(
@@ -654,14 +763,20 @@ impl S3 for Guarded {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let _exclusive = self.stripe(&req.input.bucket, &req.input.key).write().await;
-        self.inner.complete_multipart_upload(req).await
+        let upload_id = req.input.upload_id.clone();
+        let response = self.inner.complete_multipart_upload(req).await?;
+        self.forget_upload(&upload_id);
+        Ok(response)
     }
 
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.inner.abort_multipart_upload(req).await
+        let upload_id = req.input.upload_id.clone();
+        let response = self.inner.abort_multipart_upload(req).await?;
+        self.forget_upload(&upload_id);
+        Ok(response)
     }
 }
 
