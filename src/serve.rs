@@ -333,8 +333,15 @@ fn authorized_oid(
 
 /// The backend failed: its error (endpoint urls, upload ids, paths) goes to the server's
 /// log, the client gets a plain 502.
+/// One line of the server's log (stderr). A closed stderr (a detached server) loses
+/// the line, never the request: `eprintln!` would panic the handler.
+fn log_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn storage_error(err: StorageError) -> Response {
-    eprintln!("czc serve: backend error: {err}");
+    log_line(format_args!("czc serve: backend error: {err}"));
     status(
         StatusCode::BAD_GATEWAY,
         "the server's storage failed; its log says why",
@@ -382,7 +389,12 @@ async fn local_copy(
                 };
                 // Unnamed: the open handle keeps the bytes, nothing is left behind.
                 let mut file = tempfile::tempfile_in(&dir).map_err(io)?;
-                if reader.copy_into(&key, &mut file, u64::MAX)?.is_none() {
+                // Never more than the backend says the object holds (a lying backend
+                // cannot fill this server's disk); the client hashes what it gets.
+                let Some(size) = reader.size(&key)? else {
+                    return Ok(None);
+                };
+                if reader.copy_into(&key, &mut file, size)?.is_none() {
                     return Ok(None);
                 }
                 std::io::Seek::rewind(&mut file).map_err(io)?;

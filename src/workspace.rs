@@ -986,7 +986,12 @@ impl Workspace {
             }
         }
         if paths.is_empty() {
-            for (marker, data) in self.filtered_at_head() {
+            let mut shown = HashSet::new();
+            for (marker, data) in self.filtered_markers() {
+                // One line per file: its staged marker when the index has one.
+                if !shown.insert(data.clone()) {
+                    continue;
+                }
                 match self.filtered_status(&marker, &data) {
                     Ok(status) => statuses.push(status),
                     Err(err) => errors.push(err),
@@ -999,25 +1004,32 @@ impl Workspace {
 
     /// The markers git stores at HEAD for files it filters through czc, with the data
     /// path each stands for. Empty outside git or before the first commit.
-    pub fn filtered_at_head(&self) -> Vec<(Marker, PathBuf)> {
+    pub fn filtered_markers(&self) -> Vec<(Marker, PathBuf)> {
         // A project that tracks nothing through the filter pays no history walk.
-        let tracks = crate::git::install::tracked_patterns(&self.root)
-            .is_ok_and(|patterns| !patterns.is_empty());
-        if !tracks {
+        let tracked = crate::git::install::tracked_patterns(&self.root).unwrap_or_default();
+        if tracked.is_empty() {
             return Vec::new();
         }
         let Ok(history) = crate::git::history::History::open(&self.root) else {
             return Vec::new();
         };
-        let Ok(Some(head)) = history.head() else {
-            return Vec::new();
+        // The index first: a staged file's marker is the one its next commit holds.
+        let staged = history
+            .staged_markers(&tracked)
+            .map(|(found, _)| found)
+            .unwrap_or_default();
+        let committed = match history.head() {
+            Ok(Some(head)) => history
+                .markers(&[head])
+                .map(|(found, _)| found)
+                .unwrap_or_default(),
+            _ => Vec::new(),
         };
-        let Ok((found, _)) = history.markers(&[head]) else {
-            return Vec::new();
-        };
-        found
+        let mut seen = HashSet::new();
+        staged
             .into_iter()
-            .filter(|f| !f.sidecar)
+            .chain(committed)
+            .filter(|f| !f.sidecar && seen.insert((f.data_path.clone(), f.marker.oid)))
             .map(|f| (f.marker, self.root.join(f.data_path)))
             .collect()
     }
@@ -1303,8 +1315,8 @@ impl Workspace {
             }
         }
         if paths.is_empty() {
-            // Files git filters through czc: what HEAD references.
-            markers.extend(self.filtered_at_head());
+            // Files git filters through czc: what HEAD and the index reference.
+            markers.extend(self.filtered_markers());
         }
         let mut referenced = self.expand_markers(markers, chain);
         referenced.errors.splice(0..0, errors);

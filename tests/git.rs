@@ -805,6 +805,45 @@ fn a_plain_clone_gets_the_hooks_from_the_filter_and_status_and_push_see_filtered
 }
 
 #[test]
+fn status_and_push_see_filtered_files_that_are_only_staged() {
+    let env = GitEnv::new();
+    let repo = env.repo("repo");
+    fs::write(repo.join("first.bin"), random_bytes(97, 20_000)).unwrap();
+    env.git(&repo, &["add", "-A"]);
+    env.git(&repo, &["commit", "-qm", "first"]);
+    // Staged, not committed: the index holds its marker, HEAD does not.
+    fs::write(repo.join("staged.bin"), random_bytes(98, 25_000)).unwrap();
+    env.git(&repo, &["add", "staged.bin"]);
+    // A staged new version of a committed file: one line for it, the staged marker.
+    fs::write(repo.join("first.bin"), random_bytes(99, 20_000)).unwrap();
+    env.git(&repo, &["add", "first.bin"]);
+    let status = env.czc(&repo, &["status"]);
+    assert!(status.contains("ok          staged.bin"), "{status}");
+    assert_eq!(
+        status.matches("first.bin").count(),
+        1,
+        "one line per file: {status}"
+    );
+    assert!(status.contains("ok          first.bin"), "{status}");
+    // `czc push` with no paths uploads what the index and HEAD reference: the old
+    // and new first.bin and staged.bin.
+    let pushed = env.czc(&repo, &["push"]);
+    assert!(pushed.contains("pushed 3 objects"), "{pushed}");
+    let team = env.path("team");
+    for seed in [97, 98, 99] {
+        let len = if seed == 98 { 25_000 } else { 20_000 };
+        let oid = czcache::oid::Oid::of_bytes(&random_bytes(seed, len)).hex();
+        assert!(
+            team.join("objects")
+                .join(&oid[..2])
+                .join(&oid[2..])
+                .is_file(),
+            "object of seed {seed} pushed"
+        );
+    }
+}
+
+#[test]
 fn gc_remote_never_deletes_what_another_clone_just_pushed() {
     let env = GitEnv::new();
     let a = env.repo("a");

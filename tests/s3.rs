@@ -428,6 +428,60 @@ fn czc_serve_fronts_an_s3_bucket() {
 }
 
 #[test]
+fn czc_serve_reads_no_more_from_its_backend_than_the_object_holds() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join(".czcache.toml"),
+        format!(
+            "[remotes.bucket]\nurl = \"s3://team/lab\"\nendpoint = \"{}\"\n",
+            proxy.endpoint
+        ),
+    )
+    .unwrap();
+    fs::write(dir.path().join("tokens"), "lab-token\n").unwrap();
+    let (child, url) = util::spawn_serve(
+        dir.path(),
+        &[
+            "serve",
+            "bucket",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens",
+        ],
+        &server.credentials(),
+    );
+    let _server = util::KillOnDrop(child);
+    let scratch = tempfile::tempdir().unwrap();
+    let content = bytes(10, 30_000);
+    let src = scratch.path().join("f");
+    fs::write(&src, &content).unwrap();
+    let key = Oid::of_bytes(&content).object_key();
+    signed(&server, "s3://team/lab")
+        .put_if_absent(&key, &src)
+        .unwrap();
+    // The backend sends 1 MB more than the object holds: refused, not passed on.
+    proxy.inject("GET", &key, 10, Fault::PadBy(1 << 20));
+    let client = reqwest::blocking::Client::new();
+    let answer = client
+        .get(format!("{url}/{key}"))
+        .bearer_auth("lab-token")
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 502);
+    proxy.clear();
+    let answer = client
+        .get(format!("{url}/{key}"))
+        .bearer_auth("lab-token")
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.bytes().unwrap().to_vec(), content);
+}
+
+#[test]
 fn bad_s3_settings_fail_with_one_line_naming_the_remote() {
     let server = S3Server::start(&["team"]);
     let env = TestEnv::new()

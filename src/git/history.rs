@@ -180,6 +180,28 @@ impl History {
         Ok((walker.found, walker.errors))
     }
 
+    /// The markers the filter stored for files in the index (staged, committed or not)
+    /// whose paths `tracked` matches (`.gitattributes` patterns with `filter=czc`):
+    /// only those blobs are opened, so a big index costs a pass over its entries.
+    pub fn staged_markers(&self, tracked: &[String]) -> Result<(Vec<FoundMarker>, Vec<Error>)> {
+        let matcher = TrackedPaths::new(tracked);
+        let index = self
+            .repo
+            .index_or_empty()
+            .map_err(|err| git_error(format!("the index: {err}")))?;
+        let mut walker = TreeWalker::new(&self.repo);
+        for entry in index.entries() {
+            if entry.mode.is_submodule() || entry.mode.is_sparse() || entry.stage_raw() != 0 {
+                continue;
+            }
+            let path = entry.path(&index).to_string();
+            if !path.ends_with(SUFFIX) && matcher.matches(&path) {
+                walker.blob_in(entry.id, path, "index");
+            }
+        }
+        Ok((walker.found, walker.errors))
+    }
+
     /// The sidecar markers of `new` that differ from `old` (all of them without `old`).
     /// Subtrees the two commits share are skipped unread and filtered blobs are never
     /// opened, so a checkout that moves 1,000 filtered files costs two tree walks.
@@ -311,6 +333,11 @@ impl<'r> TreeWalker<'r> {
     }
 
     fn blob(&mut self, id: ObjectId, path: String, commit: &ObjectId) {
+        self.blob_in(id, path, &commit.to_string()[..12]);
+    }
+
+    /// Reads blob `id` at `path` of `origin` (a short commit id, or `index`).
+    fn blob_in(&mut self, id: ObjectId, path: String, origin: &str) {
         let sidecar = path.ends_with(SUFFIX);
         match self.repo.find_header(id) {
             Ok(header) if header.size() as usize <= MAX_MARKER_BYTES => {}
@@ -319,7 +346,7 @@ impl<'r> TreeWalker<'r> {
         }
         let Ok(blob) = self.repo.find_blob(id) else {
             self.errors
-                .push(git_error(format!("{commit}:{path}: blob {id} is missing")));
+                .push(git_error(format!("{origin}:{path}: blob {id} is missing")));
             return;
         };
         if !sidecar && !blob.data.starts_with(MARKER_START) {
@@ -339,9 +366,74 @@ impl<'r> TreeWalker<'r> {
                 });
             }
             Err(source) => self.errors.push(Error::Marker {
-                path: PathBuf::from(format!("{}:{path}", &commit.to_string()[..12])),
+                path: PathBuf::from(format!("{origin}:{path}")),
                 source,
             }),
         }
+    }
+}
+
+/// `.gitattributes` patterns as git matches them: a pattern without a slash matches a
+/// file name at any depth, one with a slash the path from the root.
+struct TrackedPaths {
+    by_name: globset::GlobSet,
+    by_path: globset::GlobSet,
+}
+
+impl TrackedPaths {
+    fn new(patterns: &[String]) -> TrackedPaths {
+        let mut by_name = globset::GlobSetBuilder::new();
+        let mut by_path = globset::GlobSetBuilder::new();
+        for pattern in patterns {
+            let anchored = pattern.trim_end_matches('/').contains('/');
+            let text = pattern.trim_start_matches('/');
+            // An unparsable pattern tracks nothing, as git ignores it.
+            let Ok(glob) = globset::GlobBuilder::new(text)
+                .literal_separator(true)
+                .build()
+            else {
+                continue;
+            };
+            if anchored {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        TrackedPaths {
+            by_name: by_name
+                .build()
+                .unwrap_or_else(|_| globset::GlobSet::empty()),
+            by_path: by_path
+                .build()
+                .unwrap_or_else(|_| globset::GlobSet::empty()),
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        self.by_name.is_match(name) || self.by_path.is_match(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrackedPaths;
+
+    #[test]
+    fn tracked_patterns_match_as_git_matches_them() {
+        let tracked = TrackedPaths::new(&[
+            "*.h5ad".to_string(),
+            "/models/*.bin".to_string(),
+            "data/**/*.parquet".to_string(),
+        ]);
+        assert!(tracked.matches("a.h5ad"));
+        assert!(tracked.matches("deep/er/a.h5ad"));
+        assert!(tracked.matches("models/w.bin"));
+        assert!(!tracked.matches("other/models/w.bin"));
+        assert!(!tracked.matches("models/sub/w.bin"));
+        assert!(tracked.matches("data/x/y/t.parquet"));
+        assert!(tracked.matches("data/t.parquet"));
+        assert!(!tracked.matches("a.h5ad.txt"));
     }
 }

@@ -36,6 +36,8 @@ pub enum Fault {
     FlipByte,
     /// Send the body this many bytes short, with a Content-Length that agrees.
     ShortBy(usize),
+    /// Send this many bytes more than the real body (a server that lies about sizes).
+    PadBy(usize),
     /// Remove the ETag header from the answer.
     DropETag,
 }
@@ -282,6 +284,10 @@ async fn forward(
         Some(Fault::FlipByte) if !body.is_empty() => {
             let middle = body.len() / 2;
             body[middle] ^= 0x01;
+            full(body)
+        }
+        Some(Fault::PadBy(extra)) => {
+            body.resize(body.len() + extra, b'#');
             full(body)
         }
         Some(Fault::ShortBy(short)) => {
