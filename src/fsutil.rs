@@ -104,7 +104,10 @@ impl FileLock {
             }
             // Short waits (another thread renaming a file) are not worth a message.
             if !said && start.elapsed() >= Duration::from_secs(1) {
-                eprintln!("czc: waiting for the lock on {what} ({})", path.display());
+                crate::report::process_reporter().notice(&format!(
+                    "waiting for the lock on {what} ({})",
+                    path.display()
+                ));
                 said = true;
             }
             if start.elapsed() >= timeout {

@@ -13,6 +13,7 @@ pub mod index;
 pub mod marker;
 pub mod oid;
 pub mod remote;
+pub mod report;
 pub mod serve;
 pub mod statcache;
 pub mod storage;

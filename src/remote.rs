@@ -323,8 +323,14 @@ pub fn push(
             .filter_map(|item| item.as_ref().ok())
             .map(|(key, path, _)| (key.clone(), path.clone()))
             .collect();
+        let bytes = verified
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .map(|(_, _, size)| size)
+            .sum();
+        cache.progress().add_work(uploads.len() as u64, bytes);
         let mut uploaded = storage
-            .put_many_if_absent(&uploads, &|size| cache.report(size))
+            .put_many_if_absent(&uploads, cache.progress())
             .into_iter();
         verified
             .into_iter()
@@ -402,9 +408,15 @@ pub fn fetch(
         .filter(|(oid, _)| seen.insert(*oid) && !cache.contains(oid))
         .collect();
     report.already = seen.len() - todo.len();
+    let known_bytes = todo.iter().filter_map(|(oid, _)| sizes.get(oid)).sum();
+    cache.progress().add_work(todo.len() as u64, known_bytes);
     let results: Vec<Result<Staged>> = pool(jobs)?.install(|| {
         todo.par_iter()
-            .map(|(oid, for_path)| chain.stage(cache, oid, sizes.get(oid).copied(), for_path))
+            .map(|(oid, for_path)| {
+                let staged = chain.stage(cache, oid, sizes.get(oid).copied(), for_path);
+                cache.report_files(1);
+                staged
+            })
             .collect()
     });
     let mut staged = Vec::new();

@@ -333,15 +333,14 @@ fn authorized_oid(
 
 /// The backend failed: its error (endpoint urls, upload ids, paths) goes to the server's
 /// log, the client gets a plain 502.
-/// One line of the server's log (stderr). A closed stderr (a detached server) loses
-/// the line, never the request: `eprintln!` would panic the handler.
+/// One line of the server's log, through the front end's reporter (the CLI writes it
+/// to stderr and never panics a request when stderr is closed).
 fn log_line(line: std::fmt::Arguments) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    crate::report::process_reporter().notice(&line.to_string());
 }
 
 fn storage_error(err: StorageError) -> Response {
-    log_line(format_args!("czc serve: backend error: {err}"));
+    log_line(format_args!("serve: backend error: {err}"));
     status(
         StatusCode::BAD_GATEWAY,
         "the server's storage failed; its log says why",

@@ -18,6 +18,7 @@ use crate::fsutil::{self, is_executable_mode};
 use crate::marker::{self, Manifest, ManifestEntry, Marker, MarkerError, MarkerKind};
 use crate::oid::{self, Oid};
 use crate::remote::{self, Remotes, TransferReport, DEFAULT_TRANSFER_JOBS};
+use crate::report::{CurrentTask, Reporter};
 use crate::statcache::StatCache;
 
 /// What `save` did for one path.
@@ -138,12 +139,12 @@ pub struct Workspace {
     stats_cell: std::sync::OnceLock<StatCache>,
     stats_path: PathBuf,
     force: bool,
-    progress: indicatif::ProgressBar,
+    reporter: Arc<dyn Reporter>,
+    /// The task the cache's byte counts go to (saving, checking out, pushing…).
+    current: Arc<CurrentTask>,
     /// `.git/czc-tmp` when the project is a git repository.
     scratch_parent: Option<PathBuf>,
     scratch: std::sync::Mutex<Option<fsutil::PrivateDir>>,
-    /// Progress bars were asked for and stderr is a terminal.
-    progress_enabled: bool,
 }
 
 /// Where a workspace's temp files live inside the git folder.
@@ -193,6 +194,10 @@ impl Workspace {
         }
         let remotes = Remotes::from_config(config, &root, env);
         cache.set_project(&root);
+        let reporter = crate::report::process_reporter();
+        let current = Arc::new(CurrentTask::default());
+        cache.set_progress(current.clone());
+        cache.set_reporter(reporter.clone());
         let git_dir = root.join(".git");
         let scratch_parent = git_dir.is_dir().then(|| git_dir.join(SCRATCH_FOLDER));
         if let Some(parent) = &scratch_parent {
@@ -210,10 +215,10 @@ impl Workspace {
             stats_cell: std::sync::OnceLock::new(),
             stats_path,
             force: false,
-            progress: indicatif::ProgressBar::hidden(),
+            reporter,
+            current,
             scratch_parent,
             scratch: std::sync::Mutex::new(None),
-            progress_enabled: false,
         })
     }
 
@@ -311,37 +316,17 @@ impl Workspace {
         self
     }
 
-    /// Shows a byte progress bar on stderr (only when stderr is a terminal).
-    pub fn with_progress(mut self, enabled: bool) -> Workspace {
-        if enabled && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            // Hidden until there is something to count: no empty `0 B/0 B` bar.
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(0),
-                indicatif::ProgressDrawTarget::hidden(),
-            )
-            .with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            // The cache reports every byte it copies in or out, chunk by chunk.
-            let reporter = bar.clone();
-            self.cache
-                .set_progress(Arc::new(move |bytes| reporter.inc(bytes)));
-            self.progress = bar;
-            self.progress_enabled = true;
-        }
+    /// Sends progress and warnings to `reporter` (default: the process's reporter).
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Workspace {
+        self.cache.set_reporter(reporter.clone());
+        self.reporter = reporter;
         self
     }
 
-    fn progress_start(&self, message: &'static str, total: u64) {
-        self.progress.set_message(message);
-        self.progress.inc_length(total);
-        if total > 0 && self.progress.is_hidden() && self.progress_enabled {
-            self.progress
-                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        }
+    /// Adds work to the task `title` (starting it if another task is running).
+    fn progress_start(&self, title: &'static str, files: u64, bytes: u64) {
+        self.current
+            .work(self.reporter.as_ref(), title, files, bytes);
     }
 
     pub fn root(&self) -> &Path {
@@ -387,7 +372,7 @@ impl Workspace {
 
     /// Writes the stat cache; call once at the end of a command.
     pub fn finish(&self) {
-        self.progress.finish_and_clear();
+        self.current.end();
         self.stats().save();
     }
 
@@ -459,9 +444,10 @@ impl Workspace {
                 return Ok(Marker::file(oid, meta.len()));
             }
         }
-        self.progress_start("saving", meta.len());
+        self.progress_start("saving", 1, meta.len());
         let started = now_ns();
         let admitted = self.cache.admit_file(data)?;
+        self.cache.report_files(1);
         self.stats().record(data, meta, admitted.oid, started);
         Ok(Marker::file(admitted.oid, admitted.size))
     }
@@ -470,7 +456,7 @@ impl Workspace {
         let files = list_folder(dir)?;
         let total: u64 = files.iter().map(|(_, _, meta)| meta.len()).sum();
         self.cache.check_fits(dir, total)?;
-        self.progress_start("saving", total);
+        self.progress_start("saving", files.len() as u64, total);
         let staged: Vec<(ManifestEntry, Option<Staged>)> = files
             .par_iter()
             .map(|(rel, path, meta)| {
@@ -480,7 +466,11 @@ impl Workspace {
                     .lookup(path, meta)
                     .filter(|oid| self.cache.contains(oid));
                 let (oid, size, staged) = match known {
-                    Some(oid) => (oid, meta.len(), None),
+                    Some(oid) => {
+                        // Unchanged since it was hashed: done without reading it.
+                        self.cache.report(meta.len());
+                        (oid, meta.len(), None)
+                    }
                     None => {
                         let started = now_ns();
                         let staged = self.cache.stage_file(path)?;
@@ -488,6 +478,7 @@ impl Workspace {
                         (staged.oid, staged.size, Some(staged))
                     }
                 };
+                self.cache.report_files(1);
                 let entry = ManifestEntry {
                     path: rel.clone(),
                     oid,
@@ -817,7 +808,9 @@ impl Workspace {
                     self.ensure(&marker.oid, Some(marker.size), marker_path)?;
                 }
                 self.check_object_size(marker_path, &marker)?;
+                self.progress_start("checking out", 1, marker.size);
                 let outcome = self.place(&marker.oid, &data, false)?;
+                self.cache.report_files(1);
                 used.push(marker.oid);
                 tally(report, outcome);
             }
@@ -850,7 +843,11 @@ impl Workspace {
         let sizes = manifest.files.iter().map(|e| (e.oid, e.size)).collect();
         let (unavailable, errors) = self.ensure_many(&wanted, &sizes)?;
         report.failures.extend(errors);
-        self.progress_start("checking out", manifest.total_size());
+        self.progress_start(
+            "checking out",
+            manifest.files.len() as u64,
+            manifest.total_size(),
+        );
         self.create_folders(base, manifest)?;
         let outcomes: Vec<Option<Result<Option<LinkKind>>>> = manifest
             .files
@@ -861,7 +858,9 @@ impl Workspace {
                 if unavailable.contains(&entry.oid) {
                     return None;
                 }
-                Some(self.place_in_existing_dir(&entry.oid, dest, entry.executable))
+                let placed = self.place_in_existing_dir(&entry.oid, dest, entry.executable);
+                self.cache.report_files(1);
+                Some(placed)
             })
             .collect();
         for (entry, outcome) in manifest.files.iter().zip(outcomes) {
@@ -958,10 +957,10 @@ impl Workspace {
     ) -> Result<T> {
         match read() {
             Err(Error::Corrupt { quarantine, .. }) if !self.chain().is_empty() => {
-                eprintln!(
-                    "czc: warning: the cached copy of {oid} was corrupt (moved to {}); fetching it again",
+                self.reporter.warn(&format!(
+                    "the cached copy of {oid} was corrupt (moved to {}); fetching it again",
                     quarantine.display()
-                );
+                ));
                 self.chain().fetch(&self.cache, oid, for_path)?;
                 read()
             }
@@ -1439,14 +1438,11 @@ impl Workspace {
         remote: Option<&str>,
     ) -> Result<TransferReport> {
         let (name, storage) = self.remotes.writer(remote)?;
-        let total: u64 = oids
-            .iter()
-            .filter_map(|(oid, _)| fs::metadata(self.cache.object_path(oid)).ok())
-            .map(|meta| meta.len())
-            .sum();
-        self.progress_start("pushing", total);
-        let mut report = remote::push(&self.cache, &name, storage.as_ref(), &oids, self.jobs)?;
-        self.progress.finish_and_clear();
+        // The push adds its work once it knows what the remote lacks.
+        self.progress_start("pushing", 0, 0);
+        let pushed = remote::push(&self.cache, &name, storage.as_ref(), &oids, self.jobs);
+        self.current.end();
+        let mut report = pushed?;
         report.failed += errors.len();
         report.failures.splice(0..0, errors);
         Ok(report)
@@ -1465,21 +1461,17 @@ impl Workspace {
         chain: &RemoteChain,
         referenced: Referenced,
     ) -> Result<TransferReport> {
-        let missing: u64 = referenced
-            .oids
-            .iter()
-            .filter(|(oid, _)| !self.cache.contains(oid))
-            .filter_map(|(oid, _)| referenced.sizes.get(oid))
-            .sum();
-        self.progress_start("fetching", missing);
-        let mut report = remote::fetch(
+        // The fetch adds its work once it knows what the cache lacks.
+        self.progress_start("fetching", 0, 0);
+        let fetched = remote::fetch(
             &self.cache,
             chain,
             &referenced.oids,
             &referenced.sizes,
             self.jobs,
-        )?;
-        self.progress.finish_and_clear();
+        );
+        self.current.end();
+        let mut report = fetched?;
         // Manifests fetched while reading the markers count as fetched, not as there.
         report.transferred += referenced.fetched.len();
         report.already -= referenced.fetched.len().min(report.already);

@@ -241,3 +241,92 @@ fn the_last_process_to_leave_evicts_what_was_put_off() {
     );
     assert!(!dir.path().join("cache/evict-pending").exists());
 }
+
+/// Keeps each task the library starts, with its counters.
+#[derive(Default)]
+struct Recorder {
+    tasks: std::sync::Mutex<Vec<(&'static str, Arc<czcache::report::Counter>)>>,
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl czcache::report::Reporter for Recorder {
+    fn task(&self, title: &'static str) -> Arc<dyn czcache::report::Progress> {
+        let task = Arc::new(czcache::report::Counter::default());
+        self.tasks.lock().unwrap().push((title, task.clone()));
+        task
+    }
+    fn warn(&self, message: &str) {
+        self.warnings.lock().unwrap().push(message.to_string());
+    }
+}
+
+impl Recorder {
+    /// (files done, files total, bytes done, bytes total, times finished) of `title`.
+    fn totals(&self, title: &str) -> (u64, u64, u64, u64, u64) {
+        let tasks = self.tasks.lock().unwrap();
+        let matching: Vec<_> = tasks.iter().filter(|(t, _)| *t == title).collect();
+        assert_eq!(matching.len(), 1, "one {title} task: {:?}", tasks.len());
+        let task = &matching[0].1;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::SeqCst);
+        (
+            load(&task.files_done),
+            load(&task.files_total),
+            load(&task.bytes_done),
+            load(&task.bytes_total),
+            load(&task.finished),
+        )
+    }
+}
+
+#[test]
+fn progress_reaches_the_front_ends_reporter_in_files_and_bytes() {
+    use czcache::config::{Config, Env};
+    use czcache::workspace::Workspace;
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    let remote = dir.path().join("remote");
+    std::fs::create_dir_all(project.join("data")).unwrap();
+    std::fs::write(
+        project.join(".czcache.toml"),
+        format!(
+            "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"{}\"\n",
+            remote.display()
+        ),
+    )
+    .unwrap();
+    let mut total = 0;
+    for n in 0..5u8 {
+        let bytes = vec![n; 1000 + n as usize];
+        total += bytes.len() as u64;
+        std::fs::write(project.join(format!("data/f{n}")), bytes).unwrap();
+    }
+    let env = Env {
+        vars: [
+            (
+                "CZC_CACHE_DIR".to_string(),
+                dir.path().join("cache").display().to_string(),
+            ),
+            ("HOME".to_string(), dir.path().display().to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let config = Config::load(Some(&project), &env).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let workspace = Workspace::open(&project, &config, &env)
+        .unwrap()
+        .with_reporter(recorder.clone());
+    let saved = workspace.save(&[project.join("data")]);
+    assert!(saved.iter().all(|(_, result)| result.is_ok()));
+    assert_eq!(recorder.totals("saving"), (5, 5, total, total, 0));
+    let pushed = workspace.push(&[], None, false).unwrap();
+    assert_eq!(pushed.transferred, 6, "five files and the manifest");
+    let (files_done, files_total, bytes_done, bytes_total, finished) = recorder.totals("pushing");
+    assert_eq!((files_done, files_total, finished), (6, 6, 1));
+    assert_eq!(bytes_done, bytes_total);
+    assert!(bytes_total > total, "the files and the manifest");
+    // The saving task ended when pushing began.
+    assert_eq!(recorder.totals("saving").4, 1);
+    workspace.finish();
+    assert!(recorder.warnings.lock().unwrap().is_empty());
+}

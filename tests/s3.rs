@@ -639,12 +639,28 @@ fn a_multipart_upload_counts_its_bytes_as_the_parts_land() {
     let src = scratch.path().join("big");
     fs::write(&src, &content).unwrap();
     let key = Oid::of_bytes(&content).object_key();
-    let reports = std::sync::Mutex::new(Vec::new());
-    let results = storage.put_many_if_absent(&[(key.clone(), src)], &|bytes| {
-        reports.lock().unwrap().push(bytes)
-    });
+    /// Keeps every byte report, to see that they come part by part.
+    #[derive(Default)]
+    struct Reports {
+        bytes: std::sync::Mutex<Vec<u64>>,
+        files: std::sync::atomic::AtomicU64,
+    }
+    impl czcache::report::Progress for Reports {
+        fn add_work(&self, _files: u64, _bytes: u64) {}
+        fn bytes_done(&self, bytes: u64) {
+            self.bytes.lock().unwrap().push(bytes);
+        }
+        fn files_done(&self, files: u64) {
+            self.files
+                .fetch_add(files, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn finish(&self) {}
+    }
+    let heard = Reports::default();
+    let results = storage.put_many_if_absent(&[(key.clone(), src)], &heard);
     assert!(results.into_iter().all(|r| r.is_ok()));
-    let reports = reports.into_inner().unwrap();
+    assert_eq!(heard.files.into_inner(), 1, "one file done, at the end");
+    let reports = heard.bytes.into_inner().unwrap();
     let nonzero: Vec<u64> = reports.iter().copied().filter(|b| *b > 0).collect();
     assert!(
         nonzero.len() >= 3,

@@ -97,19 +97,19 @@ impl RemoteChain {
             match cache.stage_from(remote.storage.as_ref(), &key, size) {
                 Ok(Some(staged)) if staged.oid == *oid => return Ok(staged),
                 Ok(Some(staged)) => {
-                    eprintln!(
-                        "czc: warning: remote {} holds corrupt bytes for {oid} (they hash to {}); trying the next remote",
+                    cache.warn(&format!(
+                        "remote {} holds corrupt bytes for {oid} (they hash to {}); trying the next remote",
                         remote.name, staged.oid
-                    );
+                    ));
                     tried.push(format!("{}: corrupt copy", remote.name));
                 }
                 Ok(None) => tried.push(format!("{}: not found", remote.name)),
                 Err(err) => {
                     // Unreachable is not a miss: say so even if a later remote serves.
-                    eprintln!(
-                        "czc: warning: remote {} failed for {oid}: {err}; trying the next remote",
+                    cache.warn(&format!(
+                        "remote {} failed for {oid}: {err}; trying the next remote",
                         remote.name
-                    );
+                    ));
                     tried.push(format!("{}: {err}", remote.name));
                 }
             }

@@ -29,6 +29,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, FileLock, LockMode};
 use crate::index::{self, Entry, Index, IndexError};
 use crate::oid::{self, Oid, MMAP_THRESHOLD};
+use crate::report::{Progress, Reporter, Silent};
 use crate::storage::ReadStorage;
 
 pub use chain::{NamedRemote, RemoteChain};
@@ -36,9 +37,6 @@ pub use synced::{open_cache, Cache, SyncedCache};
 
 /// A source of "now" in milliseconds, replaceable so tests can order LRU use exactly.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// Told how many more bytes were copied into or out of the cache (for progress bars).
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the czc cache; backup tools may skip this folder.\n";
 
@@ -140,7 +138,10 @@ pub struct LocalCache {
     staging_shards: Mutex<std::collections::HashSet<PathBuf>>,
     reflink_unsupported: AtomicBool,
     misses: AtomicU64,
-    progress: Option<Progress>,
+    /// Hears of every byte copied in or out (the caller's current task).
+    progress: Arc<dyn Progress>,
+    /// Where warnings go.
+    reporter: Arc<dyn Reporter>,
     protect_unpushed: bool,
     /// Eviction found another process in the cache: try again on the way out, so the
     /// last process to leave brings the cache under its limit.
@@ -233,7 +234,8 @@ impl LocalCache {
             staging_shards: Mutex::new(Default::default()),
             reflink_unsupported: AtomicBool::new(false),
             misses: AtomicU64::new(0),
-            progress: None,
+            progress: Arc::new(Silent),
+            reporter: crate::report::process_reporter(),
             protect_unpushed: true,
             evict_on_exit: AtomicBool::new(false),
             warned_over_limit: AtomicBool::new(false),
@@ -268,16 +270,34 @@ impl LocalCache {
         Ok(())
     }
 
-    /// Reports copied bytes to `progress` from now on.
-    pub fn set_progress(&mut self, progress: Progress) {
-        self.progress = Some(progress);
+    /// Reports copied bytes (and finished files) to `progress` from now on.
+    pub fn set_progress(&mut self, progress: Arc<dyn Progress>) {
+        self.progress = progress;
+    }
+
+    /// Sends warnings to `reporter` from now on.
+    pub fn set_reporter(&mut self, reporter: Arc<dyn Reporter>) {
+        self.reporter = reporter;
+    }
+
+    /// The progress hook, for code that moves bytes on the cache's behalf (uploads).
+    pub fn progress(&self) -> &dyn Progress {
+        self.progress.as_ref()
     }
 
     /// Tells the progress hook that `bytes` more were moved.
     pub fn report(&self, bytes: u64) {
-        if let Some(progress) = &self.progress {
-            progress(bytes);
-        }
+        self.progress.bytes_done(bytes);
+    }
+
+    /// Tells the progress hook that `files` more files (or objects) are done.
+    pub fn report_files(&self, files: u64) {
+        self.progress.files_done(files);
+    }
+
+    /// Passes a warning to the front end.
+    pub fn warn(&self, message: &str) {
+        self.reporter.warn(message);
     }
 
     pub fn root(&self) -> &Path {
@@ -387,6 +407,7 @@ impl LocalCache {
             // meanwhile are not part of what was staged (and the oid names what was).
             let mut bytes = vec![0u8; meta.len() as usize];
             file.read_exact(&mut bytes).at(src)?;
+            self.report(meta.len());
             return self.stage_bytes(&bytes);
         }
         let temp = self.new_temp()?;
@@ -441,11 +462,11 @@ impl LocalCache {
         Ok(Some(Staged { temp, oid, size }))
     }
 
-    /// Stages bytes already in memory (manifests, small files).
+    /// Stages bytes already in memory (manifests, small files). Not counted as
+    /// progress: the caller counts what it read (a manifest is no file of the user's).
     pub fn stage_bytes(&self, bytes: &[u8]) -> Result<Staged> {
         let mut temp = self.new_temp()?;
         temp.write_all(bytes).at(temp.path())?;
-        self.report(bytes.len() as u64);
         Ok(Staged {
             temp: temp.into_temp_path(),
             oid: Oid::of_bytes(bytes),
@@ -571,12 +592,12 @@ impl LocalCache {
             let _ = fs::write(self.root.join(EVICT_PENDING), b"");
         }
         if eviction.unpushed_kept > 0 && !self.warned_over_limit.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "czc: warning: the cache holds {}, over its limit of {}, because {} objects no remote holds yet cannot be evicted; run `czc push` (`czc cache info` says which projects)",
+            self.warn(&format!(
+                "the cache holds {}, over its limit of {}, because {} objects no remote holds yet cannot be evicted; run `czc push` (`czc cache info` says which projects)",
                 crate::config::format_size(eviction.size_after),
                 crate::config::format_size(self.size_limit),
                 eviction.unpushed_kept
-            );
+            ));
         }
         Ok(())
     }
@@ -716,7 +737,9 @@ impl LocalCache {
         }
         if let Err(err) = self.index.touch(oids, self.now()) {
             if !self.warned_index_write.swap(true, Ordering::Relaxed) {
-                eprintln!("czc: warning: could not record the use of cached objects ({err}); eviction order may be off");
+                self.warn(&format!(
+                    "could not record the use of cached objects ({err}); eviction order may be off"
+                ));
             }
         }
         Ok(())

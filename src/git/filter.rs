@@ -232,9 +232,9 @@ impl Session<'_> {
                 ("smudge", Some(path)) => self.smudge(reader, writer, &path, can_delay)?,
                 ("list_available_blobs", _) => self.list_available(writer)?,
                 (other, _) => {
-                    eprintln!(
-                        "czc: error: filter-process: git asked for an unknown command {other:?}"
-                    );
+                    crate::report::process_reporter().error(&format!(
+                        "filter-process: git asked for an unknown command {other:?}"
+                    ));
                     writer.list(&["status=error"])?;
                 }
             }
@@ -285,7 +285,7 @@ struct Session<'a> {
 
 /// Logs a failed file the way git shows filter messages: one line naming the file.
 fn report(err: &Error) {
-    eprintln!("czc: error: {}", err.to_string().replace('\n', " "));
+    crate::report::process_reporter().error(&err.to_string().replace('\n', " "));
 }
 
 impl Session<'_> {
@@ -438,7 +438,7 @@ impl Session<'_> {
                 writer.flush_packet()?;
             }
             Some(message) => {
-                eprintln!("czc: error: {message}");
+                crate::report::process_reporter().error(&message);
                 writer.list(&["status=error"])?;
             }
         }

@@ -306,10 +306,8 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
     let mut pairs = pairs;
     pairs.push((wrong_key.clone(), impostor.clone()));
     pairs.push((missing_key.clone(), scratch.path().join("gone")));
-    let reported = std::sync::atomic::AtomicU64::new(0);
-    let results = storage.put_many_if_absent(&pairs, &|n| {
-        reported.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-    });
+    let reported = crate::report::Counter::default();
+    let results = storage.put_many_if_absent(&pairs, &reported);
     assert_eq!(results.len(), 42, "one result per item");
     for (name, result) in [("impostor", &results[40]), ("missing file", &results[41])] {
         assert!(
@@ -334,7 +332,8 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
         .map(|(_, _, bytes)| bytes.len() as u64)
         .sum::<u64>()
         + std::fs::metadata(&impostor).unwrap().len();
-    assert_eq!(reported.into_inner(), total);
+    // Every item is one file done, failed ones too.
+    assert_eq!(reported.done(), (42, total));
     let arrived = storage.last_modified(&items[3].0).unwrap().unwrap();
     assert!(arrived > started, "an object's age counts from its upload");
     for (key, _, bytes) in &items {

@@ -2,6 +2,7 @@
 //! temp file in the destination folder, fsync, rename; conditional writes hold a lock
 //! file in the root while they check and rename, so exactly one racer wins.
 
+use crate::report::Progress;
 use std::fs::{self, File};
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -402,7 +403,7 @@ impl WriteStorage for FolderStorage {
     fn put_many_if_absent(
         &self,
         items: &[(String, PathBuf)],
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Vec<Result<(), StorageError>> {
         use rayon::prelude::*;
         if items.len() <= BATCH_MIN {
@@ -410,7 +411,8 @@ impl WriteStorage for FolderStorage {
                 .par_iter()
                 .map(|(key, src)| {
                     let result = self.put_if_absent(key, src);
-                    progress(fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                    progress.bytes_done(fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                    progress.files_done(1);
                     result
                 })
                 .collect();
@@ -440,12 +442,14 @@ impl WriteStorage for FolderStorage {
                     .unwrap_or(false);
                 match self.stage_into_folder(key, src, ready) {
                     Ok((temp, dest, size)) => {
-                        progress(size);
+                        progress.bytes_done(size);
+                        progress.files_done(1);
                         Ok((temp.into_temp_path(), dest))
                     }
                     Err(err) => {
                         // A failed item is done too, as far as progress goes.
-                        progress(fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                        progress.bytes_done(fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                        progress.files_done(1);
                         Err(err)
                     }
                 }
@@ -606,7 +610,7 @@ impl WriteStorage for TemporaryStorage {
     fn put_many_if_absent(
         &self,
         items: &[(String, PathBuf)],
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Vec<Result<(), StorageError>> {
         self.folder.put_many_if_absent(items, progress)
     }

@@ -14,6 +14,7 @@ mod folder;
 mod http;
 mod s3;
 
+use crate::report::Progress;
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -199,14 +200,15 @@ pub trait WriteStorage: ReadStorage {
     fn put_many_if_absent(
         &self,
         items: &[(String, PathBuf)],
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Vec<Result<(), StorageError>> {
         use rayon::prelude::*;
         items
             .par_iter()
             .map(|(key, src)| {
                 let result = with_retries(|| self.put_if_absent(key, src));
-                progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                progress.bytes_done(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                progress.files_done(1);
                 result
             })
             .collect()

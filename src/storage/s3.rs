@@ -30,6 +30,7 @@ use object_store::{
 
 use super::{check_key, check_object_bytes, ReadStorage, StorageError, WriteStorage};
 use crate::oid::Oid;
+use crate::report::Progress;
 
 /// Objects above this size are uploaded in parts of this size.
 pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
@@ -1006,7 +1007,7 @@ impl S3Storage {
         items: &[(usize, String, std::path::PathBuf)],
         in_flight: usize,
         results: &mut [Option<Result<(), StorageError>>],
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) {
         let runtime = self.runtime();
         let mut uploads = futures_util::stream::iter(items.iter().enumerate().map(
@@ -1038,11 +1039,12 @@ impl S3Storage {
                 let key = key.as_str();
                 if !matches!(outcome, Ok(Ok(_))) {
                     // Failures count as done too, as in every other backend's batch.
-                    progress(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
+                    progress.bytes_done(std::fs::metadata(src).map(|m| m.len()).unwrap_or(0));
                 }
+                progress.files_done(1);
                 let result = match outcome {
                     Ok(Ok(size)) => {
-                        progress(size);
+                        progress.bytes_done(size);
                         Ok(())
                     }
                     Ok(Err(UploadFailure::BadKey(err))) => Err(err),
@@ -1076,7 +1078,7 @@ impl S3Storage {
         &self,
         items: Vec<(usize, String, std::path::PathBuf)>,
         mut results: Vec<Option<Result<(), StorageError>>>,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Vec<Result<(), StorageError>> {
         use rayon::prelude::*;
         // A big object goes up in parts with their own parallel uploads; an unreadable
@@ -1090,12 +1092,13 @@ impl S3Storage {
                 let counted = std::sync::atomic::AtomicU64::new(0);
                 let report = |bytes: u64| {
                     let before = counted.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-                    progress(bytes.min(size.saturating_sub(before)));
+                    progress.bytes_done(bytes.min(size.saturating_sub(before)));
                 };
                 let result =
                     super::with_retries(|| self.upload(key, src, PutMode::Create, &report));
                 let done = counted.load(std::sync::atomic::Ordering::Relaxed);
-                progress(size.saturating_sub(done));
+                progress.bytes_done(size.saturating_sub(done));
+                progress.files_done(1);
                 (*index, result)
             })
             .collect();
@@ -1236,7 +1239,7 @@ impl WriteStorage for S3Storage {
     fn put_many_if_absent(
         &self,
         items: &[(String, std::path::PathBuf)],
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Vec<Result<(), StorageError>> {
         let mut results: Vec<Option<Result<(), StorageError>>> = Vec::new();
         results.resize_with(items.len(), || None);

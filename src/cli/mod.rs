@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod progress;
+
 /// `println!` that ends the command quietly (exit 0) when stdout is a closed pipe
 /// (`czc status | head -1`), as ripgrep does, instead of panicking.
 macro_rules! outln {
@@ -479,6 +481,15 @@ pub fn run() -> i32 {
             let _ = JSON_ROOT.set(workspace::find_root(&dir));
         }
     }
+    // No bars from the filter: git owns the terminal then.
+    let filtering = matches!(
+        cli.command,
+        Command::FilterProcess | Command::Clean { .. } | Command::Smudge { .. }
+    );
+    let bars = !cli.no_progress && !cli.quiet && !cli.json && !filtering;
+    czcache::report::set_process_reporter(std::sync::Arc::new(progress::StderrReporter::new(
+        bars, cli.quiet,
+    )));
     match execute(&cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => 0,
@@ -542,8 +553,7 @@ fn open_workspace(cli: &Cli, force: bool) -> Result<Workspace, Error> {
     let (dir, config) = load_config(cli)?;
     Ok(Workspace::open(&dir, &config, &Env::from_process())?
         .with_force(force)
-        .with_jobs(cli.jobs.unwrap_or(czcache::remote::DEFAULT_TRANSFER_JOBS))
-        .with_progress(!cli.no_progress && !cli.quiet && !cli.json))
+        .with_jobs(cli.jobs.unwrap_or(czcache::remote::DEFAULT_TRANSFER_JOBS)))
 }
 
 /// The project root JSON paths are made relative to (set once per run).
