@@ -113,3 +113,11 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+/// Serializes errors a report carries as their one-line messages (`--json` documents).
+pub fn serialize_messages<S: serde::Serializer>(
+    errors: &[Error],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_seq(errors.iter().map(|err| err.to_string().replace('\n', " ")))
+}

@@ -263,7 +263,7 @@ pub struct TransferReport {
     pub already: usize,
     /// Objects that failed.
     pub failed: usize,
-    #[serde(skip)]
+    #[serde(rename = "errors", serialize_with = "crate::error::serialize_messages")]
     pub failures: Vec<Error>,
 }
 

@@ -99,7 +99,7 @@ pub struct CheckoutReport {
     /// How the restored files were placed.
     pub links: BTreeMap<String, usize>,
     /// Markers or files that could not be restored; the rest were.
-    #[serde(skip)]
+    #[serde(rename = "errors", serialize_with = "crate::error::serialize_messages")]
     pub failures: Vec<Error>,
 }
 

@@ -121,7 +121,11 @@ fn status_reports_every_state() {
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json[0]["state"], "ok");
+    assert_eq!(
+        json["version"], 1,
+        "every document names its schema version"
+    );
+    assert_eq!(json["files"][0]["state"], "ok");
     // With the cache cleared, a missing file cannot be restored: not-cached. A file
     // that still matches its marker stays ok.
     env.czc().args(["cache", "clear"]).assert().success();
@@ -763,13 +767,50 @@ fn json_output_of_save_and_checkout() {
         .output()
         .unwrap();
     let saved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(saved[0]["size"], 4);
+    assert_eq!(saved["version"], 1);
+    assert_eq!(saved["saved"][0]["size"], 4);
     assert_eq!(
-        saved[0]["oid"].as_str().unwrap(),
+        saved["saved"][0]["oid"].as_str().unwrap(),
         env.marker_oid("j.bin.czc")
     );
     fs::remove_file(env.path("j.bin")).unwrap();
     let out = env.czc().args(["--json", "checkout"]).output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["version"], 1);
     assert_eq!(report["restored"], 1);
+}
+
+#[test]
+fn every_json_document_is_an_object_naming_its_version() {
+    let env = TestEnv::new();
+    let remote = env.dir.path().join("remote");
+    env.write("v.bin", "versioned");
+    let documents: Vec<Vec<&str>> = vec![
+        vec!["init"],
+        vec!["save", "v.bin"],
+        vec!["status"],
+        vec![
+            "remote",
+            "add",
+            "team",
+            remote.to_str().unwrap(),
+            "--default",
+        ],
+        vec!["remote", "list"],
+        vec!["push"],
+        vec!["put", "team:keys/k", "v.bin"],
+        vec!["get", "team:keys/k"],
+        vec!["rm", "team:keys/k"],
+        vec!["cache", "info"],
+        vec!["remote", "remove", "team"],
+        vec!["cat", "missing.bin"],
+    ];
+    for args in documents {
+        let out = env.czc().arg("--json").args(&args).output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+            panic!("{args:?}: {err}: {}", String::from_utf8_lossy(&out.stdout))
+        });
+        assert!(json.is_object(), "{args:?}: {json}");
+        assert_eq!(json["version"], 1, "{args:?}: {json}");
+    }
 }

@@ -254,8 +254,8 @@ fn remote_add_list_remove_edit_the_project_file() {
         .output()
         .unwrap();
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(list[0]["name"], "share");
+    assert_eq!(list["remotes"].as_array().unwrap().len(), 1);
+    assert_eq!(list["remotes"][0]["name"], "share");
 }
 
 #[test]

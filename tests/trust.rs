@@ -1095,10 +1095,10 @@ fn status_exit_code_verbose_files_and_json_paths_relative_to_the_project() {
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json[0]["path"], "ds");
-    assert_eq!(json[0]["marker"], "ds.czc");
-    assert_eq!(json[0]["changed"][0]["path"], "a.txt");
-    assert_eq!(json[1]["path"], "f.bin");
+    assert_eq!(json["files"][0]["path"], "ds");
+    assert_eq!(json["files"][0]["marker"], "ds.czc");
+    assert_eq!(json["files"][0]["changed"][0]["path"], "a.txt");
+    assert_eq!(json["files"][1]["path"], "f.bin");
     // A failure in JSON mode still prints a JSON object on stdout.
     let out = env
         .czc()

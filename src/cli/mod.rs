@@ -559,8 +559,36 @@ fn open_workspace(cli: &Cli, force: bool) -> Result<Workspace, Error> {
 /// The project root JSON paths are made relative to (set once per run).
 static JSON_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
+/// The version of the `--json` documents (docs/FORMATS.md); raised when a field changes
+/// meaning or goes away, not when one is added.
+const JSON_VERSION: u64 = 1;
+
+/// Prints a report as one JSON object with the schema version first.
 fn print_json(value: &impl serde::Serialize) {
-    let mut value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    let mut document = serde_json::Map::new();
+    document.insert("version".into(), JSON_VERSION.into());
+    match value {
+        serde_json::Value::Object(fields) => document.extend(fields),
+        other => {
+            document.insert("result".into(), other);
+        }
+    }
+    print_document(serde_json::Value::Object(document));
+}
+
+/// Prints a list as `{"version": 1, "<name>": [...]}`.
+fn print_json_list(name: &str, items: &impl serde::Serialize) {
+    let mut document = serde_json::Map::new();
+    document.insert("version".into(), JSON_VERSION.into());
+    document.insert(
+        name.into(),
+        serde_json::to_value(items).unwrap_or(serde_json::Value::Null),
+    );
+    print_document(serde_json::Value::Object(document));
+}
+
+fn print_document(mut value: serde_json::Value) {
     if let Some(root) = JSON_ROOT.get() {
         relative_paths(&mut value, &format!("{}/", root.display()));
     }
@@ -634,7 +662,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 }
             }
             if cli.json {
-                print_json(&saved);
+                print_json_list("saved", &saved);
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
@@ -734,7 +762,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 report(err);
             }
             if cli.json {
-                print_json(&statuses);
+                print_json_list("files", &statuses);
             } else {
                 for status in &statuses {
                     if cli.quiet && status.state == State::Ok {
@@ -903,7 +931,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             if tracking && patterns.is_empty() {
                 let listed = install::tracked_patterns(&root)?;
                 if cli.json {
-                    print_json(&listed);
+                    print_json_list("patterns", &listed);
                 } else {
                     for pattern in listed {
                         outln!("{pattern}");
@@ -917,7 +945,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 install::untrack(&root, patterns)?
             };
             if cli.json {
-                print_json(&changed);
+                print_json_list("patterns", &changed);
             } else if !cli.quiet {
                 for pattern in patterns {
                     let what = match (changed.contains(pattern), tracking) {
@@ -935,7 +963,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             let ws = open_workspace(cli, false)?;
             let listed = czcache::git::ops::ls(&ws, rev.as_deref())?;
             if cli.json {
-                print_json(&listed);
+                print_json_list("markers", &listed);
             } else {
                 for item in &listed {
                     outln!(
@@ -1127,7 +1155,9 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     path: PathBuf::from(format!("{remote}:{key}")),
                 });
             }
-            if !cli.quiet && !cli.json {
+            if cli.json {
+                print_json(&serde_json::json!({ "removed": format!("{remote}:{key}") }));
+            } else if !cli.quiet {
                 outln!("deleted {remote}:{key}");
             }
             Ok(0)
@@ -1280,7 +1310,9 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                 czcache::storage::check_endpoint(endpoint)?;
             }
             czcache::config::add_remote(&file, name, &entry, *default)?;
-            if !cli.quiet && !cli.json {
+            if cli.json {
+                print_json(&serde_json::json!({ "added": name, "url": url, "file": file }));
+            } else if !cli.quiet {
                 outln!("added remote {name} ({url}) to {}", file.display());
             }
             Ok(0)
@@ -1301,7 +1333,7 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                         })
                     })
                     .collect();
-                print_json(&list);
+                print_json_list("remotes", &list);
             } else {
                 for (name, entry) in &config.remotes {
                     let mut notes = Vec::new();
@@ -1339,7 +1371,9 @@ fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                         .join(", "),
                 });
             }
-            if !cli.quiet && !cli.json {
+            if cli.json {
+                print_json(&serde_json::json!({ "removed": name }));
+            } else if !cli.quiet {
                 outln!("removed remote {name}");
             }
             Ok(0)
