@@ -95,6 +95,9 @@ pub enum Error {
     Symlink { link: PathBuf, dest: PathBuf },
     #[error("{path}: {reason}")]
     ConfigEdit { path: PathBuf, reason: String },
+    /// Arguments that do not go together (the CLI exits 2 for these).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Short for results of this crate.

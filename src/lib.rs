@@ -12,6 +12,7 @@ pub mod git;
 pub mod index;
 pub mod marker;
 pub mod oid;
+pub mod ops;
 pub mod remote;
 pub mod report;
 pub mod serve;

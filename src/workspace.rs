@@ -323,6 +323,11 @@ impl Workspace {
         self
     }
 
+    /// Ends the task in progress (its bar goes away before results are printed).
+    pub fn end_progress(&self) {
+        self.current.end();
+    }
+
     /// Adds work to the task `title` (starting it if another task is running).
     fn progress_start(&self, title: &'static str, files: u64, bytes: u64) {
         self.current

@@ -814,3 +814,15 @@ fn every_json_document_is_an_object_naming_its_version() {
         assert_eq!(json["version"], 1, "{args:?}: {json}");
     }
 }
+
+#[test]
+fn arguments_that_do_not_go_together_exit_2() {
+    let env = TestEnv::new();
+    env.czc()
+        .args(["fetch", "data", "--rev", "HEAD"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not both"));
+    // clap's own usage errors exit 2 as well.
+    env.czc().args(["save"]).assert().code(2);
+}

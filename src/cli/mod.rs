@@ -1,38 +1,22 @@
-//! Command-line parsing (clap) and output. Nothing here decides policy: it turns flags
-//! into library calls and library results into lines.
+//! Command-line parsing (clap) and output. Nothing here decides policy: each
+//! subcommand's `cmd_<name>` maps flags to one `czcache::ops` call and prints its report.
 
-use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-mod progress;
-
-/// `println!` that ends the command quietly (exit 0) when stdout is a closed pipe
-/// (`czc status | head -1`), as ripgrep does, instead of panicking.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        let mut out = std::io::stdout().lock();
-        if let Err(err) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
-            exit_on_stdout_error(err);
-        }
-    }};
-}
-
-/// A closed pipe is a quiet success; any other failure to print is an error.
-fn exit_on_stdout_error(err: io::Error) -> ! {
-    if err.kind() == io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
-    }
-    eprintln!("czc: error: writing to stdout: {err}");
-    std::process::exit(1);
-}
-use czcache::cache::LocalCache;
-use czcache::config::{format_size, parse_size, Config, Env, RemoteEntry};
-use czcache::remote::{PutCondition, TransferReport};
-use czcache::workspace::{self, CheckoutReport, State, Workspace};
+use czcache::config::{Config, Env};
+use czcache::ops::{Context, Options};
+use czcache::workspace;
 use czcache::Error;
 use czcache::Oid;
+
+#[macro_use]
+mod print;
+mod admin;
+mod git;
+mod progress;
+mod project;
+mod transfer;
 
 #[derive(Parser)]
 #[command(
@@ -478,7 +462,7 @@ pub fn run() -> i32 {
     };
     if cli.json {
         if let Ok(dir) = cwd(&cli) {
-            let _ = JSON_ROOT.set(workspace::find_root(&dir));
+            let _ = print::JSON_ROOT.set(workspace::find_root(&dir));
         }
     }
     // No bars from the filter: git owns the terminal then.
@@ -490,38 +474,35 @@ pub fn run() -> i32 {
     czcache::report::set_process_reporter(std::sync::Arc::new(progress::StderrReporter::new(
         bars, cli.quiet,
     )));
+    if let Some(jobs) = cli.jobs {
+        // Hashing and copying run on rayon's global pool: -j sizes it.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build_global();
+    }
     match execute(&cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => 0,
         Err(err) => {
-            report(&err);
+            print::report(&err);
             if cli.json {
                 // Machine readers get the failure on stdout too.
-                print_json(&serde_json::json!({ "error": one_line(&err) }));
+                print::json(&serde_json::json!({ "error": print::one_line(&err) }));
             }
-            1
+            if matches!(err, Error::Usage(_)) {
+                2
+            } else {
+                1
+            }
         }
     }
 }
 
-/// Prints one `czc: error:` line, with paths shown relative to the current folder.
-fn report(err: &Error) {
-    eprintln!("czc: error: {}", one_line(err));
-}
-
-/// An error as one line, paths relative to the current folder.
-fn one_line(err: &Error) -> String {
-    let mut message = err.to_string().replace('\n', " ");
-    if let Ok(here) = std::env::current_dir() {
-        message = message.replace(&format!("{}/", here.display()), "");
-    }
-    message
-}
-
 fn is_broken_pipe(err: &Error) -> bool {
-    matches!(err, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    matches!(err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
+/// The folder the command runs in (`-C`).
 fn cwd(cli: &Cli) -> Result<PathBuf, Error> {
     let here = std::env::current_dir().map_err(|source| Error::Io {
         path: ".".into(),
@@ -537,703 +518,111 @@ fn cwd(cli: &Cli) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
+/// The configuration for the folder the command runs in; its warnings said once.
 fn load_config(cli: &Cli) -> Result<(PathBuf, Config), Error> {
     let dir = cwd(cli)?;
     let root = workspace::find_root(&dir);
     let config = Config::load(Some(&root), &Env::from_process())?;
     if !cli.quiet {
         for warning in &config.warnings {
-            eprintln!("czc: warning: {warning}");
+            print::errln(&format!("czc: warning: {warning}"));
         }
     }
     Ok((dir, config))
 }
 
-fn open_workspace(cli: &Cli, force: bool) -> Result<Workspace, Error> {
+/// The library context for a command on the project around the current folder.
+fn context(cli: &Cli, force: bool) -> Result<Context, Error> {
     let (dir, config) = load_config(cli)?;
-    Ok(Workspace::open(&dir, &config, &Env::from_process())?
-        .with_force(force)
-        .with_jobs(cli.jobs.unwrap_or(czcache::remote::DEFAULT_TRANSFER_JOBS)))
-}
-
-/// The project root JSON paths are made relative to (set once per run).
-static JSON_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// The version of the `--json` documents (docs/FORMATS.md); raised when a field changes
-/// meaning or goes away, not when one is added.
-const JSON_VERSION: u64 = 1;
-
-/// Prints a report as one JSON object with the schema version first.
-fn print_json(value: &impl serde::Serialize) {
-    let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-    let mut document = serde_json::Map::new();
-    document.insert("version".into(), JSON_VERSION.into());
-    match value {
-        serde_json::Value::Object(fields) => document.extend(fields),
-        other => {
-            document.insert("result".into(), other);
-        }
-    }
-    print_document(serde_json::Value::Object(document));
-}
-
-/// Prints a list as `{"version": 1, "<name>": [...]}`.
-fn print_json_list(name: &str, items: &impl serde::Serialize) {
-    let mut document = serde_json::Map::new();
-    document.insert("version".into(), JSON_VERSION.into());
-    document.insert(
-        name.into(),
-        serde_json::to_value(items).unwrap_or(serde_json::Value::Null),
-    );
-    print_document(serde_json::Value::Object(document));
-}
-
-fn print_document(mut value: serde_json::Value) {
-    if let Some(root) = JSON_ROOT.get() {
-        relative_paths(&mut value, &format!("{}/", root.display()));
-    }
-    let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| "null".into());
-    outln!("{text}");
-}
-
-/// Paths inside the project become relative to its root, in every JSON report alike.
-fn relative_paths(value: &mut serde_json::Value, root: &str) {
-    match value {
-        serde_json::Value::String(text) => {
-            if let Some(rel) = text.strip_prefix(root) {
-                *text = rel.to_string();
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| relative_paths(v, root)),
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| relative_paths(v, root)),
-        _ => {}
-    }
+    Context::open_with(
+        &dir,
+        config,
+        Env::from_process(),
+        Options {
+            force,
+            jobs: cli.jobs,
+            reporter: None,
+        },
+    )
 }
 
 fn execute(cli: &Cli) -> Result<i32, Error> {
-    if let Some(jobs) = cli.jobs {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.max(1))
-            .build_global();
-    }
+    use Command as C;
     match &cli.command {
-        Command::Init => {
-            let dir = cwd(cli)?;
-            let root = workspace::find_root(&dir);
-            let created = workspace::init(&root)?;
-            if cli.json {
-                print_json(&serde_json::json!({ "root": root, "created": created }));
-            } else if !cli.quiet {
-                let what = if created {
-                    "initialized"
-                } else {
-                    "already initialized"
-                };
-                outln!(
-                    "{what} {}",
-                    root.join(czcache::config::PROJECT_FILE).display()
-                );
-            }
-            Ok(0)
-        }
-        Command::Save { paths } => {
-            let ws = open_workspace(cli, false)?;
-            let results = ws.save(paths);
-            ws.finish();
-            let mut failed = 0;
-            let mut saved = Vec::new();
-            for (_, result) in results {
-                match result {
-                    Ok(item) => {
-                        if !cli.json && !cli.quiet {
-                            outln!(
-                                "saved {} {} {}",
-                                ws.display(&item.path),
-                                item.oid,
-                                item.size
-                            );
-                        }
-                        saved.push(item);
-                    }
-                    Err(err) => {
-                        failed += 1;
-                        report(&err);
-                    }
-                }
-            }
-            if cli.json {
-                print_json_list("saved", &saved);
-            }
-            Ok(if failed > 0 { 1 } else { 0 })
-        }
-        Command::Open { target, to, force } => {
-            let ws = open_workspace(cli, *force)?;
-            let target = ws.target(target)?;
-            let code = match to {
-                Some(dest) => {
-                    let report = ws.open_to(&target, dest)?;
-                    let code = print_failures(&report);
-                    if cli.json {
-                        print_json(&report);
-                    } else if !cli.quiet {
-                        outln!("{}", dest.display());
-                    }
-                    code
-                }
-                None => {
-                    let path = ws.open_path(&target)?;
-                    if cli.json {
-                        print_json(&serde_json::json!({ "path": path }));
-                    } else {
-                        outln!("{}", path.display());
-                    }
-                    0
-                }
-            };
-            ws.finish();
-            Ok(code)
-        }
-        Command::Cat { target } => {
-            let ws = open_workspace(cli, false)?;
-            let target = ws.target(target)?;
-            let stdout = io::stdout();
-            let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            ws.cat(&target, &mut out)?;
-            out.flush().map_err(|source| Error::Io {
-                path: "<stdout>".into(),
-                source,
-            })?;
-            ws.finish();
-            Ok(0)
-        }
-        Command::Checkout { paths, force } => {
-            let ws = open_workspace(cli, *force)?;
-            let report = ws.checkout(paths)?;
-            ws.finish();
-            let code = print_failures(&report);
-            if cli.json {
-                print_json(&report);
-            } else if !cli.quiet {
-                let links: Vec<String> = report
-                    .links
-                    .iter()
-                    .map(|(k, n)| format!("{n} by {k}"))
-                    .collect();
-                let how = if cli.verbose > 0 && !links.is_empty() {
-                    format!(" ({})", links.join(", "))
-                } else {
-                    String::new()
-                };
-                outln!(
-                    "restored {} file{}{how}, {} already up to date",
-                    report.restored,
-                    if report.restored == 1 { "" } else { "s" },
-                    report.unchanged
-                );
-            }
-            Ok(code)
-        }
-        Command::Unprotect { paths } => {
-            let ws = open_workspace(cli, false)?;
-            let count = ws.unprotect(paths)?;
-            if cli.json {
-                print_json(&serde_json::json!({ "unprotected": count }));
-            } else if !cli.quiet {
-                outln!(
-                    "unprotected {count} file{}",
-                    if count == 1 { "" } else { "s" }
-                );
-            }
-            Ok(0)
-        }
-        Command::Status {
+        C::Init => project::cmd_init(cli),
+        C::Save { paths } => project::cmd_save(cli, paths),
+        C::Open { target, to, force } => project::cmd_open(cli, target, to.as_deref(), *force),
+        C::Cat { target } => project::cmd_cat(cli, target),
+        C::Checkout { paths, force } => project::cmd_checkout(cli, paths, *force),
+        C::Unprotect { paths } => project::cmd_unprotect(cli, paths),
+        C::Status {
             paths,
             remote,
             exit_code,
-        } => {
-            let ws = open_workspace(cli, false)?;
-            let (mut statuses, errors) = ws.status(paths)?;
-            if let Some(remote) = remote {
-                let name = (!remote.is_empty()).then_some(remote.as_str());
-                ws.mark_not_pushed(&mut statuses, name)?;
-            }
-            ws.finish();
-            for err in &errors {
-                report(err);
-            }
-            if cli.json {
-                print_json_list("files", &statuses);
-            } else {
-                for status in &statuses {
-                    if cli.quiet && status.state == State::Ok {
-                        continue;
-                    }
-                    let mut line =
-                        format!("{:<11} {}", status.state.as_str(), ws.display(&status.path));
-                    if let Some(counts) = &status.files {
-                        line.push_str(&folder_summary(counts));
-                    }
-                    outln!("{line}");
-                    if cli.verbose > 0 {
-                        for file in &status.changed {
-                            let path = status.path.join(&file.path);
-                            outln!("  {:<11} {}", file.state.as_str(), ws.display(&path));
-                        }
-                    }
-                }
-            }
-            let all_ok = statuses.iter().all(|s| s.state == State::Ok);
-            Ok(if !errors.is_empty() || (*exit_code && !all_ok) {
-                1
-            } else {
-                0
-            })
-        }
-        Command::Cache { command } => cache_command(cli, command),
-        Command::Push { paths, remote, all } => {
-            let ws = open_workspace(cli, false)?;
-            let report = ws.push(paths, remote.as_deref(), *all)?;
-            Ok(print_transfer(cli, "pushed", "to", &report))
-        }
-        Command::Fetch {
+        } => project::cmd_status(cli, paths, remote.as_deref(), *exit_code),
+        C::Cache { command } => admin::cmd_cache(cli, command),
+        C::Push { paths, remote, all } => transfer::cmd_push(cli, paths, remote.as_deref(), *all),
+        C::Fetch {
             paths,
             remote,
             history,
-        } => {
-            let ws = open_workspace(cli, false)?;
-            let report = match history.selection() {
-                Some(selection) => {
-                    if !paths.is_empty() {
-                        return Err(Error::Git(
-                            "give paths or --rev/--branches/--all-commits, not both".into(),
-                        ));
-                    }
-                    czcache::git::ops::fetch_history(&ws, &selection, remote.as_deref())?
-                }
-                None => ws.fetch(paths, remote.as_deref())?,
-            };
-            Ok(print_transfer(cli, "fetched", "from", &report))
-        }
-        Command::Pull {
+        } => transfer::cmd_fetch(cli, paths, remote.as_deref(), history),
+        C::Pull {
             paths,
             remote,
             force,
-        } => {
-            let ws = open_workspace(cli, *force)?;
-            // Filtered files whose smudge was skipped hold marker text: fill them in.
-            let (filtered_fetch, filtered) = czcache::git::ops::pull_filtered(&ws, paths)?;
-            let has_sidecars = !paths.is_empty() || !ws.find_markers(&[])?.is_empty();
-            let (mut fetched, mut report) = if has_sidecars || filtered.restored == 0 {
-                match (ws.fetch(paths, remote.as_deref()), filtered.restored) {
-                    // Patterns that matched only filtered files.
-                    (Err(Error::NotFound { .. }), restored) if restored > 0 => {
-                        (TransferReport::default(), CheckoutReport::default())
-                    }
-                    (fetched, _) => (fetched?, ws.checkout(paths)?),
-                }
-            } else {
-                (TransferReport::default(), CheckoutReport::default())
-            };
-            fetched.transferred += filtered_fetch.transferred;
-            fetched.bytes += filtered_fetch.bytes;
-            fetched.failed += filtered_fetch.failed;
-            fetched.failures.extend(filtered_fetch.failures);
-            if fetched.remote.is_empty() {
-                fetched.remote = filtered_fetch.remote;
-            }
-            report.restored += filtered.restored;
-            report.failures.extend(filtered.failures);
-            // What the named remote could not give, checkout may have had from the rest
-            // of the chain: then it is a warning, and the exit code says success.
-            let (recovered, still_failed): (Vec<Error>, Vec<Error>) =
-                std::mem::take(&mut fetched.failures)
-                    .into_iter()
-                    .partition(|err| match err {
-                        Error::NotInRemotes { oid, .. } | Error::NotCached { oid, .. } => {
-                            ws.cache().contains(oid)
-                        }
-                        _ => false,
-                    });
-            if !recovered.is_empty() && !cli.quiet {
-                eprintln!(
-                    "czc: warning: {} could not give {} object{} ({}); {} came from the other remotes instead",
-                    fetched.remote,
-                    recovered.len(),
-                    if recovered.len() == 1 { "" } else { "s" },
-                    one_line(&recovered[0]),
-                    if recovered.len() == 1 { "it" } else { "they" }
-                );
-            }
-            fetched.failed = fetched.failed.saturating_sub(recovered.len());
-            fetched.failures = still_failed;
-            let fetch_code = print_transfer(cli, "fetched", "from", &fetched);
-            ws.finish();
-            // Objects the fetch could not get were reported once already.
-            let code = print_failures(&CheckoutReport {
-                failures: report
-                    .failures
-                    .into_iter()
-                    .filter(|err| !matches!(err, Error::NotCached { .. }))
-                    .collect(),
-                ..CheckoutReport::default()
-            });
-            if !cli.json && !cli.quiet {
-                outln!(
-                    "restored {} file{}, {} already up to date",
-                    report.restored,
-                    if report.restored == 1 { "" } else { "s" },
-                    report.unchanged
-                );
-            }
-            Ok(fetch_code.max(code))
-        }
-        Command::Remote { command } => remote_command(cli, command),
-        Command::Install { local } | Command::Uninstall { local } => {
-            use czcache::git::install::{self, Scope};
-            let dir = cwd(cli)?;
-            let scope = if *local { Scope::Repo } else { Scope::User };
-            let installing = matches!(cli.command, Command::Install { .. });
-            let report = if installing {
-                install::install(&dir, scope)?
-            } else {
-                install::uninstall(&dir, scope)?
-            };
-            if cli.json {
-                print_json(&report);
-            } else if !cli.quiet {
-                let verb = if installing { "installed" } else { "removed" };
-                outln!(
-                    "{verb} the czc filter in the {} git config",
-                    report.config.unwrap_or("")
-                );
-                for hook in &report.hooks {
-                    match (&hook.chained, installing) {
-                        (Some(chained), true) => outln!(
-                            "installed hook {} (runs your previous hook, kept as {}, first)",
-                            hook.path.display(),
-                            chained.display()
-                        ),
-                        (None, true) => outln!("installed hook {}", hook.path.display()),
-                        (Some(_), false) => {
-                            outln!("restored your hook {}", hook.path.display())
-                        }
-                        (None, false) => outln!("removed hook {}", hook.path.display()),
-                    }
-                }
-            }
-            Ok(0)
-        }
-        Command::Track { patterns } | Command::Untrack { patterns } => {
-            use czcache::git::install;
-            let dir = cwd(cli)?;
-            let root = workspace::find_root(&dir);
-            let tracking = matches!(cli.command, Command::Track { .. });
-            if tracking && patterns.is_empty() {
-                let listed = install::tracked_patterns(&root)?;
-                if cli.json {
-                    print_json_list("patterns", &listed);
-                } else {
-                    for pattern in listed {
-                        outln!("{pattern}");
-                    }
-                }
-                return Ok(0);
-            }
-            let changed = if tracking {
-                install::track(&root, patterns)?
-            } else {
-                install::untrack(&root, patterns)?
-            };
-            if cli.json {
-                print_json_list("patterns", &changed);
-            } else if !cli.quiet {
-                for pattern in patterns {
-                    let what = match (changed.contains(pattern), tracking) {
-                        (true, true) => "tracking",
-                        (false, true) => "already tracked",
-                        (true, false) => "untracked",
-                        (false, false) => "was not tracked",
-                    };
-                    outln!("{what} {pattern}");
-                }
-            }
-            Ok(0)
-        }
-        Command::Ls { rev } => {
-            let ws = open_workspace(cli, false)?;
-            let listed = czcache::git::ops::ls(&ws, rev.as_deref())?;
-            if cli.json {
-                print_json_list("markers", &listed);
-            } else {
-                for item in &listed {
-                    outln!(
-                        "{}  {}  {:>10}  {:<7} {:<8} {}{}",
-                        item.oid,
-                        item.kind,
-                        format_size(item.size),
-                        item.tracked_by,
-                        if item.cached { "cached" } else { "-" },
-                        match item.pushed {
-                            Some(true) => "pushed  ",
-                            Some(false) => "unpushed",
-                            None => "-       ",
-                        },
-                        format_args!("  {}", item.path)
-                    );
-                }
-            }
-            Ok(0)
-        }
-        Command::Gc {
+        } => transfer::cmd_pull(cli, paths, remote.as_deref(), *force),
+        C::Remote { command } => admin::cmd_remote(cli, command),
+        C::Install { local } => git::cmd_install(cli, *local, true),
+        C::Uninstall { local } => git::cmd_install(cli, *local, false),
+        C::Track { patterns } => git::cmd_track(cli, patterns, true),
+        C::Untrack { patterns } => git::cmd_track(cli, patterns, false),
+        C::Ls { rev } => git::cmd_ls(cli, rev.as_deref()),
+        C::Gc {
             remote,
-            cache,
             all_commits,
             dry_run,
             keep_younger_than,
-        } => {
-            let (dir, config) = load_config(cli)?;
-            let ws = Workspace::open(&dir, &config, &Env::from_process())?;
-            let selection = czcache::git::Selection {
+            ..
+        } => git::cmd_gc(
+            cli,
+            git::GcFlags {
+                remote: remote.clone(),
                 all_commits: *all_commits,
-                ..Default::default()
-            };
-            let report = match (remote, cache) {
-                (Some(name), _) => czcache::git::ops::gc_remote(
-                    &ws,
-                    name,
-                    &selection,
-                    *keep_younger_than,
-                    *dry_run,
-                )?,
-                _ => czcache::git::ops::gc_cache(
-                    &ws,
-                    &config,
-                    &selection,
-                    *keep_younger_than,
-                    *dry_run,
-                )?,
-            };
-            if !cli.quiet {
-                for skipped in &report.skipped {
-                    eprintln!("czc: warning: gc skipped {skipped}");
-                }
-            }
-            if cli.json {
-                print_json(&report);
-            } else if !cli.quiet {
-                if cli.verbose > 0 || *dry_run {
-                    for oid in &report.deleted {
-                        outln!(
-                            "{} {oid}",
-                            if *dry_run { "would delete" } else { "deleted" }
-                        );
-                    }
-                }
-                outln!(
-                    "{} {} object{} ({}) from {}; kept {} referenced, {} younger than the grace period{}",
-                    if *dry_run { "would delete" } else { "deleted" },
-                    report.deleted.len(),
-                    if report.deleted.len() == 1 { "" } else { "s" },
-                    format_size(report.freed),
-                    report.target,
-                    report.referenced,
-                    report.kept_young,
-                    if report.lost_races > 0 {
-                        format!(", {} changed meanwhile and left alone", report.lost_races)
-                    } else if report.unpushed_kept > 0 {
-                        format!(", {} that no remote holds yet", report.unpushed_kept)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            Ok(0)
-        }
-        Command::FilterProcess => {
-            let ws = open_workspace(cli, false)?;
-            // As Git LFS does: the hooks (pre-push above all) wherever the filter runs.
-            if let Err(err) = czcache::git::install::install_hooks(ws.root()) {
-                eprintln!("czc: warning: could not install czc's git hooks: {err}");
-            }
-            // Big pipes and buffers: a packet is at most 64 KiB, so an 8 KiB buffer
-            // would cost a tiny write and a context switch per packet.
-            czcache::fsutil::grow_pipe(io::stdin(), FILTER_PIPE_BYTES);
-            czcache::fsutil::grow_pipe(io::stdout(), FILTER_PIPE_BYTES);
-            let result = czcache::git::filter::filter_process(
-                &ws,
-                io::BufReader::with_capacity(FILTER_PIPE_BYTES, io::stdin().lock()),
-                io::BufWriter::with_capacity(FILTER_PIPE_BYTES, io::stdout().lock()),
-            );
-            ws.finish();
-            match result {
-                Ok(()) => Ok(0),
-                Err(err) => Err(Error::Git(err.to_string())),
-            }
-        }
-        Command::Clean { path } => {
-            let ws = open_workspace(cli, false)?;
-            let text = czcache::git::filter::clean(&ws, path, &mut io::stdin().lock())?;
-            io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(|source| Error::Io {
-                    path: "stdout".into(),
-                    source,
-                })?;
-            Ok(0)
-        }
-        Command::Smudge { path } => {
-            let ws = open_workspace(cli, false)?;
-            let mut out = io::BufWriter::new(io::stdout().lock());
-            czcache::git::filter::smudge(&ws, path, &mut io::stdin().lock(), &mut out)?;
-            out.flush().map_err(|source| Error::Io {
-                path: "stdout".into(),
-                source,
-            })?;
-            Ok(0)
-        }
-        Command::Hook { hook } => hook_command(cli, hook),
-        Command::Serve(args) => serve_command(cli, args),
-        Command::Get {
+                dry_run: *dry_run,
+                keep_younger_than: *keep_younger_than,
+            },
+        ),
+        C::FilterProcess => git::cmd_filter_process(cli),
+        C::Clean { path } => git::cmd_clean(cli, path),
+        C::Smudge { path } => git::cmd_smudge(cli, path),
+        C::Hook { hook } => git::cmd_hook(cli, hook),
+        C::Serve(args) => admin::cmd_serve(cli, args),
+        C::Get {
             target: (remote, key),
-        } => {
-            let ws = open_workspace(cli, false)?;
-            let storage = ws.remotes().open(remote)?.reader();
-            let fetched = czcache::remote::get_key(ws.cache(), remote, storage.as_ref(), key)?;
-            if cli.json {
-                print_json(&fetched);
-            } else {
-                outln!("{}", fetched.path.display());
-            }
-            Ok(0)
-        }
-        Command::Put {
+        } => transfer::cmd_get(cli, remote, key),
+        C::Put {
             target: (remote, key),
             file,
             if_absent,
             if_match,
             if_newer,
-        } => {
-            let ws = open_workspace(cli, false)?;
-            let (_, storage) = ws.remotes().writer(Some(remote))?;
-            let condition = match (if_absent, if_match, if_newer) {
-                (true, _, _) => PutCondition::IfAbsent,
-                (_, Some(oid), _) => PutCondition::IfMatch(*oid),
-                (_, _, true) => PutCondition::IfNewer,
-                _ => PutCondition::Always,
-            };
-            let path = cwd(cli)?.join(file);
-            let written = czcache::remote::put_key(storage.as_ref(), key, &path, condition)?;
-            if written {
-                // The next `czc get` of this key is a local hit on what was just written,
-                // not a stale copy from before.
-                czcache::remote::remember_key(ws.cache(), remote, storage.as_ref(), key, &path)?;
-            }
-            if cli.json {
-                print_json(&serde_json::json!({ "written": written }));
-            } else if !cli.quiet {
-                if written {
-                    outln!("uploaded {} to {remote}:{key}", file.display());
-                } else {
-                    outln!(
-                        "{remote}:{key} is at least as new as {}; nothing written",
-                        file.display()
-                    );
-                }
-            }
-            Ok(0)
-        }
-        Command::Rm {
+        } => transfer::cmd_put(
+            cli,
+            remote,
+            key,
+            file,
+            transfer::PutFlags {
+                if_absent: *if_absent,
+                if_match: *if_match,
+                if_newer: *if_newer,
+            },
+        ),
+        C::Rm {
             target: (remote, key),
             if_match,
-        } => {
-            let ws = open_workspace(cli, false)?;
-            let (_, storage) = ws.remotes().writer(Some(remote))?;
-            let removed =
-                czcache::remote::remove_key(ws.cache(), remote, storage.as_ref(), key, *if_match)?;
-            if !removed {
-                return Err(Error::NotFound {
-                    path: PathBuf::from(format!("{remote}:{key}")),
-                });
-            }
-            if cli.json {
-                print_json(&serde_json::json!({ "removed": format!("{remote}:{key}") }));
-            } else if !cli.quiet {
-                outln!("deleted {remote}:{key}");
-            }
-            Ok(0)
-        }
+        } => transfer::cmd_rm(cli, remote, key, *if_match),
     }
-}
-
-fn serve_command(cli: &Cli, args: &ServeArgs) -> Result<i32, Error> {
-    use czcache::serve::{read_tokens, serve, Backend, ServeOptions};
-    let ServeArgs {
-        source,
-        listen,
-        tokens,
-        public_read,
-        max_upload,
-        read_only,
-        limits,
-    } = args;
-    let (public_read, read_only) = (*public_read, *read_only);
-    let limits = czcache::serve::ServeLimits {
-        header_timeout: limits.header_timeout,
-        body_idle_timeout: limits.body_timeout,
-        max_connections: limits.max_connections.max(1),
-        max_connections_per_ip: limits.max_connections_per_ip.max(1),
-        shutdown_grace: limits.shutdown_grace,
-    };
-    let (dir, config) = load_config(cli)?;
-    let max_upload = parse_size(max_upload).map_err(|reason| {
-        Error::Config(czcache::config::ConfigError::Value {
-            origin: "--max-upload".into(),
-            key: "--max-upload".into(),
-            value: max_upload.into(),
-            reason,
-        })
-    })?;
-    let tokens = read_tokens(&dir.join(tokens))?;
-    let folder = dir.join(source);
-    let backend = if config.remotes.contains_key(source) && !folder.is_dir() {
-        let remotes = czcache::remote::Remotes::from_config(
-            &config,
-            &workspace::find_root(&dir),
-            &Env::from_process(),
-        );
-        let opened = remotes.open(source)?;
-        Backend::Other(if read_only {
-            czcache::storage::OpenedStorage::ReadOnly(opened.reader())
-        } else {
-            opened
-        })
-    } else {
-        std::fs::create_dir_all(&folder).map_err(|err| Error::Io {
-            path: folder.clone(),
-            source: err,
-        })?;
-        Backend::Folder {
-            storage: czcache::storage::FolderStorage::new(folder),
-            writable: !read_only,
-        }
-    };
-    let what = backend.describe();
-    let staging = match &backend {
-        Backend::Folder { storage, .. } => storage.root().join(".czc-serve-tmp"),
-        Backend::Other(_) => config.cache.dir.join("tmp").join("serve"),
-    };
-    let options = ServeOptions {
-        staging,
-        limits,
-        listen: listen.into(),
-        tokens,
-        public_read,
-        max_upload,
-    };
-    serve(backend, options, |addr| {
-        eprintln!("czc: serving {what} on http://{addr}");
-    })?;
-    Ok(0)
 }
 
 /// `<remote>:<key>` as given on the command line.
@@ -1249,389 +638,6 @@ fn parse_remote_key(text: &str) -> Result<(String, String), String> {
 fn parse_oid(text: &str) -> Result<Oid, String> {
     text.parse()
         .map_err(|err: czcache::oid::OidError| err.to_string())
-}
-
-fn print_transfer(cli: &Cli, verb: &str, direction: &str, transfer: &TransferReport) -> i32 {
-    for err in &transfer.failures {
-        report(err);
-    }
-    if cli.json {
-        print_json(transfer);
-    } else if !cli.quiet {
-        outln!(
-            "{verb} {} object{} ({}) {direction} {}, {} already there{}",
-            transfer.transferred,
-            if transfer.transferred == 1 { "" } else { "s" },
-            format_size(transfer.bytes),
-            if transfer.remote.is_empty() {
-                "no remote"
-            } else {
-                &transfer.remote
-            },
-            transfer.already,
-            if transfer.failed > 0 {
-                format!(", {} failed", transfer.failed)
-            } else {
-                String::new()
-            }
-        );
-    }
-    if transfer.failed > 0 {
-        1
-    } else {
-        0
-    }
-}
-
-fn remote_command(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
-    let (dir, config) = load_config(cli)?;
-    let root = workspace::find_root(&dir);
-    let file = root.join(czcache::config::PROJECT_FILE);
-    match command {
-        RemoteCommand::Add {
-            name,
-            url,
-            default,
-            read_only,
-            anonymous,
-            endpoint,
-            region,
-        } => {
-            let entry = RemoteEntry {
-                url: url.clone(),
-                endpoint: endpoint.clone(),
-                region: region.clone(),
-                anonymous: *anonymous,
-                read_only: *read_only,
-                ..RemoteEntry::default()
-            };
-            czcache::storage::check_url(url)?;
-            if let Some(endpoint) = endpoint {
-                czcache::storage::check_endpoint(endpoint)?;
-            }
-            czcache::config::add_remote(&file, name, &entry, *default)?;
-            if cli.json {
-                print_json(&serde_json::json!({ "added": name, "url": url, "file": file }));
-            } else if !cli.quiet {
-                outln!("added remote {name} ({url}) to {}", file.display());
-            }
-            Ok(0)
-        }
-        RemoteCommand::List => {
-            if cli.json {
-                let list: Vec<_> = config
-                    .remotes
-                    .iter()
-                    .map(|(name, entry)| {
-                        serde_json::json!({
-                            "name": name,
-                            "url": entry.url,
-                            "read_only": entry.read_only,
-                            "anonymous": entry.anonymous,
-                            "default": config.remote.default.as_deref() == Some(name.as_str()),
-                            "read_order": config.remote.read.iter().position(|r| r == name),
-                        })
-                    })
-                    .collect();
-                print_json_list("remotes", &list);
-            } else {
-                for (name, entry) in &config.remotes {
-                    let mut notes = Vec::new();
-                    if config.remote.default.as_deref() == Some(name.as_str()) {
-                        notes.push("default".to_string());
-                    }
-                    if let Some(i) = config.remote.read.iter().position(|r| r == name) {
-                        notes.push(format!("read #{}", i + 1));
-                    }
-                    if entry.read_only {
-                        notes.push("read-only".into());
-                    }
-                    if entry.anonymous {
-                        notes.push("anonymous".into());
-                    }
-                    let notes = if notes.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  ({})", notes.join(", "))
-                    };
-                    outln!("{name}\t{}{notes}", entry.url);
-                }
-            }
-            Ok(0)
-        }
-        RemoteCommand::Remove { name } => {
-            if !czcache::config::remove_remote(&file, name)? {
-                return Err(Error::UnknownRemote {
-                    name: name.clone(),
-                    known: config
-                        .remotes
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-            if cli.json {
-                print_json(&serde_json::json!({ "removed": name }));
-            } else if !cli.quiet {
-                outln!("removed remote {name}");
-            }
-            Ok(0)
-        }
-    }
-}
-
-fn folder_summary(counts: &workspace::FolderCounts) -> String {
-    let total = counts.ok + counts.modified + counts.missing + counts.not_cached;
-    let mut parts = Vec::new();
-    for (n, what) in [
-        (counts.modified, "modified"),
-        (counts.missing, "missing"),
-        (counts.not_cached, "not-cached"),
-        (counts.added, "added"),
-        (counts.not_pushed, "not-pushed"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
-    if parts.is_empty() {
-        format!("/ ({total} files)")
-    } else {
-        format!("/ ({} of {total} files)", parts.join(", "))
-    }
-}
-
-fn hook_command(cli: &Cli, hook: &HookCommand) -> Result<i32, Error> {
-    let ws = open_workspace(cli, false)?;
-    match hook {
-        HookCommand::PrePush { remote, .. } => {
-            let mut lines = String::new();
-            io::Read::read_to_string(&mut io::stdin(), &mut lines).map_err(|source| Error::Io {
-                path: "stdin".into(),
-                source,
-            })?;
-            let report = match czcache::git::ops::pre_push(&ws, remote, &lines) {
-                Ok(report) => report,
-                Err(err) => {
-                    self::report(&err);
-                    eprintln!("czc: the git push was stopped because its data could not be pushed");
-                    return Ok(1);
-                }
-            };
-            if report.transferred + report.failed == 0 {
-                return Ok(0);
-            }
-            for err in &report.failures {
-                self::report(err);
-            }
-            // git shows a hook's stderr; stdout may be the push protocol's.
-            if !cli.quiet {
-                eprintln!(
-                    "czc: pushed {} object{} ({}) to {}, {} already there",
-                    report.transferred,
-                    if report.transferred == 1 { "" } else { "s" },
-                    format_size(report.bytes),
-                    report.remote,
-                    report.already
-                );
-            }
-            if report.failed > 0 {
-                eprintln!("czc: the git push was stopped because its data could not be pushed");
-                return Ok(1);
-            }
-            Ok(0)
-        }
-        HookCommand::PostCheckout {
-            previous,
-            new,
-            branch_flag,
-        } => {
-            if branch_flag != "1" {
-                return Ok(0); // a file checkout: git restored exactly what was asked
-            }
-            let (fetched, report) = czcache::git::ops::checkout_changed(&ws, Some(previous), new)?;
-            ws.finish();
-            Ok(print_hook_checkout(cli, &fetched, &report))
-        }
-        HookCommand::PostMerge { .. } => {
-            let (fetched, report) =
-                czcache::git::ops::checkout_changed(&ws, Some("ORIG_HEAD"), "HEAD")?;
-            ws.finish();
-            Ok(print_hook_checkout(cli, &fetched, &report))
-        }
-    }
-}
-
-/// Pipe and buffer size for git's filter process.
-const FILTER_PIPE_BYTES: usize = 1 << 20;
-
-fn print_hook_checkout(cli: &Cli, fetched: &TransferReport, report: &CheckoutReport) -> i32 {
-    let code = print_failures(report).max(if fetched.failed > 0 { 1 } else { 0 });
-    if !cli.quiet && report.restored > 0 {
-        eprintln!(
-            "czc: restored {} data file{}",
-            report.restored,
-            if report.restored == 1 { "" } else { "s" }
-        );
-    }
-    code
-}
-
-fn print_failures(failures: &CheckoutReport) -> i32 {
-    for err in &failures.failures {
-        report(err);
-    }
-    if failures.failures.is_empty() {
-        0
-    } else {
-        1
-    }
-}
-
-fn cache_command(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
-    let (_, config) = load_config(cli)?;
-    let (mut cache, index_set_aside) = if matches!(command, CacheCommand::Verify) {
-        LocalCache::open_for_repair(&config.cache)?
-    } else {
-        (LocalCache::open(&config.cache)?, false)
-    };
-    match command {
-        CacheCommand::Info => {
-            let info = cache.info()?;
-            if cli.json {
-                print_json(&info);
-            } else {
-                let percent = if info.size_limit > 0 {
-                    info.size as f64 * 100.0 / info.size_limit as f64
-                } else {
-                    0.0
-                };
-                outln!("location:  {}", info.root.display());
-                outln!("index:     {} ({})", info.index, info.index_path.display());
-                outln!("objects:   {}", info.objects);
-                outln!(
-                    "size:      {} of {} ({percent:.1}%)",
-                    format_size(info.size),
-                    format_size(info.size_limit)
-                );
-                outln!("hits:      {}", info.hits);
-                outln!("misses:    {}", info.misses);
-                outln!(
-                    "unpushed:  {} objects ({}) no remote holds yet",
-                    info.awaiting_push,
-                    format_size(info.awaiting_push_bytes)
-                );
-                for project in &info.awaiting_push_by_project {
-                    let name = if project.project.as_os_str().is_empty() {
-                        "(no known project)".to_string()
-                    } else {
-                        project.project.display().to_string()
-                    };
-                    outln!(
-                        "           {} objects ({}) in {name}: run `czc push` there",
-                        project.objects,
-                        format_size(project.bytes)
-                    );
-                }
-            }
-            Ok(0)
-        }
-        CacheCommand::Evict {
-            to,
-            include_unpushed,
-        } => {
-            cache.set_protect_unpushed(!include_unpushed);
-            let target = match to {
-                Some(text) => parse_size(text).map_err(|reason| {
-                    Error::Config(czcache::config::ConfigError::Value {
-                        origin: "--to".into(),
-                        key: "--to".into(),
-                        value: text.clone(),
-                        reason,
-                    })
-                })?,
-                None => cache.size_limit(),
-            };
-            let report = cache.evict_to(target)?;
-            if report.deferred {
-                eprintln!(
-                    "czc: error: another czc process is using the cache; nothing was evicted, try again when it is done"
-                );
-                return Ok(1);
-            }
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "evicted": report.removed.len(),
-                    "freed": report.freed,
-                    "size": report.size_after,
-                    "unpushed_kept": report.unpushed_kept,
-                    "include_unpushed": include_unpushed,
-                }));
-            } else if !cli.quiet {
-                outln!(
-                    "evicted {} objects, freed {}; cache holds {}{}",
-                    report.removed.len(),
-                    format_size(report.freed),
-                    format_size(report.size_after),
-                    if *include_unpushed {
-                        " (--include-unpushed: objects no remote holds were evicted too)"
-                            .to_string()
-                    } else if report.unpushed_kept > 0 {
-                        format!(
-                            "; kept {} objects no remote holds yet (`czc push` them, or pass --include-unpushed to lose them)",
-                            report.unpushed_kept
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            Ok(0)
-        }
-        CacheCommand::Verify => {
-            let mut report = cache.verify()?;
-            report.index_rebuilt |= index_set_aside;
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "checked": report.checked,
-                    "corrupt": report.corrupt.iter().map(|(oid, path)| serde_json::json!({"oid": oid, "quarantine": path})).collect::<Vec<_>>(),
-                    "index_added": report.index_added,
-                    "index_dropped": report.index_dropped,
-                    "index_rebuilt": report.index_rebuilt,
-                }));
-            } else if !cli.quiet {
-                outln!(
-                    "checked {} objects: {} corrupt, index +{} -{}{}",
-                    report.checked,
-                    report.corrupt.len(),
-                    report.index_added,
-                    report.index_dropped,
-                    if report.index_rebuilt {
-                        " (rebuilt)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            for (oid, path) in &report.corrupt {
-                eprintln!(
-                    "czc: error: object {oid} is corrupt; moved to {}",
-                    path.display()
-                );
-            }
-            Ok(if report.corrupt.is_empty() { 0 } else { 1 })
-        }
-        CacheCommand::Clear => {
-            let removed = cache.clear()?;
-            if cli.json {
-                print_json(&serde_json::json!({ "removed": removed }));
-            } else if !cli.quiet {
-                outln!("removed {removed} objects");
-            }
-            Ok(0)
-        }
-    }
 }
 
 #[cfg(test)]
