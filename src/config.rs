@@ -131,6 +131,33 @@ pub struct RemoteEntry {
     pub connect_timeout: Option<Duration>,
 }
 
+/// One `[caches.<name>]` entry: a cache of keys a command (`get`/`put`/`rm --cache`) or
+/// a program (`open_cache`) asks for by name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheEntry {
+    /// Remotes read, in order (default: `write` alone).
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// The remote writes go through to; none: a read-only cache.
+    pub write: Option<String>,
+    /// Which copy `read` serves: the first that has the key, or the newest.
+    #[serde(default)]
+    pub policy: ReadPolicy,
+    /// Copy what is read into the local cache (default). `false` serves a local
+    /// read-only folder remote's files in place (a cluster share): one `read`, no `write`.
+    #[serde(default = "copy_by_default")]
+    pub copy: bool,
+}
+
+fn copy_by_default() -> bool {
+    true
+}
+
+/// The caches every configuration has: the local cache alone, and a read-only anonymous
+/// copy of the `public` remote (which the user or project configures).
+pub const BUILTIN_CACHES: [&str; 2] = ["local", "public"];
+
 /// A duration in configuration: whole seconds, or text such as `"500ms"`, `"30s"`, `"2m"`.
 fn duration_setting<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -176,6 +203,10 @@ pub struct Config {
     pub cache: CacheConfig,
     pub remote: RemoteConfig,
     pub remotes: BTreeMap<String, RemoteEntry>,
+    /// Named caches (`[caches.<name>]`), besides the built-in ones.
+    pub caches: BTreeMap<String, CacheEntry>,
+    /// The cache `open_cache(None)` and `--cache` without a name use (`cache.default`).
+    pub default_cache: Option<String>,
     /// Settings that were ignored, and why (the front end shows them).
     pub warnings: Vec<String>,
 }
@@ -186,6 +217,7 @@ struct FileLayer {
     cache: Option<CacheLayer>,
     remote: Option<RemoteConfig>,
     remotes: Option<BTreeMap<String, RemoteEntry>>,
+    caches: Option<BTreeMap<String, CacheEntry>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +227,7 @@ struct CacheLayer {
     size_limit: Option<toml::Value>,
     index: Option<IndexKind>,
     link: Option<Vec<LinkKind>>,
+    default: Option<String>,
 }
 
 /// Where the environment says things are; injected so tests never read the real home.
@@ -262,6 +295,8 @@ impl Config {
             },
             remote: RemoteConfig::default(),
             remotes: BTreeMap::new(),
+            caches: BTreeMap::new(),
+            default_cache: None,
             warnings: Vec::new(),
         };
         let project_file = project_root.map(|root| root.join(PROJECT_FILE));
@@ -308,6 +343,12 @@ impl Config {
                 if let Some(link) = cache.link {
                     config.cache.link = checked_links(link, &origin)?;
                 }
+                if let Some(default) = cache.default {
+                    config.default_cache = Some(default);
+                }
+            }
+            if let Some(caches) = layer.caches {
+                config.caches.extend(caches);
             }
             if let Some(remote) = layer.remote {
                 config.remote = remote;
@@ -353,6 +394,7 @@ impl Config {
             None => env.default_cache_dir()?,
         };
         config.check_remote_names()?;
+        config.check_cache_names()?;
         if let Some(value) = env.get("CZC_LOCK_TIMEOUT") {
             if value.trim().parse::<u64>().is_err() {
                 return Err(ConfigError::Value {
@@ -366,6 +408,64 @@ impl Config {
         Ok(config)
     }
 
+    /// Every named cache names configured remotes, and `cache.default` a cache.
+    fn check_cache_names(&self) -> Result<(), ConfigError> {
+        for (name, entry) in &self.caches {
+            let key = format!("caches.{name}");
+            let named = entry.read.iter().chain(entry.write.iter());
+            for remote in named {
+                if !self.remotes.contains_key(remote) {
+                    return Err(self.unknown_remote(&key, remote));
+                }
+            }
+            if entry.read.is_empty() && entry.write.is_none() {
+                return Err(ConfigError::Value {
+                    origin: "configuration".into(),
+                    key,
+                    value: name.clone(),
+                    reason: "names no remote: give read = [...] and/or write = \"<remote>\"".into(),
+                });
+            }
+        }
+        if let Some(default) = &self.default_cache {
+            if !self.caches.contains_key(default) && !BUILTIN_CACHES.contains(&default.as_str()) {
+                return Err(ConfigError::Value {
+                    origin: "configuration".into(),
+                    key: "cache.default".into(),
+                    value: default.clone(),
+                    reason: format!("no such cache (known: {})", self.cache_names().join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The built-in caches and the configured ones, sorted, each once.
+    pub fn cache_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = BUILTIN_CACHES.iter().map(|n| n.to_string()).collect();
+        names.extend(self.caches.keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn unknown_remote(&self, key: &str, name: &str) -> ConfigError {
+        let known: Vec<&str> = self.remotes.keys().map(String::as_str).collect();
+        ConfigError::Value {
+            origin: "configuration".into(),
+            key: key.into(),
+            value: name.into(),
+            reason: format!(
+                "no [remotes.{name}] is configured (configured: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        }
+    }
+
     /// `remote.default` and every name in `remote.read` must be a configured remote.
     fn check_remote_names(&self) -> Result<(), ConfigError> {
         let named = self
@@ -376,20 +476,7 @@ impl Config {
             .chain(self.remote.read.iter().map(|name| ("remote.read", name)));
         for (key, name) in named {
             if !self.remotes.contains_key(name) {
-                let known: Vec<&str> = self.remotes.keys().map(String::as_str).collect();
-                return Err(ConfigError::Value {
-                    origin: "configuration".into(),
-                    key: key.into(),
-                    value: name.clone(),
-                    reason: format!(
-                        "no [remotes.{name}] is configured (configured: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                });
+                return Err(self.unknown_remote(key, name));
             }
         }
         Ok(())

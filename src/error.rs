@@ -95,6 +95,10 @@ pub enum Error {
     Symlink { link: PathBuf, dest: PathBuf },
     #[error("{path}: {reason}")]
     ConfigEdit { path: PathBuf, reason: String },
+    #[error("{cache} is read-only: nothing can be written through it")]
+    ReadOnlyCache { cache: String },
+    #[error("no cache named '{name}' ({known})")]
+    UnknownCache { name: String, known: String },
     /// Arguments that do not go together (the CLI exits 2 for these).
     #[error("{0}")]
     Usage(String),

@@ -5,6 +5,7 @@
 //! (to embed the object cache in another tool).
 
 pub mod cache;
+pub mod caches;
 pub mod config;
 pub mod error;
 pub mod fsutil;
@@ -20,7 +21,8 @@ pub mod statcache;
 pub mod storage;
 pub mod workspace;
 
-pub use cache::{open_cache, Cache, LocalCache, RemoteChain, SyncedCache};
+pub use cache::{LocalCache, RemoteChain};
+pub use caches::{open_cache, Cache};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use index::{Entry, Index};

@@ -140,61 +140,146 @@ fn eviction_waits_while_another_process_uses_the_cache() {
     assert_eq!(writer.info().unwrap().size, 100);
 }
 
-#[test]
-fn a_synced_cache_writes_through_and_reads_through() {
-    use czcache::cache::{Cache, SyncedCache};
-    use czcache::storage::TemporaryStorage;
-    let dir = tempfile::tempdir().unwrap();
-    let remote = Arc::new(TemporaryStorage::new().unwrap());
-    let local = LocalCache::open(&cache_config(dir.path(), 1 << 30, IndexKind::Json)).unwrap();
-    let cache = SyncedCache::new(local, "scratch", remote.clone());
-    let input = dir.path().join("results.csv");
-    std::fs::write(&input, b"a,b\n1,2\n").unwrap();
-    cache.put("runs/1/results.csv", &input).unwrap();
-    // The remote has it, and the local copy makes the first get a hit.
-    assert_eq!(
-        remote.hash("runs/1/results.csv").unwrap(),
-        Some(Oid::of_bytes(b"a,b\n1,2\n"))
-    );
-    let path = cache.get("runs/1/results.csv").unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"a,b\n1,2\n");
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut cache.open("runs/1/results.csv").unwrap(), &mut text)
-        .unwrap();
-    assert_eq!(text, "a,b\n1,2\n");
-    assert!(cache.last_modified("runs/1/results.csv").unwrap().is_some());
-    // Someone else rewrites the key: the next get reads through again.
-    let newer = dir.path().join("newer.csv");
-    std::fs::write(&newer, b"a,b\n3,4\n").unwrap();
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+/// Puts `bytes` under `key` of a storage the way another writer would, with a
+/// modification time after any before (so "newer" is never a tie within a second).
+fn seed_into(storage: &dyn WriteStorage, scratch: &Path, key: &str, bytes: &[u8]) {
+    static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEEDS.fetch_add(1, Ordering::SeqCst);
+    let file = scratch.join(format!("seed-{n}"));
+    std::fs::write(&file, bytes).unwrap();
+    let when = std::time::SystemTime::now() + std::time::Duration::from_secs(10 * (n + 1));
     std::fs::File::options()
         .write(true)
-        .open(&newer)
+        .open(&file)
         .unwrap()
-        .set_modified(later)
+        .set_modified(when)
         .unwrap();
-    remote.put("runs/1/results.csv", &newer).unwrap();
-    assert_eq!(
-        std::fs::read(cache.get("runs/1/results.csv").unwrap()).unwrap(),
-        b"a,b\n3,4\n"
-    );
-    assert!(cache.delete("runs/1/results.csv").unwrap());
-    assert!(cache.get("runs/1/results.csv").is_err());
-    assert_eq!(cache.hash("runs/1/results.csv").unwrap(), None);
+    storage.put(key, &file).unwrap();
 }
 
 #[test]
-fn open_cache_builds_from_configuration() {
-    use czcache::cache::{open_cache, Cache};
+fn the_cache_suites_pass_over_all_four_caches() {
+    use czcache::caches::{
+        conformance, CopyToLocalCache, LocalReadOnlyCache, SynchronizedRemoteAndLocalCache,
+    };
+    use czcache::config::ReadPolicy;
+    use czcache::storage::TemporaryStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let local = || LocalCache::open(&cache_config(dir.path(), 1 << 30, IndexKind::Sqlite)).unwrap();
+
+    // Keys in the local cache only.
+    let cache = local();
+    conformance::write_suite(&cache);
+    conformance::read_suite(&cache, &|key, bytes| {
+        let file = scratch.join("local-seed");
+        std::fs::write(&file, bytes).unwrap();
+        czcache::Cache::put(&cache, key, &file, czcache::caches::PutCondition::Always).unwrap();
+    });
+
+    // A share served in place.
+    let share = FolderStorage::new(dir.path().join("share"));
+    let in_place = LocalReadOnlyCache::new(
+        "share",
+        ReadOnly::new(FolderStorage::new(dir.path().join("share"))),
+    );
+    conformance::read_suite(&in_place, &|key, bytes| {
+        seed_into(&share, &scratch, key, bytes)
+    });
+    conformance::read_only_suite(&in_place);
+
+    // Read storages copied into the local cache.
+    let bucket = Arc::new(TemporaryStorage::new().unwrap());
+    let copying = CopyToLocalCache::new(
+        local(),
+        vec![
+            (
+                "empty".into(),
+                Arc::new(TemporaryStorage::new().unwrap()) as Arc<dyn ReadStorage>,
+            ),
+            ("bucket".into(), bucket.clone() as Arc<dyn ReadStorage>),
+        ],
+        ReadPolicy::First,
+    );
+    conformance::read_suite(&copying, &|key, bytes| {
+        seed_into(bucket.as_ref(), &scratch, key, bytes)
+    });
+    conformance::read_only_suite(&copying);
+
+    // One remote, written and read through.
+    let remote = Arc::new(TemporaryStorage::new().unwrap());
+    let synced = SynchronizedRemoteAndLocalCache::new(local(), "scratch", remote.clone());
+    conformance::write_suite(&synced);
+    conformance::read_suite(&synced, &|key, bytes| {
+        seed_into(remote.as_ref(), &scratch, key, bytes)
+    });
+    // Written through: the remote has it, and the first get is a local hit.
+    let input = scratch.join("through");
+    std::fs::write(&input, b"a,b\n1,2\n").unwrap();
+    czcache::Cache::put(
+        &synced,
+        "runs/1.csv",
+        &input,
+        czcache::caches::PutCondition::Always,
+    )
+    .unwrap();
+    assert_eq!(
+        remote.hash("runs/1.csv").unwrap(),
+        Some(Oid::of_bytes(b"a,b\n1,2\n"))
+    );
+}
+
+#[test]
+fn the_newest_policy_serves_the_newest_copy_and_first_the_first() {
+    use czcache::caches::{Cache, CopyToLocalCache};
+    use czcache::config::ReadPolicy;
+    use czcache::storage::TemporaryStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let old = Arc::new(TemporaryStorage::new().unwrap());
+    let new = Arc::new(TemporaryStorage::new().unwrap());
+    seed_into(old.as_ref(), dir.path(), "k.bin", b"old copy");
+    seed_into(new.as_ref(), dir.path(), "k.bin", b"new copy");
+    let storages = || {
+        vec![
+            ("old".to_string(), old.clone() as Arc<dyn ReadStorage>),
+            ("new".to_string(), new.clone() as Arc<dyn ReadStorage>),
+        ]
+    };
+    for (policy, expected, cache_dir) in [
+        (ReadPolicy::First, &b"old copy"[..], "first"),
+        (ReadPolicy::Newest, &b"new copy"[..], "newest"),
+    ] {
+        let local = LocalCache::open(&cache_config(
+            &dir.path().join(cache_dir),
+            1 << 30,
+            IndexKind::Csv,
+        ))
+        .unwrap();
+        let cache = CopyToLocalCache::new(local, storages(), policy);
+        assert_eq!(
+            std::fs::read(cache.get("k.bin").unwrap()).unwrap(),
+            expected,
+            "{policy:?}"
+        );
+    }
+}
+
+#[test]
+fn named_caches_come_from_configuration() {
     use czcache::config::{Config, Env};
+    use czcache::open_cache;
     let dir = tempfile::tempdir().unwrap();
     let team = dir.path().join("team");
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(share.join("refs")).unwrap();
+    std::fs::write(share.join("refs/genome.fa"), b">chr1").unwrap();
     std::fs::write(
         dir.path().join(".czcache.toml"),
         format!(
-            "[cache]\ndir = \"cache\"\n[remote]\ndefault = \"team\"\n[remotes.team]\nurl = \"{}\"\n[remotes.share]\nurl = \"{}\"\nread_only = true\n",
+            "[cache]\ndir = \"cache\"\ndefault = \"team\"\n\n[remotes.team]\nurl = \"{}\"\n\n[remotes.share]\nurl = \"{}\"\nread_only = true\n\n[caches.team]\nwrite = \"team\"\n\n[caches.refs]\nread = [\"share\"]\ncopy = false\n\n[caches.both]\nread = [\"share\", \"team\"]\npolicy = \"newest\"\n",
             team.display(),
-            team.display()
+            share.display()
         ),
     )
     .unwrap();
@@ -202,15 +287,83 @@ fn open_cache_builds_from_configuration() {
     env.vars
         .insert("HOME".into(), dir.path().join("home").display().to_string());
     let config = Config::load(Some(dir.path()), &env).unwrap();
-    let cache = open_cache(&config, None, dir.path(), &env).unwrap();
+    // The default cache writes through to the team folder.
+    let cache = open_cache(&config, &env, dir.path(), None).unwrap();
     let input = dir.path().join("x");
     std::fs::write(&input, b"x").unwrap();
-    cache.put("k", &input).unwrap();
+    cache
+        .put("k", &input, czcache::caches::PutCondition::Always)
+        .unwrap();
     assert!(team.join("k").is_file());
+    // The share is served in place: the path is the share's own file.
+    let refs = open_cache(&config, &env, dir.path(), Some("refs")).unwrap();
+    assert_eq!(
+        refs.get("refs/genome.fa").unwrap(),
+        share.join("refs/genome.fa")
+    );
+    // A chain of two reads either.
+    let both = open_cache(&config, &env, dir.path(), Some("both")).unwrap();
+    assert_eq!(std::fs::read(both.get("k").unwrap()).unwrap(), b"x");
     assert!(matches!(
-        open_cache(&config, Some("share"), dir.path(), &env),
-        Err(Error::ReadOnlyRemote { .. })
+        both.put("k", &input, czcache::caches::PutCondition::Always),
+        Err(Error::ReadOnlyCache { .. })
     ));
+    // `local` is built in; a name nobody configured is an error naming the known ones.
+    let local = open_cache(&config, &env, dir.path(), Some("local")).unwrap();
+    assert!(local.describe().contains("local cache"));
+    let unknown = open_cache(&config, &env, dir.path(), Some("nope"))
+        .err()
+        .unwrap();
+    assert!(
+        unknown
+            .to_string()
+            .contains("both, local, public, refs, team"),
+        "{unknown}"
+    );
+    // The built-in public cache needs a `public` remote, and says how to add one.
+    let public = open_cache(&config, &env, dir.path(), Some("public"))
+        .err()
+        .unwrap();
+    assert!(
+        public.to_string().contains("czc remote add public"),
+        "{public}"
+    );
+    let listed = czcache::caches::list(&config);
+    let kinds: Vec<(&str, &str, bool)> = listed
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind, c.default))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("both", "copy-to-local", false),
+            ("local", "local", false),
+            ("public", "unconfigured", false),
+            ("refs", "local-read-only", false),
+            ("team", "synchronized", true)
+        ]
+    );
+}
+
+#[test]
+fn bad_named_caches_are_refused_naming_the_setting() {
+    use czcache::config::{Config, Env};
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::default();
+    env.vars
+        .insert("HOME".into(), dir.path().join("home").display().to_string());
+    for (text, named) in [
+        ("[caches.x]\nread = [\"nope\"]\n", "caches.x"),
+        ("[caches.x]\npolicy = \"first\"\n", "caches.x"),
+        ("[cache]\ndefault = \"missing\"\n", "cache.default"),
+        ("[caches.x]\nread = []\nwrite = \"a\"\nbogus = 1\n", "bogus"),
+    ] {
+        std::fs::write(dir.path().join(".czcache.toml"), text).unwrap();
+        let err = Config::load(Some(dir.path()), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(named), "{text}: {err}");
+    }
 }
 
 #[test]

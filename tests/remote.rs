@@ -551,3 +551,116 @@ fn push_never_spreads_a_corrupt_cached_copy() {
         .join(&set_hex[2..])
         .exists());
 }
+
+#[test]
+fn named_caches_urls_and_user_remotes_work_from_the_command_line() {
+    let env = TestEnv::new();
+    // Outside any project's remotes: a remote in the user's config.
+    let store = env.dir.path().join("store");
+    env.czc()
+        .args(["remote", "add", "store", store.to_str().unwrap(), "--user"])
+        .assert()
+        .success();
+    let user_file = env.home.join(".config/czcache/config.toml");
+    assert!(fs::read_to_string(&user_file)
+        .unwrap()
+        .contains("[remotes.store]"));
+    assert!(
+        !env.path(".czcache.toml").exists(),
+        "the project file is untouched"
+    );
+    env.czc()
+        .args(["remote", "add", "rel", "relative/folder", "--user"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("absolute path"));
+    // A named cache that writes through to it, made the default.
+    fs::write(
+        &user_file,
+        format!(
+            "{}\n[cache]\ndefault = \"team\"\n\n[caches.team]\nwrite = \"store\"\n",
+            fs::read_to_string(&user_file).unwrap()
+        ),
+    )
+    .unwrap();
+    env.write("w.bin", "weights");
+    env.czc()
+        .args(["put", "--cache", "team", "models/w.bin", "w.bin"])
+        .assert()
+        .success();
+    assert_eq!(fs::read(store.join("models/w.bin")).unwrap(), b"weights");
+    // --cache with no name: the default.
+    let out = env
+        .czc()
+        .args(["get", "models/w.bin", "--cache"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        path.trim().ends_with("/w.bin"),
+        "keeps the key's name: {path}"
+    );
+    assert_eq!(fs::read(path.trim()).unwrap(), b"weights");
+    // The local cache alone keeps keys too.
+    env.czc()
+        .args([
+            "put",
+            "--cache",
+            "local",
+            "scratch/a.txt",
+            "w.bin",
+            "--if-absent",
+        ])
+        .assert()
+        .success();
+    env.czc()
+        .args([
+            "put",
+            "--cache",
+            "local",
+            "scratch/a.txt",
+            "w.bin",
+            "--if-absent",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("changed by someone else"));
+    env.czc()
+        .args(["rm", "--cache", "local", "scratch/a.txt"])
+        .assert()
+        .success();
+    env.czc()
+        .args(["get", "--cache", "local", "scratch/a.txt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("scratch/a.txt"));
+    // A plain URL, no remote needed: a folder here.
+    let share = env.dir.path().join("share/refs");
+    fs::create_dir_all(&share).unwrap();
+    fs::write(share.join("genome.fa"), ">chr1\n").unwrap();
+    let url = share.join("genome.fa");
+    let out = env
+        .czc()
+        .args(["get", url.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let copy = String::from_utf8(out.stdout).unwrap();
+    assert!(copy.trim().ends_with("genome.fa"));
+    assert_eq!(fs::read(copy.trim()).unwrap(), b">chr1\n");
+    // `cache list` names them all.
+    let listed = env.czc().args(["cache", "list"]).output().unwrap();
+    let text = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        text.contains("team\tsynchronized, read store, write store, default"),
+        "{text}"
+    );
+    assert!(text.contains("local\tlocal"), "{text}");
+    env.czc()
+        .args(["get", "--cache", "nope", "k"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no cache named 'nope'"));
+    env.czc().args(["get", "no-colon-here"]).assert().code(2);
+}

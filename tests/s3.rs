@@ -1001,3 +1001,40 @@ fn a_push_that_finds_an_old_object_there_restarts_its_grace_period() {
     let storage = signed(&server, "s3://team/czc");
     assert_eq!(storage.hash(&oid.object_key()).unwrap(), Some(oid));
 }
+
+#[test]
+fn the_cache_suites_pass_over_s3_and_a_plain_s3_url_needs_no_remote() {
+    use czcache::caches::{conformance, SynchronizedRemoteAndLocalCache};
+    use czcache::config::{CacheConfig, IndexKind, LinkKind};
+    let server = S3Server::start(&["team"]);
+    let dir = tempfile::tempdir().unwrap();
+    let local = czcache::LocalCache::open(&CacheConfig {
+        dir: dir.path().join("cache"),
+        size_limit: 1 << 30,
+        index: IndexKind::Sqlite,
+        link: vec![LinkKind::Copy],
+    })
+    .unwrap();
+    let bucket = std::sync::Arc::new(signed(&server, "s3://team/synced"));
+    let cache = SynchronizedRemoteAndLocalCache::new(local, "team", bucket.clone());
+    conformance::write_suite(&cache);
+    let scratch = tempfile::tempdir().unwrap();
+    conformance::read_suite(&cache, &|key, bytes| {
+        let file = scratch.path().join("seed");
+        fs::write(&file, bytes).unwrap();
+        bucket.put(key, &file).unwrap();
+    });
+    // `czc get s3://…` with nothing configured: AWS_* settings only.
+    let env = with_credentials(TestEnv::new(), &server)
+        .with_env("AWS_ENDPOINT", server.endpoint.clone())
+        .with_env("AWS_ALLOW_HTTP", "true");
+    let out = env
+        .czc()
+        .args(["get", "s3://team/synced/data/cells.h5ad"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert!(path.trim().ends_with("cells.h5ad"), "{path}");
+    assert_eq!(fs::read(path.trim()).unwrap(), b"second, longer version");
+}

@@ -12,7 +12,6 @@
 //! removed while another process may be materializing it.
 
 mod chain;
-mod synced;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -33,10 +32,12 @@ use crate::report::{Progress, Reporter, Silent};
 use crate::storage::ReadStorage;
 
 pub use chain::{NamedRemote, RemoteChain};
-pub use synced::{open_cache, Cache, SyncedCache};
 
 /// A source of "now" in milliseconds, replaceable so tests can order LRU use exactly.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Where objects are linked under the names of the keys they hold.
+const NAMED: &str = "named";
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the czc cache; backup tools may skip this folder.\n";
 
@@ -998,6 +999,7 @@ impl LocalCache {
             report.removed.push(entry.oid);
         }
         self.index.remove(&report.removed)?;
+        self.forget_named(&report.removed);
         report.size_after = size;
         if size <= target {
             report.unpushed_kept = 0;
@@ -1136,6 +1138,44 @@ impl LocalCache {
 
     /// Removes the given objects (for `czc gc --cache`). Needs the cache to itself, like
     /// eviction: while another process uses it, nothing is removed and this says so.
+    /// The object `oid` under the file name `name` (`named/<oid>/<name>`: a hard link,
+    /// else a symlink), for tools that go by a file's name or extension
+    /// (`anndata.read_h5ad`). Removed with the object.
+    pub fn named_path(&self, oid: &Oid, name: &str) -> Result<PathBuf> {
+        let valid = !name.is_empty() && name != "." && name != ".." && !name.contains('/');
+        let object = self.object_path(oid);
+        if !valid {
+            return Ok(object);
+        }
+        let dir = self.root.join(NAMED).join(oid.hex());
+        let named = dir.join(name);
+        // Still the object's own bytes (not a copy that was quarantined and fetched again).
+        let same_file = |a: &fs::Metadata, b: &fs::Metadata| {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        };
+        if let (Ok(link), Ok(own)) = (fs::metadata(&named), fs::metadata(&object)) {
+            if same_file(&link, &own) {
+                return Ok(named);
+            }
+        }
+        fs::create_dir_all(&dir).at(&dir)?;
+        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&temp);
+        fs::hard_link(&object, &temp)
+            .or_else(|_| std::os::unix::fs::symlink(&object, &temp))
+            .at(&temp)?;
+        fs::rename(&temp, &named).at(&named)?;
+        Ok(named)
+    }
+
+    /// Removes the named links of objects that are gone.
+    fn forget_named(&self, oids: &[Oid]) {
+        for oid in oids {
+            let _ = fs::remove_dir_all(self.root.join(NAMED).join(oid.hex()));
+        }
+    }
+
     pub fn remove_objects(&self, oids: &[Oid]) -> Result<u64> {
         if oids.is_empty() {
             return Ok(0);
@@ -1158,6 +1198,7 @@ impl LocalCache {
             }
         }
         self.index.remove(oids)?;
+        self.forget_named(oids);
         Ok(freed)
     }
 
@@ -1198,6 +1239,7 @@ impl LocalCache {
         for (_, path, _) in &objects {
             fs::remove_file(path).at(path)?;
         }
+        let _ = fs::remove_dir_all(self.root.join(NAMED));
         self.index.replace(&[])?;
         Ok(objects.len())
     }

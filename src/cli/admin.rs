@@ -70,6 +70,27 @@ pub fn cmd_cache(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
             }
             Ok(i32::from(!report.corrupt.is_empty()))
         }
+        CacheCommand::List => {
+            let listed = czcache::caches::list(&config);
+            if cli.json {
+                print::json_list("caches", &listed);
+                return Ok(0);
+            }
+            for cache in &listed {
+                let mut notes = vec![cache.kind.to_string()];
+                if !cache.read.is_empty() {
+                    notes.push(format!("read {}", cache.read.join(", ")));
+                }
+                if let Some(write) = &cache.write {
+                    notes.push(format!("write {write}"));
+                }
+                if cache.default {
+                    notes.push("default".into());
+                }
+                outln!("{}\t{}", cache.name, notes.join(", "));
+            }
+            Ok(0)
+        }
         CacheCommand::Clear => {
             let report = ops::cache::clear(&config)?;
             if cli.json {
@@ -135,8 +156,17 @@ fn size_flag(flag: &str, text: &str) -> Result<u64, Error> {
 }
 
 pub fn cmd_remote(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
+    use czcache::ops::remotes::{config_file, ConfigFile};
     let (dir, config) = load_config(cli)?;
     let root = workspace::find_root(&dir);
+    let env = czcache::config::Env::from_process();
+    let which = |user: bool| {
+        if user {
+            ConfigFile::User
+        } else {
+            ConfigFile::Project
+        }
+    };
     match command {
         RemoteCommand::Add {
             name,
@@ -146,7 +176,9 @@ pub fn cmd_remote(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
             anonymous,
             endpoint,
             region,
+            user,
         } => {
+            let file = config_file(which(*user), &root, &env)?;
             let entry = RemoteEntry {
                 url: url.clone(),
                 endpoint: endpoint.clone(),
@@ -155,7 +187,7 @@ pub fn cmd_remote(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                 read_only: *read_only,
                 ..RemoteEntry::default()
             };
-            let report = ops::remotes::add(&root, name, &entry, *default)?;
+            let report = ops::remotes::add(&file, which(*user), name, &entry, *default)?;
             if cli.json {
                 print::json(&report);
             } else if !cli.quiet {
@@ -172,8 +204,9 @@ pub fn cmd_remote(cli: &Cli, command: &RemoteCommand) -> Result<i32, Error> {
                 }
             }
         }
-        RemoteCommand::Remove { name } => {
-            let report = ops::remotes::remove(&root, &config, name)?;
+        RemoteCommand::Remove { name, user } => {
+            let file = config_file(which(*user), &root, &env)?;
+            let report = ops::remotes::remove(&file, &config, name)?;
             if cli.json {
                 print::json(&report);
             } else if !cli.quiet {

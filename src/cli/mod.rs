@@ -154,18 +154,20 @@ enum Command {
         after_help = "Example:\n  czc get store:models/bert.bin\n  python train.py --weights \"$(czc get store:models/bert.bin)\""
     )]
     Get {
-        /// `<remote>:<key>`
-        #[arg(value_parser = parse_remote_key)]
-        target: (String, String),
+        /// `<remote>:<key>`, a URL (`s3://bucket/path/file`, `https://…`, `/path/file`), or
+        /// with --cache a key of that cache.
+        target: String,
+        /// Read the key through this named cache (no name: cache.default, else `local`).
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+        cache: Option<String>,
     },
     /// Upload a file to a key of a remote, optionally conditionally.
     #[command(
         after_help = "Example:\n  czc put store:results/run1.csv out.csv --if-absent\n  czc put store:results/best.csv out.csv --if-match blake3:<the hash you last read>"
     )]
     Put {
-        /// `<remote>:<key>`
-        #[arg(value_parser = parse_remote_key)]
-        target: (String, String),
+        /// `<remote>:<key>`, a URL, or with --cache a key of that cache.
+        target: String,
         /// The file to upload.
         file: PathBuf,
         /// Only if the key does not exist yet.
@@ -177,15 +179,20 @@ enum Command {
         /// Only if FILE is newer than the stored copy.
         #[arg(long)]
         if_newer: bool,
+        /// Write the key through this named cache (no name: cache.default, else `local`).
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+        cache: Option<String>,
     },
     /// Delete a key of a remote.
     Rm {
-        /// `<remote>:<key>`
-        #[arg(value_parser = parse_remote_key)]
-        target: (String, String),
+        /// `<remote>:<key>`, a URL, or with --cache a key of that cache.
+        target: String,
         /// Only if the key still holds the bytes with this hash.
         #[arg(long, value_name = "HASH", value_parser = parse_oid)]
         if_match: Option<Oid>,
+        /// Delete the key from this named cache (no name: cache.default, else `local`).
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+        cache: Option<String>,
     },
     /// Serve a folder or a configured remote over HTTP, as a remote for other clones.
     #[command(
@@ -371,6 +378,9 @@ enum RemoteCommand {
         /// The S3 region (default us-east-1).
         #[arg(long)]
         region: Option<String>,
+        /// In your user config (every project, and outside any) instead of .czcache.toml.
+        #[arg(long)]
+        user: bool,
     },
     /// List the remotes.
     List,
@@ -378,6 +388,9 @@ enum RemoteCommand {
     Remove {
         /// The remote's name.
         name: String,
+        /// From your user config instead of .czcache.toml.
+        #[arg(long)]
+        user: bool,
     },
 }
 
@@ -448,6 +461,9 @@ enum CacheCommand {
     Verify,
     /// Remove every object.
     Clear,
+    /// The named caches (`[caches.<name>]` and the built-in `local` and `public`) for
+    /// `get`/`put`/`rm --cache`.
+    List,
 }
 
 /// Runs the CLI; returns the exit code.
@@ -598,19 +614,18 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         C::Smudge { path } => git::cmd_smudge(cli, path),
         C::Hook { hook } => git::cmd_hook(cli, hook),
         C::Serve(args) => admin::cmd_serve(cli, args),
-        C::Get {
-            target: (remote, key),
-        } => transfer::cmd_get(cli, remote, key),
+        C::Get { target, cache } => transfer::cmd_get(cli, target, cache.as_deref()),
         C::Put {
-            target: (remote, key),
+            target,
             file,
             if_absent,
             if_match,
             if_newer,
+            cache,
         } => transfer::cmd_put(
             cli,
-            remote,
-            key,
+            target,
+            cache.as_deref(),
             file,
             transfer::PutFlags {
                 if_absent: *if_absent,
@@ -619,19 +634,10 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             },
         ),
         C::Rm {
-            target: (remote, key),
+            target,
             if_match,
-        } => transfer::cmd_rm(cli, remote, key, *if_match),
-    }
-}
-
-/// `<remote>:<key>` as given on the command line.
-fn parse_remote_key(text: &str) -> Result<(String, String), String> {
-    match text.split_once(':') {
-        Some((remote, key)) if !remote.is_empty() && !key.is_empty() => {
-            Ok((remote.to_string(), key.to_string()))
-        }
-        _ => Err(format!("'{text}' is not <remote>:<key>")),
+            cache,
+        } => transfer::cmd_rm(cli, target, cache.as_deref(), *if_match),
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use czcache::caches::PutCondition;
 use czcache::oid::Oid;
 use czcache::ops;
-use czcache::remote::PutCondition;
+use czcache::ops::keys::KeyTarget;
 use czcache::Error;
 
 use super::print;
@@ -67,9 +68,14 @@ pub fn cmd_pull(
     Ok(i32::from(!report.complete()))
 }
 
-pub fn cmd_get(cli: &Cli, remote: &str, key: &str) -> Result<i32, Error> {
+/// `--cache` given without a name is `Some("")`: the default cache.
+fn key_target(target: &str, cache: Option<&str>) -> Result<KeyTarget, Error> {
+    KeyTarget::parse(target, cache.map(|name| (!name.is_empty()).then_some(name)))
+}
+
+pub fn cmd_get(cli: &Cli, target: &str, cache: Option<&str>) -> Result<i32, Error> {
     let ctx = context(cli, false)?;
-    let fetched = ops::keys::get(&ctx, remote, key)?;
+    let fetched = ops::keys::get(&ctx, &key_target(target, cache)?)?;
     if cli.json {
         print::json(&fetched);
     } else {
@@ -87,11 +93,12 @@ pub struct PutFlags {
 
 pub fn cmd_put(
     cli: &Cli,
-    remote: &str,
-    key: &str,
+    target: &str,
+    cache: Option<&str>,
     file: &Path,
     flags: PutFlags,
 ) -> Result<i32, Error> {
+    let key = key_target(target, cache)?;
     let ctx = context(cli, false)?;
     let condition = match flags {
         PutFlags {
@@ -105,15 +112,15 @@ pub fn cmd_put(
         _ => PutCondition::Always,
     };
     let path = cwd(cli)?.join(file);
-    let report = ops::keys::put(&ctx, remote, key, &path, condition)?;
+    let report = ops::keys::put(&ctx, &key, &path, condition)?;
     if cli.json {
         print::json(&report);
     } else if !cli.quiet {
         if report.written {
-            outln!("uploaded {} to {remote}:{key}", file.display());
+            outln!("uploaded {} to {target}", file.display());
         } else {
             outln!(
-                "{remote}:{key} is at least as new as {}; nothing written",
+                "{target} is at least as new as {}; nothing written",
                 file.display()
             );
         }
@@ -121,9 +128,14 @@ pub fn cmd_put(
     Ok(0)
 }
 
-pub fn cmd_rm(cli: &Cli, remote: &str, key: &str, if_match: Option<Oid>) -> Result<i32, Error> {
+pub fn cmd_rm(
+    cli: &Cli,
+    target: &str,
+    cache: Option<&str>,
+    if_match: Option<Oid>,
+) -> Result<i32, Error> {
     let ctx = context(cli, false)?;
-    let report = ops::keys::rm(&ctx, remote, key, if_match)?;
+    let report = ops::keys::rm(&ctx, &key_target(target, cache)?, if_match)?;
     if cli.json {
         print::json(&report);
     } else if !cli.quiet {

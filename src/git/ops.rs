@@ -377,7 +377,9 @@ pub fn gc_cache(
     dry_run: bool,
 ) -> Result<GcReport> {
     let cache = ws.cache();
-    let mut keep: HashSet<Oid> = remote::key_cache_oids(cache).into_iter().collect();
+    let mut keep: HashSet<Oid> = crate::caches::keys::key_cache_oids(cache)
+        .into_iter()
+        .collect();
     let mut repos = cache.known_repos();
     if !repos.iter().any(|r| r == ws.root()) {
         repos.push(ws.root().to_path_buf());

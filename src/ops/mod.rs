@@ -106,6 +106,11 @@ impl Context {
         self.workspace.display(path)
     }
 
+    /// The named cache `name` (else `cache.default`, else `local`) of the configuration.
+    pub fn cache(&self, name: Option<&str>) -> Result<Box<dyn crate::caches::Cache>> {
+        crate::caches::open_cache(&self.config, &self.env, self.root(), name)
+    }
+
     /// A path the user gave, relative to the folder the command runs in.
     pub fn resolve_path(&self, path: &Path) -> PathBuf {
         self.workspace.resolve_path(path)

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, RemoteEntry, PROJECT_FILE};
+use crate::config::{Config, ConfigError, Env, RemoteEntry, PROJECT_FILE};
 use crate::error::{Error, Result};
 
 /// A configured remote as `remote list` shows it.
@@ -42,19 +42,59 @@ pub struct AddReport {
     pub file: PathBuf,
 }
 
-/// Adds (or replaces) remote `name` in the project file at `root`, after checking its url
-/// and endpoint; `default` makes it where push writes.
-pub fn add(root: &Path, name: &str, entry: &RemoteEntry, default: bool) -> Result<AddReport> {
+/// Where `remote add` and `remote remove` edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// The project's `.czcache.toml` (committed: the team's remotes).
+    Project,
+    /// The user's `~/.config/czcache/config.toml` (every project, and outside any).
+    User,
+}
+
+/// The file `which` names for the project at `root`.
+pub fn config_file(which: ConfigFile, root: &Path, env: &Env) -> Result<PathBuf> {
+    match which {
+        ConfigFile::Project => Ok(root.join(PROJECT_FILE)),
+        ConfigFile::User => env
+            .user_config_path()
+            .ok_or(Error::Config(ConfigError::NoHome)),
+    }
+}
+
+/// Adds (or replaces) remote `name` in `file`, after checking its url and endpoint;
+/// `default` makes it where push writes. In the user file a folder must be absolute:
+/// there is no project for a relative one to be relative to.
+pub fn add(
+    file: &Path,
+    which: ConfigFile,
+    name: &str,
+    entry: &RemoteEntry,
+    default: bool,
+) -> Result<AddReport> {
     crate::storage::check_url(&entry.url)?;
     if let Some(endpoint) = &entry.endpoint {
         crate::storage::check_endpoint(endpoint)?;
     }
-    let file = root.join(PROJECT_FILE);
-    crate::config::add_remote(&file, name, entry, default)?;
+    if which == ConfigFile::User {
+        if let Some(folder) = crate::storage::folder_of(&entry.url, None)? {
+            if folder.is_relative() {
+                return Err(Error::Usage(format!(
+                    "'{}' is relative; a remote in the user config needs an absolute path",
+                    entry.url
+                )));
+            }
+        }
+    }
+    let dir = crate::fsutil::parent_dir(file);
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.into(),
+        source,
+    })?;
+    crate::config::add_remote(file, name, entry, default)?;
     Ok(AddReport {
         added: name.into(),
         url: entry.url.clone(),
-        file,
+        file: file.into(),
     })
 }
 
@@ -65,9 +105,9 @@ pub struct RemoveReport {
 }
 
 /// Removes remote `name` (and its mentions in `remote.default` and `remote.read`) from
-/// the project file at `root`.
-pub fn remove(root: &Path, config: &Config, name: &str) -> Result<RemoveReport> {
-    if !crate::config::remove_remote(&root.join(PROJECT_FILE), name)? {
+/// `file`.
+pub fn remove(file: &Path, config: &Config, name: &str) -> Result<RemoveReport> {
+    if !crate::config::remove_remote(file, name)? {
         return Err(Error::UnknownRemote {
             name: name.into(),
             known: config

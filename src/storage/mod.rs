@@ -399,62 +399,56 @@ impl OpenedStorage {
 
 /// Opens the storage a remote's `url` names: the one place that maps URLs to backends.
 /// `/path`, `file:///path` and relative paths (to `options.base_dir`) are folders.
-pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage, StorageError> {
+/// The folder a url names (a path, relative to `base_dir`, or `file:///path`); `None`
+/// for a network url (`s3://`, `http(s)://`).
+pub fn folder_of(url: &str, base_dir: Option<&Path>) -> Result<Option<PathBuf>, StorageError> {
     let bad = |reason: String| StorageError::BadUrl {
         url: url.into(),
         reason,
     };
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let folder = match scheme {
-        "file" => {
-            if !rest.starts_with('/') {
-                return Err(bad(
-                    "a file:// url needs an absolute path (file:///path)".into()
-                ));
-            }
-            PathBuf::from(rest)
-        }
-        "" if url.is_empty() => return Err(bad("empty".into())),
+    match scheme {
+        "file" if !rest.starts_with('/') => Err(bad(
+            "a file:// url needs an absolute path (file:///path)".into(),
+        )),
+        "file" => Ok(Some(PathBuf::from(rest))),
+        "" if url.is_empty() => Err(bad("empty".into())),
         "" => {
             check_url(url)?;
             let path = PathBuf::from(url);
-            match (&options.base_dir, path.is_relative()) {
+            Ok(Some(match (base_dir, path.is_relative()) {
                 (Some(base), true) => base.join(path),
                 _ => path,
-            }
+            }))
         }
-        "http" | "https" => {
-            let mut storage =
-                HttpStorage::with_timeouts(url, options.token.clone(), options.timeouts)?;
-            if let Some(var) = &options.token_var {
-                storage.set_token_var(var);
-            }
-            return Ok(if options.read_only {
-                OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
-            } else {
-                OpenedStorage::ReadWrite(Arc::new(storage))
-            });
-        }
-        "s3" => {
-            let storage = S3Storage::new(url, options)?;
-            return Ok(if options.read_only {
-                OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
-            } else {
-                OpenedStorage::ReadWrite(Arc::new(storage))
-            });
-        }
-        other => {
-            return Err(bad(format!(
-                "unknown scheme '{other}' (use a path, file://, s3:// or http(s)://)"
-            )))
-        }
-    };
-    let storage = FolderStorage::new(folder);
-    Ok(if options.read_only {
+        "http" | "https" | "s3" => Ok(None),
+        other => Err(bad(format!(
+            "unknown scheme '{other}' (use a path, file://, s3:// or http(s)://)"
+        ))),
+    }
+}
+
+pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage, StorageError> {
+    if let Some(folder) = folder_of(url, options.base_dir.as_deref())? {
+        return Ok(opened(FolderStorage::new(folder), options.read_only));
+    }
+    if url.starts_with("s3://") {
+        return Ok(opened(S3Storage::new(url, options)?, options.read_only));
+    }
+    let mut storage = HttpStorage::with_timeouts(url, options.token.clone(), options.timeouts)?;
+    if let Some(var) = &options.token_var {
+        storage.set_token_var(var);
+    }
+    Ok(opened(storage, options.read_only))
+}
+
+/// A storage as opened: behind [`ReadOnly`] when it must not be written.
+fn opened<S: WriteStorage + 'static>(storage: S, read_only: bool) -> OpenedStorage {
+    if read_only {
         OpenedStorage::ReadOnly(Arc::new(ReadOnly::new(storage)))
     } else {
         OpenedStorage::ReadWrite(Arc::new(storage))
-    })
+    }
 }
 
 /// Runs `operation`, retrying transient failures (timeouts, resets) with backoff. An
@@ -511,8 +505,13 @@ pub(crate) fn check_object_bytes(key: &str, found: &Oid, src: &Path) -> std::io:
 
 /// Checks that a key is a relative `/`-separated path that stays inside the storage.
 pub fn check_key(storage: &dyn ReadStorage, key: &str) -> Result<(), StorageError> {
+    check_key_of(&storage.describe(), key)
+}
+
+/// [`check_key`] for a key of whatever `described` names (a cache, a storage).
+pub fn check_key_of(described: &str, key: &str) -> Result<(), StorageError> {
     let bad = |reason| StorageError::BadKey {
-        storage: storage.describe(),
+        storage: described.into(),
         key: key.into(),
         reason,
     };
