@@ -11,14 +11,14 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::cache::{LocalCache, RemoteChain, Staged};
-use crate::config::{self, Config, Env, LinkKind};
+use crate::config::{self, Config, LinkKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::now_ns;
 use crate::fsutil::{self, is_executable_mode};
 use crate::marker::{self, Manifest, ManifestEntry, Marker, MarkerError, MarkerKind};
 use crate::oid::{self, Oid};
-use crate::remote::{self, Remotes, TransferReport, DEFAULT_TRANSFER_JOBS};
-use crate::report::{CurrentTask, Reporter};
+use crate::remote::TransferReport;
+use crate::report::{Progress, Reporter};
 use crate::statcache::StatCache;
 
 /// What `save` did for one path.
@@ -127,11 +127,53 @@ pub enum Target {
     },
 }
 
+/// Where the project tree gets the objects its cache lacks: the caller's remotes (the
+/// ops layer's read chain), or nowhere.
+pub trait ObjectSource: Send + Sync {
+    /// Nowhere to fetch from.
+    fn is_empty(&self) -> bool;
+    /// Fetches one object into `cache`; `size`, when a marker gives it, bounds what may
+    /// be sent.
+    fn fetch_one(
+        &self,
+        cache: &LocalCache,
+        oid: &Oid,
+        size: Option<u64>,
+        for_path: &Path,
+    ) -> Result<()>;
+    /// Fetches many at once, each bounded by its size in `sizes`.
+    fn fetch_many(
+        &self,
+        cache: &LocalCache,
+        wanted: &[(Oid, PathBuf)],
+        sizes: &std::collections::HashMap<Oid, u64>,
+    ) -> Result<TransferReport>;
+}
+
+/// No remotes: a miss stays a miss.
+pub struct NoSource;
+
+impl ObjectSource for NoSource {
+    fn is_empty(&self) -> bool {
+        true
+    }
+    fn fetch_one(&self, _: &LocalCache, _: &Oid, _: Option<u64>, _: &Path) -> Result<()> {
+        Ok(())
+    }
+    fn fetch_many(
+        &self,
+        _: &LocalCache,
+        _: &[(Oid, PathBuf)],
+        _: &std::collections::HashMap<Oid, u64>,
+    ) -> Result<TransferReport> {
+        Ok(TransferReport::default())
+    }
+}
+
 /// A project folder plus the local cache it uses.
 pub struct Workspace {
-    remotes: Remotes,
-    chain: std::sync::OnceLock<RemoteChain>,
-    jobs: usize,
+    /// Where objects the cache lacks come from (the caller's remotes; none by default).
+    source: Arc<dyn ObjectSource>,
     root: PathBuf,
     cwd: PathBuf,
     cache: LocalCache,
@@ -139,9 +181,6 @@ pub struct Workspace {
     stats_cell: std::sync::OnceLock<StatCache>,
     stats_path: PathBuf,
     force: bool,
-    reporter: Arc<dyn Reporter>,
-    /// The task the cache's byte counts go to (saving, checking out, pushing…).
-    current: Arc<CurrentTask>,
     /// `.git/czc-tmp` when the project is a git repository.
     scratch_parent: Option<PathBuf>,
     scratch: std::sync::Mutex<Option<fsutil::PrivateDir>>,
@@ -177,7 +216,7 @@ pub fn init(root: &Path) -> Result<bool> {
 
 impl Workspace {
     /// Opens the workspace around `cwd` with the cache its configuration names.
-    pub fn open(cwd: &Path, config: &Config, env: &Env) -> Result<Workspace> {
+    pub fn open(cwd: &Path, config: &Config) -> Result<Workspace> {
         let cwd = absolute(cwd)?;
         let root = find_root(&cwd);
         let mut cache = LocalCache::open(&config.cache)?;
@@ -192,12 +231,7 @@ impl Workspace {
             // Best effort: a read-only cache folder must not stop the command.
             let _ = cache.register_repo(&root);
         }
-        let remotes = Remotes::from_config(config, &root, env);
         cache.set_project(&root);
-        let reporter = crate::report::process_reporter();
-        let current = Arc::new(CurrentTask::default());
-        cache.set_progress(current.clone());
-        cache.set_reporter(reporter.clone());
         let git_dir = root.join(".git");
         let scratch_parent = git_dir.is_dir().then(|| git_dir.join(SCRATCH_FOLDER));
         if let Some(parent) = &scratch_parent {
@@ -205,9 +239,7 @@ impl Workspace {
             fsutil::sweep_dead_private_dirs(parent);
         }
         Ok(Workspace {
-            remotes,
-            chain: std::sync::OnceLock::new(),
-            jobs: DEFAULT_TRANSFER_JOBS,
+            source: Arc::new(NoSource),
             root,
             cwd,
             cache,
@@ -215,8 +247,6 @@ impl Workspace {
             stats_cell: std::sync::OnceLock::new(),
             stats_path,
             force: false,
-            reporter,
-            current,
             scratch_parent,
             scratch: std::sync::Mutex::new(None),
         })
@@ -250,37 +280,25 @@ impl Workspace {
         dir.to_path_buf()
     }
 
-    /// How many transfers run at once in push, fetch and fetch-through.
-    pub fn with_jobs(mut self, jobs: usize) -> Workspace {
-        self.jobs = jobs.max(1);
+    /// Fetches what the cache lacks from `source` (the caller's remotes).
+    pub fn with_source(mut self, source: Arc<dyn ObjectSource>) -> Workspace {
+        self.source = source;
         self
     }
 
-    /// Whether any remote is configured to read from.
-    pub fn has_remotes(&self) -> bool {
-        !self.chain().is_empty()
-    }
-
-    /// The configured remotes.
-    pub fn remotes(&self) -> &Remotes {
-        &self.remotes
-    }
-
-    /// The read chain, opened once.
-    fn chain(&self) -> &RemoteChain {
-        self.chain.get_or_init(|| self.remotes.chain())
+    /// Whether there is anywhere to fetch missing objects from.
+    pub fn has_source(&self) -> bool {
+        !self.source.is_empty()
     }
 
     /// Makes sure an object is in the cache, fetching it through the remote chain. With
     /// no remotes configured the caller reports the miss.
     /// `size`, when a marker or manifest gives it, bounds what a remote may send.
     pub(crate) fn ensure(&self, oid: &Oid, size: Option<u64>, for_path: &Path) -> Result<()> {
-        if self.cache.contains(oid) || self.chain().is_empty() {
+        if self.cache.contains(oid) || self.source.is_empty() {
             return Ok(());
         }
-        self.chain()
-            .fetch_sized(&self.cache, oid, size, for_path)
-            .map(|_| ())
+        self.source.fetch_one(&self.cache, oid, size, for_path)
     }
 
     /// Fetches every missing object of a list in one parallel batch; returns the oids
@@ -295,10 +313,10 @@ impl Workspace {
             .filter(|(oid, _)| !self.cache.contains(oid))
             .cloned()
             .collect();
-        if missing.is_empty() || self.chain().is_empty() {
+        if missing.is_empty() || self.source.is_empty() {
             return Ok((HashSet::new(), Vec::new()));
         }
-        let report = remote::fetch(&self.cache, self.chain(), &missing, sizes, self.jobs)?;
+        let report = self.source.fetch_many(&self.cache, &missing, sizes)?;
         let failed = report
             .failures
             .iter()
@@ -316,22 +334,21 @@ impl Workspace {
         self
     }
 
-    /// Sends progress and warnings to `reporter` (default: the process's reporter).
-    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Workspace {
-        self.cache.set_reporter(reporter.clone());
-        self.reporter = reporter;
+    /// Sends warnings to `reporter` and counts work and progress to `progress` (the
+    /// caller's current task); by default the process's reporter and nothing.
+    pub fn with_reporter(
+        mut self,
+        reporter: Arc<dyn Reporter>,
+        progress: Arc<dyn Progress>,
+    ) -> Workspace {
+        self.cache.set_reporter(reporter);
+        self.cache.set_progress(progress);
         self
     }
 
-    /// Ends the task in progress (its bar goes away before results are printed).
-    pub fn end_progress(&self) {
-        self.current.end();
-    }
-
-    /// Adds work to the task `title` (starting it if another task is running).
-    fn progress_start(&self, title: &'static str, files: u64, bytes: u64) {
-        self.current
-            .work(self.reporter.as_ref(), title, files, bytes);
+    /// Tells the caller's task that more work became known.
+    fn add_work(&self, files: u64, bytes: u64) {
+        self.cache.progress().add_work(files, bytes);
     }
 
     pub fn root(&self) -> &Path {
@@ -377,7 +394,6 @@ impl Workspace {
 
     /// Writes the stat cache; call once at the end of a command.
     pub fn finish(&self) {
-        self.current.end();
         self.stats().save();
     }
 
@@ -449,7 +465,7 @@ impl Workspace {
                 return Ok(Marker::file(oid, meta.len()));
             }
         }
-        self.progress_start("saving", 1, meta.len());
+        self.add_work(1, meta.len());
         let started = now_ns();
         let admitted = self.cache.admit_file(data)?;
         self.cache.report_files(1);
@@ -461,7 +477,7 @@ impl Workspace {
         let files = list_folder(dir)?;
         let total: u64 = files.iter().map(|(_, _, meta)| meta.len()).sum();
         self.cache.check_fits(dir, total)?;
-        self.progress_start("saving", files.len() as u64, total);
+        self.add_work(files.len() as u64, total);
         let staged: Vec<(ManifestEntry, Option<Staged>)> = files
             .par_iter()
             .map(|(rel, path, meta)| {
@@ -813,7 +829,7 @@ impl Workspace {
                     self.ensure(&marker.oid, Some(marker.size), marker_path)?;
                 }
                 self.check_object_size(marker_path, &marker)?;
-                self.progress_start("checking out", 1, marker.size);
+                self.add_work(1, marker.size);
                 let outcome = self.place(&marker.oid, &data, false)?;
                 self.cache.report_files(1);
                 used.push(marker.oid);
@@ -848,11 +864,7 @@ impl Workspace {
         let sizes = manifest.files.iter().map(|e| (e.oid, e.size)).collect();
         let (unavailable, errors) = self.ensure_many(&wanted, &sizes)?;
         report.failures.extend(errors);
-        self.progress_start(
-            "checking out",
-            manifest.files.len() as u64,
-            manifest.total_size(),
-        );
+        self.add_work(manifest.files.len() as u64, manifest.total_size());
         self.create_folders(base, manifest)?;
         let outcomes: Vec<Option<Result<Option<LinkKind>>>> = manifest
             .files
@@ -961,12 +973,12 @@ impl Workspace {
         read: impl Fn() -> Result<T>,
     ) -> Result<T> {
         match read() {
-            Err(Error::Corrupt { quarantine, .. }) if !self.chain().is_empty() => {
-                self.reporter.warn(&format!(
+            Err(Error::Corrupt { quarantine, .. }) if !self.source.is_empty() => {
+                self.cache.warn(&format!(
                     "the cached copy of {oid} was corrupt (moved to {}); fetching it again",
                     quarantine.display()
                 ));
-                self.chain().fetch(&self.cache, oid, for_path)?;
+                self.source.fetch_one(&self.cache, oid, None, for_path)?;
                 read()
             }
             other => other,
@@ -1160,7 +1172,7 @@ impl Workspace {
             MarkerKind::Dir { files } if !self.cache.contains(&marker.oid) => {
                 // The manifest was evicted: a remote may give it back, or the folder on
                 // disk may be exactly what the marker names.
-                let fetched = self.has_remotes()
+                let fetched = self.has_source()
                     && self.ensure(&marker.oid, None, marker_path).is_ok()
                     && self.cache.contains(&marker.oid);
                 if !fetched {
@@ -1264,13 +1276,8 @@ impl Workspace {
     pub fn mark_not_pushed(
         &self,
         statuses: &mut [MarkerStatus],
-        remote: Option<&str>,
+        storage: &dyn crate::storage::ReadStorage,
     ) -> Result<()> {
-        let name = remote
-            .map(str::to_owned)
-            .or_else(|| self.remotes.default_name())
-            .ok_or(Error::NoDefaultRemote)?;
-        let storage = self.remotes.open(&name)?.reader();
         let mut wanted: Vec<Vec<Oid>> = Vec::with_capacity(statuses.len());
         for status in statuses.iter() {
             let mut oids = vec![status.oid];
@@ -1407,83 +1414,6 @@ impl Workspace {
             fetched,
             sizes,
         }
-    }
-
-    /// Uploads the objects the markers under `paths` reference (or, with `all`, every
-    /// cached object) that the remote lacks.
-    pub fn push(
-        &self,
-        paths: &[PathBuf],
-        remote: Option<&str>,
-        all: bool,
-    ) -> Result<TransferReport> {
-        let (oids, errors) = if all {
-            let oids = self
-                .cache
-                .oids()?
-                .into_iter()
-                .map(|oid| (oid, self.cache.root().to_path_buf()))
-                .collect();
-            (oids, Vec::new())
-        } else {
-            // A folder whose manifest was evicted: fetched back (or rebuilt from the
-            // folder), so its files are checked against the remote too.
-            let referenced = self.referenced(paths, Some(self.chain()))?;
-            (referenced.oids, referenced.errors)
-        };
-        self.push_objects(oids, errors, remote)
-    }
-
-    /// Uploads the listed objects the remote lacks; `errors` (markers that could not be
-    /// read) count as failures of the push.
-    pub fn push_objects(
-        &self,
-        oids: Vec<(Oid, PathBuf)>,
-        errors: Vec<Error>,
-        remote: Option<&str>,
-    ) -> Result<TransferReport> {
-        let (name, storage) = self.remotes.writer(remote)?;
-        // The push adds its work once it knows what the remote lacks.
-        self.progress_start("pushing", 0, 0);
-        let pushed = remote::push(&self.cache, &name, storage.as_ref(), &oids, self.jobs);
-        self.current.end();
-        let mut report = pushed?;
-        report.failed += errors.len();
-        report.failures.splice(0..0, errors);
-        Ok(report)
-    }
-
-    /// Downloads into the cache what the markers under `paths` reference.
-    pub fn fetch(&self, paths: &[PathBuf], remote: Option<&str>) -> Result<TransferReport> {
-        let chain = self.remotes.chain_or_one(remote)?;
-        let referenced = self.referenced(paths, Some(&chain))?;
-        self.fetch_referenced(&chain, referenced)
-    }
-
-    /// Downloads what [`Workspace::referenced`] or [`Workspace::expand_markers`] listed.
-    pub fn fetch_referenced(
-        &self,
-        chain: &RemoteChain,
-        referenced: Referenced,
-    ) -> Result<TransferReport> {
-        // The fetch adds its work once it knows what the cache lacks.
-        self.progress_start("fetching", 0, 0);
-        let fetched = remote::fetch(
-            &self.cache,
-            chain,
-            &referenced.oids,
-            &referenced.sizes,
-            self.jobs,
-        );
-        self.current.end();
-        let mut report = fetched?;
-        // Manifests fetched while reading the markers count as fetched, not as there.
-        report.transferred += referenced.fetched.len();
-        report.already -= referenced.fetched.len().min(report.already);
-        report.bytes += referenced.fetched.iter().map(|a| a.size).sum::<u64>();
-        report.failed += referenced.errors.len();
-        report.failures.splice(0..0, referenced.errors);
-        Ok(report)
     }
 
     // ---- open, cat, unprotect ----

@@ -434,7 +434,7 @@ impl Recorder {
 #[test]
 fn progress_reaches_the_front_ends_reporter_in_files_and_bytes() {
     use czcache::config::{Config, Env};
-    use czcache::workspace::Workspace;
+    use czcache::ops::{self, Context, Options};
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("project");
     let remote = dir.path().join("remote");
@@ -466,20 +466,26 @@ fn progress_reaches_the_front_ends_reporter_in_files_and_bytes() {
     };
     let config = Config::load(Some(&project), &env).unwrap();
     let recorder = Arc::new(Recorder::default());
-    let workspace = Workspace::open(&project, &config, &env)
-        .unwrap()
-        .with_reporter(recorder.clone());
-    let saved = workspace.save(&[project.join("data")]);
-    assert!(saved.iter().all(|(_, result)| result.is_ok()));
-    assert_eq!(recorder.totals("saving"), (5, 5, total, total, 0));
-    let pushed = workspace.push(&[], None, false).unwrap();
+    let ctx = Context::open_with(
+        &project,
+        config,
+        env,
+        Options {
+            reporter: Some(recorder.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let saved = ops::save::save(&ctx, &[project.join("data")]);
+    assert!(saved.errors.is_empty(), "{:?}", saved.errors);
+    // The task ended with the save: its bar is gone before the results print.
+    assert_eq!(recorder.totals("saving"), (5, 5, total, total, 1));
+    let pushed = ops::transfer::push(&ctx, &[], None, false).unwrap();
     assert_eq!(pushed.transferred, 6, "five files and the manifest");
     let (files_done, files_total, bytes_done, bytes_total, finished) = recorder.totals("pushing");
     assert_eq!((files_done, files_total, finished), (6, 6, 1));
     assert_eq!(bytes_done, bytes_total);
     assert!(bytes_total > total, "the files and the manifest");
-    // The saving task ended when pushing began.
-    assert_eq!(recorder.totals("saving").4, 1);
-    workspace.finish();
+    drop(ctx);
     assert!(recorder.warnings.lock().unwrap().is_empty());
 }

@@ -87,7 +87,7 @@ pub fn cmd_track(cli: &Cli, patterns: &[String], tracking: bool) -> Result<i32, 
 
 pub fn cmd_ls(cli: &Cli, rev: Option<&str>) -> Result<i32, Error> {
     let ctx = context(cli, false)?;
-    let listed = czcache::git::ops::ls(ctx.workspace(), rev)?;
+    let listed = ops::ls::ls(&ctx, rev)?;
     if cli.json {
         print::json_list("markers", &listed);
         return Ok(0);
@@ -216,9 +216,8 @@ pub fn cmd_smudge(cli: &Cli, path: &Path) -> Result<i32, Error> {
 
 pub fn cmd_hook(cli: &Cli, hook: &HookCommand) -> Result<i32, Error> {
     let ctx = context(cli, false)?;
-    let ws = ctx.workspace();
     match hook {
-        HookCommand::PrePush { remote, .. } => pre_push(cli, ws, remote),
+        HookCommand::PrePush { remote, .. } => pre_push(cli, &ctx, remote),
         HookCommand::PostCheckout {
             previous,
             new,
@@ -227,14 +226,11 @@ pub fn cmd_hook(cli: &Cli, hook: &HookCommand) -> Result<i32, Error> {
             if branch_flag != "1" {
                 return Ok(0); // a file checkout: git restored exactly what was asked
             }
-            let (fetched, report) = czcache::git::ops::checkout_changed(ws, Some(previous), new)?;
-            ws.end_progress();
+            let (fetched, report) = ops::hooks::checkout_changed(&ctx, Some(previous), new)?;
             Ok(print_hook_checkout(cli, &fetched, &report))
         }
         HookCommand::PostMerge { .. } => {
-            let (fetched, report) =
-                czcache::git::ops::checkout_changed(ws, Some("ORIG_HEAD"), "HEAD")?;
-            ws.end_progress();
+            let (fetched, report) = ops::hooks::checkout_changed(&ctx, Some("ORIG_HEAD"), "HEAD")?;
             Ok(print_hook_checkout(cli, &fetched, &report))
         }
     }
@@ -242,13 +238,13 @@ pub fn cmd_hook(cli: &Cli, hook: &HookCommand) -> Result<i32, Error> {
 
 const PUSH_STOPPED: &str = "czc: the git push was stopped because its data could not be pushed";
 
-fn pre_push(cli: &Cli, ws: &workspace::Workspace, remote: &str) -> Result<i32, Error> {
+fn pre_push(cli: &Cli, ctx: &ops::Context, remote: &str) -> Result<i32, Error> {
     let mut lines = String::new();
     io::Read::read_to_string(&mut io::stdin(), &mut lines).map_err(|source| Error::Io {
         path: "stdin".into(),
         source,
     })?;
-    let report = match czcache::git::ops::pre_push(ws, remote, &lines) {
+    let report = match ops::hooks::pre_push(ctx, remote, &lines) {
         Ok(report) => report,
         Err(err) => {
             print::report(&err);

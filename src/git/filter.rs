@@ -342,7 +342,7 @@ impl Session<'_> {
         match classify(&head, path) {
             Ok(Pointer::Marker(marker)) if !skip_smudge() => {
                 let cached = self.ws.cache().contains(&marker.oid);
-                if !cached && can_delay && self.ws.has_remotes() {
+                if !cached && can_delay && self.ws.has_source() {
                     self.delayed.insert(path.to_path_buf(), marker);
                     writer.list(&["status=delayed"])?;
                     return Ok(());

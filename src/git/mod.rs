@@ -4,7 +4,6 @@
 pub mod filter;
 pub mod history;
 pub mod install;
-pub mod ops;
 pub mod pktline;
 
 pub use history::{FoundMarker, History, Selection};

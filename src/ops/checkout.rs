@@ -10,9 +10,8 @@ use crate::workspace::CheckoutReport;
 /// Places read-only copies of what the markers under `paths` (all, if empty) name,
 /// fetching what the cache lacks through the remotes.
 pub fn checkout(ctx: &Context, paths: &[PathBuf]) -> Result<CheckoutReport> {
-    let report = ctx.workspace.checkout(paths);
-    ctx.workspace.end_progress();
-    report
+    let _task = ctx.task("checking out");
+    ctx.workspace.checkout(paths)
 }
 
 /// Where `open` found a read-only copy.
@@ -33,9 +32,8 @@ pub fn open(ctx: &Context, target: &str) -> Result<OpenReport> {
 /// Places a copy of what `target` names at `dest`.
 pub fn open_to(ctx: &Context, target: &str, dest: &Path) -> Result<CheckoutReport> {
     let target = ctx.workspace.target(target)?;
-    let report = ctx.workspace.open_to(&target, dest);
-    ctx.workspace.end_progress();
-    report
+    let _task = ctx.task("checking out");
+    ctx.workspace.open_to(&target, dest)
 }
 
 /// Writes the bytes `target` names to `out`; returns how many.

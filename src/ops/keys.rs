@@ -109,7 +109,7 @@ pub fn get(ctx: &Context, target: &KeyTarget) -> Result<GetReport> {
     let cache = ctx.workspace.cache();
     match target {
         KeyTarget::Remote { remote, key } => {
-            let storage = ctx.workspace.remotes().open(remote)?.reader();
+            let storage = ctx.remotes().open(remote)?.reader();
             Ok(keys::get_key(cache, remote, storage.as_ref(), key)?.into())
         }
         KeyTarget::Url(url) => {
@@ -117,7 +117,7 @@ pub fn get(ctx: &Context, target: &KeyTarget) -> Result<GetReport> {
             Ok(keys::get_key(cache, &name, opened.reader().as_ref(), &key)?.into())
         }
         KeyTarget::Cache { cache: name, key } => {
-            let named = ctx.cache(name.as_deref())?;
+            let named = ctx.named_cache(name.as_deref())?;
             Ok(GetReport {
                 path: named.get(key)?,
                 oid: None,
@@ -144,11 +144,13 @@ pub fn put(
 ) -> Result<PutReport> {
     let (name, key, storage) = match target {
         KeyTarget::Cache { cache: name, key } => {
-            let written = ctx.cache(name.as_deref())?.put(key, file, condition)?;
+            let written = ctx
+                .named_cache(name.as_deref())?
+                .put(key, file, condition)?;
             return Ok(PutReport { written });
         }
         KeyTarget::Remote { remote, key } => {
-            let (_, storage) = ctx.workspace.remotes().writer(Some(remote))?;
+            let (_, storage) = ctx.remotes().writer(Some(remote))?;
             (remote.clone(), key.clone(), storage)
         }
         KeyTarget::Url(url) => {
@@ -180,11 +182,11 @@ pub struct RemoveReport {
 pub fn rm(ctx: &Context, target: &KeyTarget, if_match: Option<Oid>) -> Result<RemoveReport> {
     let (removed, shown) = match target {
         KeyTarget::Cache { cache: name, key } => (
-            ctx.cache(name.as_deref())?.delete(key, if_match)?,
+            ctx.named_cache(name.as_deref())?.delete(key, if_match)?,
             key.clone(),
         ),
         KeyTarget::Remote { remote, key } => {
-            let (_, storage) = ctx.workspace.remotes().writer(Some(remote))?;
+            let (_, storage) = ctx.remotes().writer(Some(remote))?;
             let removed = keys::remove_key(
                 ctx.workspace.cache(),
                 remote,

@@ -18,12 +18,12 @@ pub struct SaveReport {
 /// not stop the others.
 pub fn save(ctx: &Context, paths: &[PathBuf]) -> SaveReport {
     let mut report = SaveReport::default();
+    let _task = ctx.task("saving");
     for (_, result) in ctx.workspace.save(paths) {
         match result {
             Ok(saved) => report.saved.push(saved),
             Err(err) => report.errors.push(err),
         }
     }
-    ctx.workspace.end_progress();
     report
 }

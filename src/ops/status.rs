@@ -38,11 +38,17 @@ pub fn status(ctx: &Context, paths: &[PathBuf], remote: &RemoteCheck) -> Result<
     let (mut files, errors) = ctx.workspace.status(paths)?;
     let name = match remote {
         RemoteCheck::None => None,
-        RemoteCheck::Default => Some(None),
-        RemoteCheck::Named(name) => Some(Some(name.as_str())),
+        RemoteCheck::Default => Some(
+            ctx.remotes()
+                .default_name()
+                .ok_or(crate::error::Error::NoDefaultRemote)?,
+        ),
+        RemoteCheck::Named(name) => Some(name.clone()),
     };
     if let Some(name) = name {
-        ctx.workspace.mark_not_pushed(&mut files, name)?;
+        let storage = ctx.remotes().open(&name)?.reader();
+        ctx.workspace
+            .mark_not_pushed(&mut files, storage.as_ref())?;
     }
     Ok(StatusReport { files, errors })
 }
