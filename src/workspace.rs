@@ -991,7 +991,13 @@ impl Workspace {
     /// as errors beside the others.
     /// With no paths, the files git filters through czc (`czc track`) at HEAD are
     /// included too.
-    pub fn status(&self, paths: &[PathBuf]) -> Result<(Vec<MarkerStatus>, Vec<Error>)> {
+    /// `filtered`: the markers git stores for files it filters through czc (with their
+    /// data paths, staged ones first), shown too when `paths` is empty.
+    pub fn status(
+        &self,
+        paths: &[PathBuf],
+        filtered: Vec<(Marker, PathBuf)>,
+    ) -> Result<(Vec<MarkerStatus>, Vec<Error>)> {
         let markers = self.find_markers(paths)?;
         let mut statuses = Vec::new();
         let mut errors = Vec::new();
@@ -1003,7 +1009,7 @@ impl Workspace {
         }
         if paths.is_empty() {
             let mut shown = HashSet::new();
-            for (marker, data) in self.filtered_markers() {
+            for (marker, data) in filtered {
                 // One line per file: its staged marker when the index has one.
                 if !shown.insert(data.clone()) {
                     continue;
@@ -1016,38 +1022,6 @@ impl Workspace {
             statuses.sort_by(|a, b| a.path.cmp(&b.path));
         }
         Ok((statuses, errors))
-    }
-
-    /// The markers git stores at HEAD for files it filters through czc, with the data
-    /// path each stands for. Empty outside git or before the first commit.
-    pub fn filtered_markers(&self) -> Vec<(Marker, PathBuf)> {
-        // A project that tracks nothing through the filter pays no history walk.
-        let tracked = crate::git::install::tracked_patterns(&self.root).unwrap_or_default();
-        if tracked.is_empty() {
-            return Vec::new();
-        }
-        let Ok(history) = crate::git::history::History::open(&self.root) else {
-            return Vec::new();
-        };
-        // The index first: a staged file's marker is the one its next commit holds.
-        let staged = history
-            .staged_markers(&tracked)
-            .map(|(found, _)| found)
-            .unwrap_or_default();
-        let committed = match history.head() {
-            Ok(Some(head)) => history
-                .markers(&[head])
-                .map(|(found, _)| found)
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let mut seen = HashSet::new();
-        staged
-            .into_iter()
-            .chain(committed)
-            .filter(|f| !f.sidecar && seen.insert((f.data_path.clone(), f.marker.oid)))
-            .map(|f| (f.marker, self.root.join(f.data_path)))
-            .collect()
     }
 
     /// A filtered file's state: its content against the marker git stores for it (a
@@ -1316,7 +1290,14 @@ impl Workspace {
     /// Every object the markers under `paths` reference (file objects, manifests and the
     /// files manifests list), each with the marker it came from. Manifests missing from
     /// the cache are fetched through `chain` when given.
-    pub fn referenced(&self, paths: &[PathBuf], chain: Option<&RemoteChain>) -> Result<Referenced> {
+    /// `filtered`: the markers of files git filters through czc, counted when `paths` is
+    /// empty.
+    pub fn referenced(
+        &self,
+        paths: &[PathBuf],
+        filtered: Vec<(Marker, PathBuf)>,
+        chain: Option<&RemoteChain>,
+    ) -> Result<Referenced> {
         let mut markers = Vec::new();
         let mut errors = Vec::new();
         for marker_path in self.find_markers(paths)? {
@@ -1326,8 +1307,7 @@ impl Workspace {
             }
         }
         if paths.is_empty() {
-            // Files git filters through czc: what HEAD and the index reference.
-            markers.extend(self.filtered_markers());
+            markers.extend(filtered);
         }
         let mut referenced = self.expand_markers(markers, chain);
         referenced.errors.splice(0..0, errors);

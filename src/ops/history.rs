@@ -2,7 +2,7 @@
 //! them: each object once, under the path it is reported by.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
 
@@ -41,4 +41,36 @@ pub(crate) fn markers_in(
         .map(|f| (f.marker, marker_path(ws, f)))
         .collect();
     Ok((markers, errors))
+}
+
+/// The markers git stores at HEAD for files it filters through czc, with the data
+/// path each stands for. Empty outside git or before the first commit.
+pub(crate) fn filtered_markers(root: &Path) -> Vec<(Marker, PathBuf)> {
+    // A project that tracks nothing through the filter pays no history walk.
+    let tracked = crate::git::install::tracked_patterns(root).unwrap_or_default();
+    if tracked.is_empty() {
+        return Vec::new();
+    }
+    let Ok(history) = History::open(root) else {
+        return Vec::new();
+    };
+    // The index first: a staged file's marker is the one its next commit holds.
+    let staged = history
+        .staged_markers(&tracked)
+        .map(|(found, _)| found)
+        .unwrap_or_default();
+    let committed = match history.head() {
+        Ok(Some(head)) => history
+            .markers(&[head])
+            .map(|(found, _)| found)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut seen = HashSet::new();
+    staged
+        .into_iter()
+        .chain(committed)
+        .filter(|f| !f.sidecar && seen.insert((f.data_path.clone(), f.marker.oid)))
+        .map(|f| (f.marker, root.join(f.data_path)))
+        .collect()
 }

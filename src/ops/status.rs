@@ -35,7 +35,12 @@ pub enum RemoteCheck {
 
 /// The state of the markers under `paths` (all, if empty; filtered files too).
 pub fn status(ctx: &Context, paths: &[PathBuf], remote: &RemoteCheck) -> Result<StatusReport> {
-    let (mut files, errors) = ctx.workspace.status(paths)?;
+    let filtered = if paths.is_empty() {
+        super::history::filtered_markers(ctx.root())
+    } else {
+        Vec::new()
+    };
+    let (mut files, errors) = ctx.workspace.status(paths, filtered)?;
     let name = match remote {
         RemoteCheck::None => None,
         RemoteCheck::Default => Some(

@@ -32,7 +32,9 @@ pub fn push(
     } else {
         // A folder whose manifest was evicted: fetched back (or rebuilt from the
         // folder), so its files are checked against the remote too.
-        let referenced = ctx.workspace.referenced(paths, Some(ctx.chain()))?;
+        let referenced =
+            ctx.workspace
+                .referenced(paths, filtered(ctx, paths), Some(ctx.chain()))?;
         (referenced.oids, referenced.errors)
     };
     push_objects(ctx, oids, errors, remote)
@@ -82,10 +84,22 @@ fn fetch_referenced(
     Ok(report)
 }
 
+/// With no paths, push and fetch include the files git filters through czc (what HEAD
+/// and the index reference).
+fn filtered(ctx: &Context, paths: &[PathBuf]) -> Vec<(Marker, PathBuf)> {
+    if paths.is_empty() {
+        super::history::filtered_markers(ctx.root())
+    } else {
+        Vec::new()
+    }
+}
+
 /// Downloads into the cache what the markers under `paths` reference.
 fn fetch_paths(ctx: &Context, paths: &[PathBuf], remote: Option<&str>) -> Result<TransferReport> {
     let chain = ctx.remotes().chain_or_one(remote)?;
-    let referenced = ctx.workspace.referenced(paths, Some(&chain))?;
+    let referenced = ctx
+        .workspace
+        .referenced(paths, filtered(ctx, paths), Some(&chain))?;
     fetch_referenced(ctx, &chain, referenced)
 }
 
