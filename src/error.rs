@@ -49,12 +49,6 @@ pub enum Error {
     NotFound { path: PathBuf },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
-    #[error("{failed} of {total} {what} failed (see the errors above)")]
-    Partial {
-        failed: usize,
-        total: usize,
-        what: &'static str,
-    },
     #[error("'{0}' is neither an oid, a marker nor a saved path")]
     BadTarget(String),
     #[error(transparent)]
@@ -82,8 +76,8 @@ pub enum Error {
     #[error("another czc is using the cache at {path}; try again when it is done")]
     Busy { path: PathBuf },
     /// git said no, or the repository could not be read.
-    #[error("{0}")]
-    Git(String),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
     #[error("the manifest of folder marker {marker} is not cached and could not be had ({source}); if {data} is unchanged, `czc save {data}` rebuilds it, else `czc fetch` it from a remote that has it")]
     ManifestLost {
         marker: PathBuf,
@@ -93,8 +87,13 @@ pub enum Error {
     },
     #[error("{link} is a symlink; czc never writes through one (to place {dest}); remove it or check out elsewhere")]
     Symlink { link: PathBuf, dest: PathBuf },
-    #[error("{path}: {reason}")]
-    ConfigEdit { path: PathBuf, reason: String },
+    /// A folder whose files cannot make a manifest (two paths that collide).
+    #[error("{path}: {source}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: MarkerError,
+    },
     #[error("{cache} is read-only: nothing can be written through it")]
     ReadOnlyCache { cache: String },
     #[error("no cache named '{name}' ({known})")]

@@ -201,9 +201,7 @@ impl Remotes {
             .map(|name| {
                 let storage: Arc<dyn ReadStorage> = match self.open(&name) {
                     Ok(opened) => opened.reader(),
-                    Err(err) => Arc::new(Unopenable {
-                        reason: err.to_string(),
-                    }),
+                    Err(err) => Arc::new(Unopenable { why: Arc::new(err) }),
                 };
                 NamedRemote { name, storage }
             })
@@ -240,7 +238,23 @@ impl Remotes {
 
 /// A remote whose configuration could not be opened: every use reports why.
 struct Unopenable {
-    reason: String,
+    why: Arc<Error>,
+}
+
+/// The error that kept a remote from opening, shared by every use that reports it.
+#[derive(Debug)]
+struct Unopened(Arc<Error>);
+
+impl std::fmt::Display for Unopened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Unopened {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl Unopenable {
@@ -248,7 +262,7 @@ impl Unopenable {
         StorageError::Io {
             storage: "remote".into(),
             key: String::new(),
-            source: std::io::Error::other(self.reason.clone()),
+            source: std::io::Error::other(Unopened(self.why.clone())),
         }
     }
 }

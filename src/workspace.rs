@@ -519,9 +519,9 @@ impl Workspace {
             }
             entries.push(entry);
         }
-        let manifest = Manifest::new(entries).map_err(|source| Error::Unsupported {
+        let manifest = Manifest::new(entries).map_err(|source| Error::Folder {
             path: dir.into(),
-            reason: source.to_string(),
+            source,
         })?;
         // Touch reused objects first so the commit's eviction sees them as fresh.
         self.cache.touch(&reused)?;

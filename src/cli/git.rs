@@ -187,7 +187,7 @@ pub fn cmd_filter_process(cli: &Cli) -> Result<i32, Error> {
         io::BufReader::with_capacity(FILTER_PIPE_BYTES, io::stdin().lock()),
         io::BufWriter::with_capacity(FILTER_PIPE_BYTES, io::stdout().lock()),
     )
-    .map_err(|err| Error::Git(err.to_string()))?;
+    .map_err(|err| Error::Git(err.into()))?;
     Ok(0)
 }
 

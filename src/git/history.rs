@@ -40,18 +40,22 @@ pub struct History {
     repo: gix::Repository,
 }
 
-fn git_error(what: impl std::fmt::Display) -> Error {
-    Error::Git(what.to_string())
+/// A failed read of the repository, with gix's error as its source.
+fn read_error(what: String, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Git(super::GitError::Read {
+        what,
+        source: Box::new(source),
+    })
 }
 
 impl History {
     /// Opens the repository around `dir`.
     pub fn open(dir: &Path) -> Result<History> {
         let repo = gix::discover(dir).map_err(|err| {
-            git_error(format!(
-                "{}: not in a git repository ({err})",
-                dir.display()
-            ))
+            Error::Git(super::GitError::NotARepository {
+                dir: dir.into(),
+                source: Box::new(err),
+            })
         })?;
         Ok(History { repo })
     }
@@ -66,11 +70,11 @@ impl History {
         let id = self
             .repo
             .rev_parse_single(rev)
-            .map_err(|err| git_error(format!("revision '{rev}': {err}")))?;
+            .map_err(|err| read_error(format!("revision '{rev}'"), err))?;
         let commit = id
             .object()
             .and_then(|object| object.peel_to_commit())
-            .map_err(|err| git_error(format!("revision '{rev}' is not a commit: {err}")))?;
+            .map_err(|err| read_error(format!("revision '{rev}' is not a commit"), err))?;
         Ok(commit.id)
     }
 
@@ -79,7 +83,7 @@ impl History {
         match self.repo.head_id() {
             Ok(id) => Ok(Some(id.detach())),
             Err(_) if self.repo.head().map(|h| h.is_unborn()).unwrap_or(false) => Ok(None),
-            Err(err) => Err(git_error(format!("reading HEAD: {err}"))),
+            Err(err) => Err(read_error("reading HEAD".into(), err)),
         }
     }
 
@@ -89,12 +93,12 @@ impl History {
         let platform = self
             .repo
             .references()
-            .map_err(|err| git_error(format!("reading refs: {err}")))?;
+            .map_err(|err| read_error("reading refs".into(), err))?;
         let iter = match prefix {
             Some(prefix) => platform.prefixed(prefix),
             None => platform.all(),
         }
-        .map_err(|err| git_error(format!("reading refs: {err}")))?;
+        .map_err(|err| read_error("reading refs".into(), err))?;
         let mut tips = Vec::new();
         for reference in iter {
             let Ok(mut reference) = reference else {
@@ -153,10 +157,10 @@ impl History {
             .rev_walk(tips.iter().copied())
             .with_hidden(hidden)
             .all()
-            .map_err(|err| git_error(format!("walking history: {err}")))?;
+            .map_err(|err| read_error("walking history".into(), err))?;
         let mut commits = Vec::new();
         for info in walk {
-            let info = info.map_err(|err| git_error(format!("walking history: {err}")))?;
+            let info = info.map_err(|err| read_error("walking history".into(), err))?;
             commits.push(info.id);
         }
         Ok(commits)
@@ -188,7 +192,7 @@ impl History {
         let index = self
             .repo
             .index_or_empty()
-            .map_err(|err| git_error(format!("the index: {err}")))?;
+            .map_err(|err| read_error("the index".into(), err))?;
         let mut walker = TreeWalker::new(&self.repo);
         for entry in index.entries() {
             if entry.mode.is_submodule() || entry.mode.is_sparse() || entry.stage_raw() != 0 {
@@ -222,7 +226,7 @@ impl History {
             .repo
             .find_commit(commit)
             .and_then(|c| c.tree_id())
-            .map_err(|err| git_error(format!("commit {commit}: {err}")))?;
+            .map_err(|err| read_error(format!("commit {commit}"), err))?;
         Ok(tree.detach())
     }
 }
@@ -280,11 +284,11 @@ impl<'r> TreeWalker<'r> {
         let tree = self
             .repo
             .find_tree(tree_id)
-            .map_err(|err| git_error(format!("tree {tree_id} of commit {commit}: {err}")))?;
+            .map_err(|err| read_error(format!("tree {tree_id} of commit {commit}"), err))?;
         let mut entries = Vec::new();
         for entry in tree.iter() {
             let entry = entry
-                .map_err(|err| git_error(format!("tree {tree_id} of commit {commit}: {err}")))?;
+                .map_err(|err| read_error(format!("tree {tree_id} of commit {commit}"), err))?;
             let mode = entry.inner.mode;
             if mode.is_tree() || mode.is_blob() {
                 entries.push((
@@ -345,8 +349,11 @@ impl<'r> TreeWalker<'r> {
             _ => return,
         }
         let Ok(blob) = self.repo.find_blob(id) else {
-            self.errors
-                .push(git_error(format!("{origin}:{path}: blob {id} is missing")));
+            self.errors.push(Error::Git(super::GitError::MissingBlob {
+                origin: origin.into(),
+                path: path.clone(),
+                id: id.to_string(),
+            }));
             return;
         };
         if !sidecar && !blob.data.starts_with(MARKER_START) {
@@ -419,6 +426,27 @@ impl TrackedPaths {
 #[cfg(test)]
 mod tests {
     use super::TrackedPaths;
+
+    #[test]
+    fn a_folder_outside_git_is_a_typed_error_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = match super::History::open(dir.path()) {
+            Err(err) => err,
+            Ok(_) => panic!("{} is no repository", dir.path().display()),
+        };
+        assert!(
+            matches!(
+                &err,
+                crate::error::Error::Git(crate::git::GitError::NotARepository { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "gix's cause is kept"
+        );
+        assert!(err.to_string().contains("not in a git repository"));
+    }
 
     #[test]
     fn tracked_patterns_match_as_git_matches_them() {

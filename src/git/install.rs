@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::GitError;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 
@@ -65,11 +66,10 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
         })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::Git(format!(
-            "`git {}` failed: {}",
-            args.join(" "),
-            stderr.trim()
-        )));
+        return Err(Error::Git(GitError::Command {
+            args: args.join(" "),
+            stderr: stderr.trim().into(),
+        }));
     }
     Ok(String::from_utf8_lossy(&output.stdout)
         .trim_end()
@@ -105,10 +105,9 @@ fn report_for(scope: Scope) -> InstallReport {
 pub fn install(dir: &Path, scope: Scope) -> Result<InstallReport> {
     let hooks = hooks_dir(dir)?;
     if scope == Scope::Repo && hooks.is_none() {
-        return Err(Error::Git(format!(
-            "{} is not inside a git repository; run `czc install --local` in one, or `czc install`",
-            dir.display()
-        )));
+        return Err(Error::Git(GitError::InstallOutsideRepository {
+            dir: dir.into(),
+        }));
     }
     let flag = scope_flag(scope);
     for (key, value) in FILTER_CONFIG {
@@ -153,11 +152,10 @@ fn install_hook(path: &Path, script: &str) -> Result<Option<HookChange>> {
         Ok(current) if is_ours(&current) => {}
         Ok(_) => {
             if chained.exists() {
-                return Err(Error::Git(format!(
-                    "{} is not czc's hook, and {} is taken too; merge them by hand, then run czc install again",
-                    path.display(),
-                    chained.display()
-                )));
+                return Err(Error::Git(GitError::HookTaken {
+                    hook: path.into(),
+                    chained: chained.clone(),
+                }));
             }
             fs::rename(path, &chained).at(path)?;
             moved = Some(chained.clone());
@@ -267,9 +265,7 @@ pub fn track(root: &Path, patterns: &[String]) -> Result<Vec<String>> {
     let mut added = Vec::new();
     for pattern in patterns {
         if pattern.trim().is_empty() || pattern.contains('\n') {
-            return Err(Error::Git(format!(
-                "'{pattern}' is not a pattern git can track"
-            )));
+            return Err(Error::Git(GitError::BadPattern(pattern.clone())));
         }
         let escaped = escape_pattern(pattern);
         if existing.contains(&escaped) || added.contains(pattern) {

@@ -7,7 +7,7 @@ use super::history::markers_in;
 use super::Context;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::git::{History, Selection};
+use crate::git::{GitError, History, Selection};
 use crate::oid::Oid;
 use crate::storage::{object_key_oid, StorageError};
 
@@ -108,9 +108,10 @@ fn check_history_is_current(root: &std::path::Path, history: &History) -> Result
     for remote in remotes.lines().map(str::trim).filter(|r| !r.is_empty()) {
         let listed = crate::git::install::git(root, &["ls-remote", "--heads", "--tags", remote])
             .map_err(|err| {
-                Error::Git(format!(
-                    "gc stopped before deleting anything: cannot read the refs of git remote {remote} ({err}); gc needs an up-to-date view of history, so retry when it is reachable"
-                ))
+                Error::Git(GitError::RemoteRefsUnreadable {
+                    remote: remote.into(),
+                    source: Box::new(err),
+                })
             })?;
         for line in listed.lines() {
             let Some((hex, name)) = line.split_once('\t') else {
@@ -120,10 +121,11 @@ fn check_history_is_current(root: &std::path::Path, history: &History) -> Result
                 continue;
             }
             if !history.has_object(hex) {
-                return Err(Error::Git(format!(
-                    "gc stopped before deleting anything: {remote}'s {name} is at {}, which this clone has not fetched; run `git fetch {remote}` first",
-                    &hex[..hex.len().min(12)]
-                )));
+                return Err(Error::Git(GitError::NotFetched {
+                    remote: remote.into(),
+                    reference: name.into(),
+                    commit: hex[..hex.len().min(12)].into(),
+                }));
             }
         }
     }
@@ -131,9 +133,9 @@ fn check_history_is_current(root: &std::path::Path, history: &History) -> Result
 }
 
 fn refuse(err: Error) -> Error {
-    Error::Git(format!(
-        "gc stopped before deleting anything: {err}; fix or fetch it first"
-    ))
+    Error::Git(GitError::GcRefused {
+        source: Box::new(err),
+    })
 }
 
 /// `czc gc --remote <name>`: deletes the remote's objects that no kept marker references
@@ -233,10 +235,12 @@ fn gc_cache(
             other = Context::open_with(root, repo_config, env, super::Options::default())?;
             &other
         };
-        keep.extend(
-            keep_set(repo, selection)
-                .map_err(|err| Error::Git(format!("in {}: {err}", root.display())))?,
-        );
+        keep.extend(keep_set(repo, selection).map_err(|err| {
+            Error::Git(GitError::InRepository {
+                repo: root.clone(),
+                source: Box::new(err),
+            })
+        })?);
     }
     let now_ms = crate::fsutil::now_millis();
     let grace_ms = grace.as_millis().min(i64::MAX as u128) as i64;

@@ -8,7 +8,7 @@ use gix::ObjectId;
 use super::history::{marker_path, markers_in};
 use super::Context;
 use crate::error::{Error, Result};
-use crate::git::History;
+use crate::git::{GitError, History};
 use crate::remote::TransferReport;
 use crate::workspace::CheckoutReport;
 
@@ -25,9 +25,7 @@ pub fn pre_push(ctx: &Context, git_remote: &str, ref_lines: &str) -> Result<Tran
     for line in ref_lines.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [_, local_sha, _, remote_sha] = fields[..] else {
-            return Err(Error::Git(format!(
-                "pre-push: git passed an unexpected line {line:?}"
-            )));
+            return Err(Error::Git(GitError::PrePushLine(line.into())));
         };
         if local_sha.chars().all(|c| c == '0') {
             continue; // a deletion pushes no content
@@ -49,8 +47,7 @@ pub fn pre_push(ctx: &Context, git_remote: &str, ref_lines: &str) -> Result<Tran
 }
 
 fn parse_sha(text: &str) -> Result<ObjectId> {
-    ObjectId::from_hex(text.as_bytes())
-        .map_err(|err| Error::Git(format!("'{text}' is not a commit id: {err}")))
+    ObjectId::from_hex(text.as_bytes()).map_err(|_| Error::Git(GitError::BadCommitId(text.into())))
 }
 
 /// The post-checkout and post-merge hooks: fetches and checks out the sidecar markers

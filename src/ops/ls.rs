@@ -2,7 +2,7 @@
 
 use super::Context;
 use crate::error::{Error, Result};
-use crate::git::{FoundMarker, History};
+use crate::git::{FoundMarker, GitError, History};
 use crate::marker::MarkerKind;
 use crate::oid::Oid;
 
@@ -41,10 +41,10 @@ pub fn ls(ctx: &Context, rev: Option<&str>) -> Result<Vec<Listed>> {
             found.extend(markers);
         }
     } else if let Some(rev) = rev {
-        return Err(Error::Git(format!(
-            "--rev {rev}: {} is not in a git repository",
-            ws.root().display()
-        )));
+        return Err(Error::Git(GitError::RevOutsideRepository {
+            rev: rev.into(),
+            dir: ws.root().into(),
+        }));
     }
     if rev.is_none() {
         // The working tree's sidecars win over HEAD's: they may be saved but not committed.

@@ -55,9 +55,9 @@ impl HttpStorage {
             .timeout(None)
             .tcp_nodelay(true)
             .build()
-            .map_err(|err| StorageError::BadUrl {
+            .map_err(|source| StorageError::Client {
                 url: base.into(),
-                reason: err.to_string(),
+                source,
             })?;
         Ok(HttpStorage {
             base: base.trim_end_matches('/').to_string(),

@@ -45,6 +45,12 @@ pub enum StorageError {
     },
     #[error("bad remote url '{url}': {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("cannot start an HTTP client for {url}: {source}")]
+    Client {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     /// A conditional write or delete found the key changed by someone else; nothing was
     /// written.
     #[error("{storage}: '{key}' was changed by someone else ({found}); nothing was written")]
