@@ -7,7 +7,9 @@
 //! Signed requests use the access key `czc-test-access` and secret `czc-test-secret-key`;
 //! the bucket named `public` may also be read unsigned.
 
-#[path = "../tests/s3server/mod.rs"]
+// The example uses the server, not every helper the tests use.
+#[allow(dead_code)]
+#[path = "../tests/suite/s3server/mod.rs"]
 mod s3server;
 
 use std::io::{Read, Write};

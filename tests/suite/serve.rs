@@ -1,17 +1,15 @@
 //! `czc serve` with the real server binary on a free loopback port, driven by the real
 //! client (`HttpStorage`, `czc push`/`pull`) and by raw HTTP for the bad requests.
 
-mod util;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use crate::util::{bytes, stderr, TestEnv};
 use czcache::storage::{HttpStorage, ReadStorage, StorageError, WriteStorage};
 use czcache::Oid;
 use predicates::prelude::*;
-use util::{bytes, stderr, TestEnv};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -38,7 +36,7 @@ impl Server {
             "tokens",
         ];
         args.extend_from_slice(extra);
-        let (child, url) = util::spawn_serve(dir.path(), &args, &[]);
+        let (child, url) = crate::util::spawn_serve(dir.path(), &args, &[]);
         Server {
             child: Some(child),
             url,
@@ -526,7 +524,7 @@ fn sigterm_waits_a_bounded_grace_for_stalled_uploads_and_staging_is_swept() {
         }
     };
     // A server killed mid-upload leaves its staging behind...
-    let (mut killed, url) = util::spawn_serve(dir.path(), &args, &[]);
+    let (mut killed, url) = crate::util::spawn_serve(dir.path(), &args, &[]);
     let _held = stalled_upload(&url);
     wait_for_upload();
     killed.kill().unwrap();
@@ -541,7 +539,7 @@ fn sigterm_waits_a_bounded_grace_for_stalled_uploads_and_staging_is_swept() {
         "the killed server left its upload and lock"
     );
     // ...which the next start sweeps; SIGTERM then ends even a stalled upload.
-    let (mut child, url) = util::spawn_serve(dir.path(), &args, &[]);
+    let (mut child, url) = crate::util::spawn_serve(dir.path(), &args, &[]);
     let _stalled = stalled_upload(&url);
     wait_for_upload();
     assert!(

@@ -2,12 +2,10 @@
 //! is untrusted input, the shared cache never loses unpushed data, and every fault
 //! leaves a state the next run repairs.
 
-mod util;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use util::{snapshot, stderr, stdout, TestEnv};
+use crate::util::{snapshot, stderr, stdout, TestEnv};
 
 /// Makes a folder `team` the project's default remote; returns its path.
 fn with_team_remote(env: &TestEnv) -> std::path::PathBuf {
@@ -339,7 +337,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn a_checkout_killed_mid_file_leaves_nothing_git_sees_and_the_next_run_sweeps() {
     let env = TestEnv::new();
     let size: u64 = 300 << 20;
-    let chunk = util::bytes(21, 1 << 20);
+    let chunk = crate::util::bytes(21, 1 << 20);
     let mut file = fs::File::create(env.path("data/huge.bin")).unwrap_or_else(|_| {
         fs::create_dir_all(env.path("data")).unwrap();
         fs::File::create(env.path("data/huge.bin")).unwrap()
@@ -493,7 +491,7 @@ fn project_with_remote(url: &str) -> (TestEnv, String) {
         ".czcache.toml",
         format!("[remote]\ndefault = \"lab\"\n\n[remotes.lab]\nurl = \"{url}\"\n"),
     );
-    env.write("data.bin", util::bytes(31, 3_000_000));
+    env.write("data.bin", crate::util::bytes(31, 3_000_000));
     save_ok(&env, &["data.bin"]);
     let oid = env.marker_oid("data.bin.czc");
     (env, oid)
@@ -507,7 +505,7 @@ fn forget_object(env: &TestEnv, oid: &str) {
 fn within(env: &TestEnv, args: &[&str]) -> std::process::Output {
     let mut command = env.czc_std();
     command.args(args);
-    util::output_within(command, std::time::Duration::from_secs(60))
+    crate::util::output_within(command, std::time::Duration::from_secs(60))
 }
 
 fn staged_bytes(env: &TestEnv) -> u64 {
@@ -521,7 +519,7 @@ fn staged_bytes(env: &TestEnv) -> u64 {
 
 #[test]
 fn a_server_that_never_answers_times_out_with_one_line_naming_it() {
-    let server = util::HostileServer::start(util::Hostility::Silent);
+    let server = crate::util::HostileServer::start(crate::util::Hostility::Silent);
     let (env, oid) = project_with_remote(&server.url);
     for args in [&["push"][..], &["status", "--remote"][..]] {
         let out = within(&env, args);
@@ -548,7 +546,7 @@ fn a_server_that_never_answers_times_out_with_one_line_naming_it() {
 
 #[test]
 fn a_download_that_stalls_mid_body_times_out_and_leaves_nothing() {
-    let server = util::HostileServer::start(util::Hostility::StallsMidBody);
+    let server = crate::util::HostileServer::start(crate::util::Hostility::StallsMidBody);
     let (env, oid) = project_with_remote(&server.url);
     forget_object(&env, &oid);
     let out = within(&env, &["pull"]);
@@ -565,7 +563,7 @@ fn a_download_that_stalls_mid_body_times_out_and_leaves_nothing() {
 
 #[test]
 fn an_endless_body_stops_at_the_expected_size_and_nothing_stays_behind() {
-    let server = util::HostileServer::start(util::Hostility::EndlessBody);
+    let server = crate::util::HostileServer::start(crate::util::Hostility::EndlessBody);
     let (env, oid) = project_with_remote(&server.url);
     forget_object(&env, &oid);
     for args in [
@@ -591,7 +589,7 @@ fn an_endless_body_stops_at_the_expected_size_and_nothing_stays_behind() {
     command
         .env("CZC_CACHE_SIZE_LIMIT", "5MB")
         .args(["cat", &oid]);
-    let out = util::output_within(command, std::time::Duration::from_secs(60));
+    let out = crate::util::output_within(command, std::time::Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("sent more than the 5000000 bytes"),
@@ -603,7 +601,7 @@ fn an_endless_body_stops_at_the_expected_size_and_nothing_stays_behind() {
 
 #[test]
 fn a_silent_s3_endpoint_times_out_too() {
-    let server = util::HostileServer::start(util::Hostility::Silent);
+    let server = crate::util::HostileServer::start(crate::util::Hostility::Silent);
     let env = TestEnv::new()
         .with_env("CZC_TIMEOUT", "1s")
         .with_env("AWS_ACCESS_KEY_ID", "test")
@@ -628,7 +626,7 @@ fn a_silent_s3_endpoint_times_out_too() {
 
 #[test]
 fn timeouts_are_configurable_per_remote_and_bad_values_are_named() {
-    let server = util::HostileServer::start(util::Hostility::Silent);
+    let server = crate::util::HostileServer::start(crate::util::Hostility::Silent);
     let env = TestEnv::new();
     env.write(
         ".czcache.toml",
@@ -646,11 +644,11 @@ fn timeouts_are_configurable_per_remote_and_bad_values_are_named() {
     // The remote's own variable wins over the file.
     let mut command = env.czc_std();
     command.env("CZC_REMOTE_LAB_TIMEOUT", "1").arg("push");
-    let out = util::output_within(command, std::time::Duration::from_secs(60));
+    let out = crate::util::output_within(command, std::time::Duration::from_secs(60));
     assert!(stderr(&out).contains("within 1s"), "{}", stderr(&out));
     let mut command = env.czc_std();
     command.env("CZC_TIMEOUT", "soon").arg("push");
-    let out = util::output_within(command, std::time::Duration::from_secs(60));
+    let out = crate::util::output_within(command, std::time::Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("CZC_TIMEOUT") && stderr(&out).contains("soon"),
@@ -680,7 +678,7 @@ fn another_projects_small_limit_never_evicts_an_unpushed_object() {
     // Project A has a remote but has not pushed its 3 MB object yet.
     let env = TestEnv::new();
     with_team_remote(&env);
-    env.write("model.bin", util::bytes(41, 3_000_000));
+    env.write("model.bin", crate::util::bytes(41, 3_000_000));
     save_ok(&env, &["model.bin"]);
     let oid = env.marker_oid("model.bin.czc");
     // Project B, sharing the cache: no remote, a project file that tries to shrink the
@@ -751,7 +749,7 @@ fn another_projects_small_limit_never_evicts_an_unpushed_object() {
 #[test]
 fn evict_include_unpushed_is_explicit_and_says_so() {
     let env = TestEnv::new();
-    env.write("a.bin", util::bytes(42, 10_000));
+    env.write("a.bin", crate::util::bytes(42, 10_000));
     save_ok(&env, &["a.bin"]);
     let oid = env.marker_oid("a.bin.czc");
     let out = env
@@ -780,7 +778,7 @@ fn evict_include_unpushed_is_explicit_and_says_so() {
 #[test]
 fn checkout_adds_the_gitignore_entry_a_copied_marker_lacks() {
     let env = TestEnv::new();
-    env.write("data/big.bin", util::bytes(51, 20_000));
+    env.write("data/big.bin", crate::util::bytes(51, 20_000));
     env.write("sets/a/x.txt", "x");
     save_ok(&env, &["data/big.bin", "sets/a"]);
     fs::remove_file(env.path("data/.gitignore")).unwrap();
@@ -819,7 +817,7 @@ fn a_garbage_truncated_or_folder_index_is_rebuilt_by_verify() {
         for damage in ["garbage", "truncated", "folder"] {
             let env = TestEnv::new().with_env("CZC_CACHE_INDEX", kind);
             for i in 0..50 {
-                env.write(&format!("f{i}.bin"), util::bytes(60 + i, 3000));
+                env.write(&format!("f{i}.bin"), crate::util::bytes(60 + i, 3000));
             }
             let names: Vec<String> = (0..50).map(|i| format!("f{i}.bin")).collect();
             let mut args = vec!["save"];
@@ -827,7 +825,7 @@ fn a_garbage_truncated_or_folder_index_is_rebuilt_by_verify() {
             env.czc().args(&args).assert().success();
             let index = env.cache.join(file);
             match damage {
-                "garbage" => fs::write(&index, util::bytes(1, 10_000)).unwrap(),
+                "garbage" => fs::write(&index, crate::util::bytes(1, 10_000)).unwrap(),
                 "truncated" => {
                     let bytes = fs::read(&index).unwrap();
                     let _ = fs::remove_file(env.cache.join(format!("{file}-wal")));
@@ -921,18 +919,18 @@ fn markers_gitignore_and_project_file_honour_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let env = TestEnv::new();
     env.write("plain.txt", "written by an ordinary tool");
-    let usual = util::mode(&env.path("plain.txt"));
+    let usual = crate::util::mode(&env.path("plain.txt"));
     env.czc().arg("init").assert().success();
     env.write("data.bin", "d");
     save_ok(&env, &["data.bin"]);
     for file in [".czcache.toml", "data.bin.czc", ".gitignore"] {
-        assert_eq!(util::mode(&env.path(file)), usual, "{file}");
+        assert_eq!(crate::util::mode(&env.path(file)), usual, "{file}");
     }
     // A file the user made private stays private when czc rewrites it.
     fs::set_permissions(env.path(".gitignore"), fs::Permissions::from_mode(0o600)).unwrap();
     env.write("more.bin", "m");
     save_ok(&env, &["more.bin"]);
-    assert_eq!(util::mode(&env.path(".gitignore")), 0o600);
+    assert_eq!(crate::util::mode(&env.path(".gitignore")), 0o600);
 }
 
 #[test]
@@ -1119,7 +1117,7 @@ fn status_exit_code_verbose_files_and_json_paths_relative_to_the_project() {
 fn push_and_gc_sweep_stale_upload_temps_from_a_folder_remote() {
     let env = TestEnv::new();
     let team = with_team_remote(&env);
-    env.write("a.bin", util::bytes(71, 5000));
+    env.write("a.bin", crate::util::bytes(71, 5000));
     save_ok(&env, &["a.bin"]);
     let oid = env.marker_oid("a.bin.czc");
     let hex = &oid["blake3:".len()..];
@@ -1154,7 +1152,7 @@ fn push_and_gc_sweep_stale_upload_temps_from_a_folder_remote() {
     // And the pushed object is intact.
     assert_eq!(
         fs::read(shard.join(&hex[2..])).unwrap(),
-        util::bytes(71, 5000)
+        crate::util::bytes(71, 5000)
     );
 }
 
@@ -1188,13 +1186,13 @@ fn a_read_whose_object_is_present_survives_an_index_that_cannot_be_written() {
 
 #[test]
 fn get_refuses_bytes_that_disagree_with_the_remotes_size_or_hash() {
-    let content = util::bytes(81, 50_000);
+    let content = crate::util::bytes(81, 50_000);
     let key = format!("objects/{}", {
         let hex = blake3::hash(&content).to_hex().to_string();
         format!("{}/{}", &hex[..2], &hex[2..])
     });
-    for lie in [util::Lie::FlippedByte, util::Lie::ShortBody] {
-        let server = util::LyingServer::start(content.clone(), lie);
+    for lie in [crate::util::Lie::FlippedByte, crate::util::Lie::ShortBody] {
+        let server = crate::util::LyingServer::start(content.clone(), lie);
         let env = TestEnv::new();
         env.write(
             ".czcache.toml",
@@ -1222,7 +1220,7 @@ fn get_refuses_bytes_that_disagree_with_the_remotes_size_or_hash() {
         }
     }
     // The same server telling the truth: served, then a local hit.
-    let server = util::LyingServer::start(content.clone(), util::Lie::None);
+    let server = crate::util::LyingServer::start(content.clone(), crate::util::Lie::None);
     let env = TestEnv::new();
     env.write(
         ".czcache.toml",
@@ -1256,7 +1254,7 @@ fn pull_from_a_remote_that_is_down_says_what_happened_and_succeeds_from_the_rest
         team.display()
     );
     env.write(".czcache.toml", &config);
-    env.write("a.bin", util::bytes(93, 10_000));
+    env.write("a.bin", crate::util::bytes(93, 10_000));
     save_ok(&env, &["a.bin"]);
     env.czc()
         .args(["push", "--remote", "team"])
@@ -1273,11 +1271,11 @@ fn pull_from_a_remote_that_is_down_says_what_happened_and_succeeds_from_the_rest
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("came from the other remotes instead"), "{err}");
-    assert_eq!(clone.read("a.bin"), util::bytes(93, 10_000));
+    assert_eq!(clone.read("a.bin"), crate::util::bytes(93, 10_000));
     // When nothing else has it, the failure stands.
     let lonely = TestEnv::new();
     lonely.write(".czcache.toml", &config);
-    let missing = util::bytes(94, 100);
+    let missing = crate::util::bytes(94, 100);
     lonely.write(
         "b.bin.czc",
         format!(

@@ -7,8 +7,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-mod util;
-
 struct GitEnv {
     dir: tempfile::TempDir,
     home: PathBuf,
@@ -120,7 +118,7 @@ impl GitEnv {
     }
 }
 
-use util::{bytes as random_bytes, stderr};
+use crate::util::{bytes as random_bytes, stderr};
 
 #[test]
 fn filtered_files_round_trip_through_push_and_a_clone_on_an_empty_cache() {

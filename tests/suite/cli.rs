@@ -1,14 +1,12 @@
 //! End-to-end tests of the `czc` binary on real files, real git and a real cache folder.
 
-mod util;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::util::{bytes, fixtures, mode, snapshot, stderr, stdout, TestEnv};
 use predicates::prelude::*;
-use util::{bytes, fixtures, mode, snapshot, stderr, stdout, TestEnv};
 
 fn save_ok(env: &TestEnv, args: &[&str]) -> String {
     let out = env.czc().arg("save").args(args).output().unwrap();

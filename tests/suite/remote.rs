@@ -1,13 +1,11 @@
 //! Remotes end to end with folder remotes: push from one project, pull into another with
 //! an empty cache through a chain, corrupt and unreachable remotes, remote editing.
 
-mod util;
-
 use std::fs;
 use std::path::Path;
 
+use crate::util::{bytes, stderr, TestEnv};
 use predicates::prelude::*;
-use util::{bytes, stderr, TestEnv};
 
 fn project_config(env: &TestEnv, text: &str) {
     env.write(".czcache.toml", text);
@@ -330,7 +328,7 @@ fn get_copies_a_key_through_the_cache_and_downloads_again_only_when_it_changed()
     assert_eq!(first["downloaded"], true);
     let path = first["path"].as_str().unwrap().to_string();
     assert_eq!(fs::read(&path).unwrap(), b"weights v1");
-    assert_eq!(util::mode(Path::new(&path)), 0o444);
+    assert_eq!(crate::util::mode(Path::new(&path)), 0o444);
     let again = json(
         &env.czc()
             .args(["--json", "get", "store:models/w.bin"])

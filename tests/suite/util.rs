@@ -1,8 +1,6 @@
 //! The test environment: a temp HOME, XDG folders, cache and a git project, so no test
 //! touches the real ~/.cache or ~/.gitconfig.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

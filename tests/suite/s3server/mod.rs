@@ -7,8 +7,6 @@
 //! - a write to a missing bucket fails with `NoSuchBucket` instead of creating it;
 //! - unsigned GET/HEAD/List are allowed on the public bucket only.
 
-#![allow(dead_code)]
-
 pub mod proxy;
 
 use std::net::SocketAddr;

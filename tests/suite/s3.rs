@@ -3,13 +3,13 @@
 //! public bucket, a missing bucket, wrong credentials, multipart, 16-writer races, and
 //! czc end to end with an S3 remote.
 
-mod s3server;
-mod util;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 
+use crate::s3server::proxy::{Fault, FaultProxy};
+use crate::s3server::{S3Server, PUBLIC_BUCKET};
+use crate::util::{bytes, stderr, TestEnv};
 use czcache::oid::Oid;
 use czcache::storage::conformance;
 use czcache::storage::{
@@ -17,10 +17,7 @@ use czcache::storage::{
     WriteStorage, MULTIPART_THRESHOLD,
 };
 use predicates::prelude::*;
-use s3server::proxy::{Fault, FaultProxy};
-use s3server::{S3Server, PUBLIC_BUCKET};
 use std::time::Duration;
-use util::{bytes, stderr, TestEnv};
 
 fn options(server: &S3Server, anonymous: bool) -> StorageOptions {
     StorageOptions {
@@ -144,8 +141,8 @@ fn multipart_etag(server: &S3Server, bucket: &str, path: &str) -> Option<u32> {
         .with_allow_http(true)
         .with_bucket_name(bucket)
         .with_region("us-east-1")
-        .with_access_key_id(s3server::ACCESS_KEY)
-        .with_secret_access_key(s3server::SECRET_KEY)
+        .with_access_key_id(crate::s3server::ACCESS_KEY)
+        .with_secret_access_key(crate::s3server::SECRET_KEY)
         .build()
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -399,7 +396,7 @@ fn czc_serve_fronts_an_s3_bucket() {
     )
     .unwrap();
     fs::write(dir.path().join("tokens"), "lab-token\n").unwrap();
-    let (child, url) = util::spawn_serve(
+    let (child, url) = crate::util::spawn_serve(
         dir.path(),
         &[
             "serve",
@@ -411,7 +408,7 @@ fn czc_serve_fronts_an_s3_bucket() {
         ],
         &server.credentials(),
     );
-    let _server = util::KillOnDrop(child);
+    let _server = crate::util::KillOnDrop(child);
     let remote = czcache::storage::HttpStorage::new(&url, Some("lab-token".into())).unwrap();
     conformance::object_write_suite(&remote);
     conformance::object_race_suite(&remote);
@@ -441,7 +438,7 @@ fn czc_serve_reads_no_more_from_its_backend_than_the_object_holds() {
     )
     .unwrap();
     fs::write(dir.path().join("tokens"), "lab-token\n").unwrap();
-    let (child, url) = util::spawn_serve(
+    let (child, url) = crate::util::spawn_serve(
         dir.path(),
         &[
             "serve",
@@ -453,7 +450,7 @@ fn czc_serve_reads_no_more_from_its_backend_than_the_object_holds() {
         ],
         &server.credentials(),
     );
-    let _server = util::KillOnDrop(child);
+    let _server = crate::util::KillOnDrop(child);
     let scratch = tempfile::tempdir().unwrap();
     let content = bytes(10, 30_000);
     let src = scratch.path().join("f");
@@ -485,7 +482,7 @@ fn czc_serve_reads_no_more_from_its_backend_than_the_object_holds() {
 fn bad_s3_settings_fail_with_one_line_naming_the_remote() {
     let server = S3Server::start(&["team"]);
     let env = TestEnv::new()
-        .with_env("AWS_ACCESS_KEY_ID", s3server::ACCESS_KEY)
+        .with_env("AWS_ACCESS_KEY_ID", crate::s3server::ACCESS_KEY)
         .with_env("AWS_SECRET_ACCESS_KEY", "wrong-secret");
     env.write(".czcache.toml", s3_config(&server));
     env.write("a.bin", bytes(5, 1000));
@@ -884,7 +881,7 @@ fn a_stalled_s3_server_times_out_naming_the_remote() {
     );
     let mut command = reader.czc_std();
     command.args(["get", "team:keys/k"]);
-    let out = util::output_within(command, Duration::from_secs(60));
+    let out = crate::util::output_within(command, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let message = stderr(&out);
     assert!(
@@ -935,8 +932,8 @@ fn push_aborts_stale_multipart_uploads_and_keeps_live_ones() {
         .with_allow_http(true)
         .with_bucket_name("team")
         .with_region("us-east-1")
-        .with_access_key_id(s3server::ACCESS_KEY)
-        .with_secret_access_key(s3server::SECRET_KEY)
+        .with_access_key_id(crate::s3server::ACCESS_KEY)
+        .with_secret_access_key(crate::s3server::SECRET_KEY)
         .build()
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();

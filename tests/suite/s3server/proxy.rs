@@ -4,8 +4,6 @@
 //! network or a lying server does. Every request it sees is logged, so a test can count
 //! retries.
 
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
