@@ -1414,3 +1414,117 @@ fn mtime_millis(meta: &fs::Metadata) -> i64 {
         .map(|t| fsutil::since_epoch(t).as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicI64;
+
+    fn open(dir: &Path, limit: u64) -> LocalCache {
+        LocalCache::open(&CacheConfig {
+            dir: dir.join("cache"),
+            size_limit: limit,
+            index: IndexKind::Csv,
+            link: vec![LinkKind::Copy],
+        })
+        .unwrap()
+    }
+
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn commit_makes_objects_visible_read_only_and_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        let staged = cache.stage_file(&file(dir.path(), "a", b"alpha")).unwrap();
+        let oid = staged.oid;
+        assert!(!cache.contains(&oid), "staged is not visible");
+        let admitted = cache.commit(vec![staged]).unwrap();
+        assert_eq!(admitted.len(), 1);
+        assert!(admitted[0].added && cache.contains(&oid));
+        let meta = fs::metadata(cache.object_path(&oid)).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o222,
+            0,
+            "objects are read-only"
+        );
+        // The same bytes again: already there, not added, one index entry.
+        let again = cache.stage_file(&file(dir.path(), "b", b"alpha")).unwrap();
+        let admitted = cache.commit(vec![again]).unwrap();
+        assert!(!admitted[0].added);
+        assert_eq!(cache.index().entries().unwrap().len(), 1);
+        // Nothing is left in staging but this process's live lock.
+        let staging = cache.root().join("tmp");
+        let left: Vec<_> = walkdir::WalkDir::new(&staging)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_pushed_objects_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicI64::new(1));
+        let clock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let cache = open(dir.path(), 1 << 20).with_clock(clock);
+        let mut oids = Vec::new();
+        for (i, name) in ["old", "mid", "new"].iter().enumerate() {
+            now.store(10 * (i as i64 + 1), Ordering::SeqCst);
+            let admitted = cache
+                .admit_file(&file(dir.path(), name, &[i as u8; 100]))
+                .unwrap();
+            oids.push(admitted.oid);
+        }
+        let unpushed = cache
+            .admit_file(&file(dir.path(), "unpushed", &[9u8; 100]))
+            .unwrap()
+            .oid;
+        cache.mark_pushed(&oids).unwrap();
+        let report = cache.evict_to(200).unwrap();
+        assert_eq!(report.removed, vec![oids[0], oids[1]], "oldest first");
+        assert_eq!(report.freed, 200);
+        assert!(cache.contains(&oids[2]) && cache.contains(&unpushed));
+        // Only the unpushed object is over a limit of 0: kept, and said.
+        let report = cache.evict_to(0).unwrap();
+        assert_eq!(report.removed, vec![oids[2]]);
+        assert_eq!(report.unpushed_kept, 1);
+        assert!(cache.contains(&unpushed));
+    }
+
+    #[test]
+    fn a_corrupt_object_is_quarantined_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        let oid = cache
+            .admit_file(&file(dir.path(), "a", b"the real bytes"))
+            .unwrap()
+            .oid;
+        let path = cache.object_path(&oid);
+        let mut perms = fs::metadata(&path).unwrap().permissions();
+        perms.set_mode(0o644);
+        fs::set_permissions(&path, perms).unwrap();
+        fs::write(&path, b"the real bytez").unwrap();
+        let err = cache.verified_path(&oid, Path::new("a")).unwrap_err();
+        let Error::Corrupt { quarantine, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(fs::read(&quarantine).unwrap(), b"the real bytez");
+        assert!(!cache.contains(&oid), "gone from objects/");
+        assert!(
+            cache.index().get(&oid).unwrap().is_none(),
+            "gone from the index"
+        );
+        // Quarantining twice (two readers at once) is not an error.
+        assert!(matches!(cache.quarantine(&oid), Ok(Error::Corrupt { .. })));
+    }
+}
