@@ -42,6 +42,16 @@ fn clone_of(env: &TestEnv, config: &str) -> TestEnv {
 }
 
 #[test]
+fn the_remote_round_trip_passes_over_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"{}\"\n",
+        dir.path().join("team").display()
+    );
+    crate::util::remote_round_trip(&config, &|env| env, true);
+}
+
+#[test]
 fn push_then_pull_into_an_empty_cache_through_a_chain() {
     let (env, team) = team_setup();
     env.czc()

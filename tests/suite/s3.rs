@@ -273,6 +273,16 @@ fn with_credentials(env: TestEnv, server: &S3Server) -> TestEnv {
 }
 
 #[test]
+fn the_remote_round_trip_passes_over_s3() {
+    let server = S3Server::start(&["team"]);
+    crate::util::remote_round_trip(
+        &s3_config(&server),
+        &|env| with_credentials(env, &server),
+        true,
+    );
+}
+
+#[test]
 fn push_and_pull_through_a_chain_ending_in_s3() {
     let server = S3Server::start(&["team"]);
     let env = with_credentials(TestEnv::new(), &server);

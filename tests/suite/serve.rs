@@ -143,6 +143,20 @@ fn the_shared_storage_conformance_suites_pass_over_http() {
 }
 
 #[test]
+fn the_remote_round_trip_passes_over_czc_serve() {
+    let server = Server::start(&[]);
+    let config = format!(
+        "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"{}\"\n",
+        server.url
+    );
+    crate::util::remote_round_trip(
+        &config,
+        &|env| env.with_env("CZC_REMOTE_TEAM_TOKEN", TOKEN),
+        false,
+    );
+}
+
+#[test]
 fn push_and_pull_through_czc_serve_with_a_token() {
     let server = Server::start(&[]);
     let env = TestEnv::new().with_env("CZC_REMOTE_LAB_TOKEN", TOKEN);
