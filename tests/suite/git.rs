@@ -7,122 +7,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-struct GitEnv {
-    dir: tempfile::TempDir,
-    home: PathBuf,
-    bin: PathBuf,
-}
-
-impl GitEnv {
-    fn new() -> GitEnv {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("home");
-        fs::create_dir_all(&home).unwrap();
-        let czc = assert_cmd::cargo::cargo_bin("czc");
-        let env = GitEnv {
-            bin: czc.parent().unwrap().to_path_buf(),
-            home,
-            dir,
-        };
-        env.git(env.dir.path(), &["config", "--global", "user.name", "Test"]);
-        env.git(
-            env.dir.path(),
-            &["config", "--global", "user.email", "t@example.com"],
-        );
-        env.git(
-            env.dir.path(),
-            &["config", "--global", "init.defaultBranch", "main"],
-        );
-        env
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// A command with the test's HOME, czc on PATH, and the named cache.
-    fn command(&self, program: &str, dir: &Path, cache: &str) -> Command {
-        let mut cmd = Command::new(program);
-        let path = format!(
-            "{}:{}",
-            self.bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        cmd.current_dir(dir)
-            .env("HOME", &self.home)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("XDG_CONFIG_HOME", self.home.join(".config"))
-            .env("PATH", path)
-            .env("CZC_CACHE_DIR", self.path(cache))
-            .env_remove("CZC_SKIP_SMUDGE")
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE");
-        cmd
-    }
-
-    fn run(&self, program: &str, dir: &Path, cache: &str, args: &[&str]) -> Output {
-        self.command(program, dir, cache)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, program: &str, dir: &Path, cache: &str, args: &[&str]) -> String {
-        let out = self.run(program, dir, cache, args);
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Starts `program` with piped stdin and stdout, for feeding and reading it by hand.
-    fn spawn_piped(&self, program: &str, dir: &Path, args: &[&str]) -> std::process::Child {
-        self.command(program, dir, "cache")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn git(&self, dir: &Path, args: &[&str]) -> String {
-        self.ok("git", dir, "cache", args)
-    }
-
-    fn czc(&self, dir: &Path, args: &[&str]) -> String {
-        self.ok("czc", dir, "cache", args)
-    }
-
-    /// A repository with czc installed and `*.bin` tracked, a folder remote `team` as
-    /// default, and a bare `origin`.
-    fn repo(&self, name: &str) -> PathBuf {
-        let repo = self.path(name);
-        self.git(self.dir.path(), &["init", "-q", name]);
-        self.czc(&repo, &["install"]);
-        self.czc(&repo, &["track", "*.bin"]);
-        let team = self.path("team");
-        self.czc(
-            &repo,
-            &["remote", "add", "team", team.to_str().unwrap(), "--default"],
-        );
-        self.git(self.dir.path(), &["init", "-q", "--bare", "origin.git"]);
-        let origin = self.path("origin.git");
-        self.git(
-            &repo,
-            &["remote", "add", "origin", origin.to_str().unwrap()],
-        );
-        repo
-    }
-}
-
-use crate::util::{bytes as random_bytes, stderr};
+use crate::util::{bytes as random_bytes, stderr, TestEnv};
 
 #[test]
 fn filtered_files_round_trip_through_push_and_a_clone_on_an_empty_cache() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     let big = random_bytes(1, 3 << 20);
     fs::write(repo.join("model.bin"), &big).unwrap();
@@ -150,14 +39,14 @@ fn filtered_files_round_trip_through_push_and_a_clone_on_an_empty_cache() {
     let out = env
         .command("git", env.dir.path(), "cache-b")
         .args(["clone", "-q", "origin.git", "b"])
-        .env("GIT_TRACE_PACKET", env.path("trace.txt"))
+        .env("GIT_TRACE_PACKET", env.temp("trace.txt"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let clone = env.path("b");
+    let clone = env.temp("b");
     assert_eq!(fs::read(clone.join("model.bin")).unwrap(), big);
     assert_eq!(fs::read(clone.join("empty.bin")).unwrap(), b"");
-    let trace = fs::read_to_string(env.path("trace.txt")).unwrap();
+    let trace = fs::read_to_string(env.temp("trace.txt")).unwrap();
     assert!(trace.contains("status=delayed"), "smudge was not delayed");
     assert!(trace.contains("command=list_available_blobs"));
     let status = env.ok("git", &clone, "cache-b", &["status", "--porcelain"]);
@@ -169,7 +58,7 @@ fn filtered_files_round_trip_through_push_and_a_clone_on_an_empty_cache() {
 
 #[test]
 fn clean_and_smudge_are_byte_exact_and_pass_markers_through() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     let run = |args: &[&str], input: &[u8]| -> Output {
         let mut child = env
@@ -239,7 +128,7 @@ fn clean_and_smudge_are_byte_exact_and_pass_markers_through() {
 
 #[test]
 fn a_corrupt_pointer_blob_fails_the_checkout_with_the_file_named() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     fs::write(repo.join("good.bin"), b"good").unwrap();
     env.git(&repo, &["add", "."]);
@@ -279,7 +168,7 @@ fn a_corrupt_pointer_blob_fails_the_checkout_with_the_file_named() {
 #[test]
 fn a_damaged_cached_object_is_refused_at_checkout_and_fetched_again() {
     use std::os::unix::fs::PermissionsExt;
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     let content = random_bytes(5, 300 * 1024);
     fs::write(repo.join("data.bin"), &content).unwrap();
@@ -296,7 +185,7 @@ fn a_damaged_cached_object_is_refused_at_checkout_and_fetched_again() {
         .to_string();
     // Bit rot in the cache.
     let object = env
-        .path("cache")
+        .temp("cache")
         .join("objects")
         .join(&hex[..2])
         .join(&hex[2..]);
@@ -316,7 +205,7 @@ fn a_damaged_cached_object_is_refused_at_checkout_and_fetched_again() {
     // git wrote nothing, and the damaged copy left the cache.
     assert!(!repo.join("data.bin").exists());
     assert!(!object.exists());
-    assert!(env.path("cache").join("quarantine").join(&hex).exists());
+    assert!(env.temp("cache").join("quarantine").join(&hex).exists());
 
     // The next checkout fetches a good copy from the remote.
     env.git(&repo, &["checkout", "--", "data.bin"]);
@@ -326,7 +215,7 @@ fn a_damaged_cached_object_is_refused_at_checkout_and_fetched_again() {
 
 #[test]
 fn a_thousand_files_check_out_through_one_delayed_batch() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     fs::create_dir_all(repo.join("data")).unwrap();
     for i in 0..1000u64 {
@@ -342,38 +231,38 @@ fn a_thousand_files_check_out_through_one_delayed_batch() {
     let out = env
         .command("git", env.dir.path(), "cache-b")
         .args(["clone", "-q", "origin.git", "b"])
-        .env("GIT_TRACE_PACKET", env.path("trace.txt"))
+        .env("GIT_TRACE_PACKET", env.temp("trace.txt"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     for i in [0u64, 499, 999] {
         assert_eq!(
-            fs::read(env.path(&format!("b/data/f{i:04}.bin"))).unwrap(),
+            fs::read(env.temp(&format!("b/data/f{i:04}.bin"))).unwrap(),
             random_bytes(i, 1024 + (i as usize * 37) % 4096)
         );
     }
-    let trace = fs::read_to_string(env.path("trace.txt")).unwrap();
+    let trace = fs::read_to_string(env.temp("trace.txt")).unwrap();
     assert_eq!(trace.matches("status=delayed").count(), 1000);
     // Everything arrived in the first batch: git asked twice (the batch, then "done").
     assert_eq!(trace.matches("command=list_available_blobs").count(), 2);
     assert_eq!(
-        env.ok("git", &env.path("b"), "cache-b", &["status", "--porcelain"]),
+        env.ok("git", &env.temp("b"), "cache-b", &["status", "--porcelain"]),
         ""
     );
 }
 
 #[test]
 fn sidecar_markers_follow_branches_merges_and_rebases() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     fs::write(repo.join("table.csv"), b"v1\n").unwrap();
-    env.czc(&repo, &["save", "table.csv"]);
+    env.czc_at(&repo, &["save", "table.csv"]);
     env.git(&repo, &["add", "-A"]);
     env.git(&repo, &["commit", "-qm", "v1"]);
     env.git(&repo, &["checkout", "-q", "-b", "feature"]);
-    env.czc(&repo, &["unprotect", "table.csv"]);
+    env.czc_at(&repo, &["unprotect", "table.csv"]);
     fs::write(repo.join("table.csv"), b"v2\n").unwrap();
-    env.czc(&repo, &["save", "table.csv"]);
+    env.czc_at(&repo, &["save", "table.csv"]);
     env.git(&repo, &["commit", "-qam", "v2"]);
     // The post-checkout hook restores the data file the marker names.
     env.git(&repo, &["checkout", "-q", "main"]);
@@ -397,8 +286,8 @@ fn sidecar_markers_follow_branches_merges_and_rebases() {
 
 #[test]
 fn install_chains_to_an_existing_hook_and_uninstall_restores_it() {
-    let env = GitEnv::new();
-    let repo = env.path("r");
+    let env = TestEnv::new();
+    let repo = env.temp("r");
     env.git(env.dir.path(), &["init", "-q", "r"]);
     let hook = repo.join(".git/hooks/post-merge");
     fs::write(
@@ -411,10 +300,10 @@ fn install_chains_to_an_existing_hook_and_uninstall_restores_it() {
         .arg(&hook)
         .status()
         .unwrap();
-    let first = env.czc(&repo, &["install", "--local"]);
+    let first = env.czc_at(&repo, &["install", "--local"]);
     assert!(first.contains("post-merge.czc-chained"), "{first}");
     // Idempotent: a second install changes nothing.
-    let second = env.czc(&repo, &["install", "--local"]);
+    let second = env.czc_at(&repo, &["install", "--local"]);
     assert!(!second.contains("installed hook"), "{second}");
     assert_eq!(
         env.git(&repo, &["config", "--local", "filter.czc.process"])
@@ -439,7 +328,7 @@ fn install_chains_to_an_existing_hook_and_uninstall_restores_it() {
     assert!(repo.join(".git/ran").exists(), "the chained hook ran");
     let ours = fs::read_to_string(&hook).unwrap();
     assert!(ours.contains("czc hook post-merge"));
-    env.czc(&repo, &["uninstall", "--local"]);
+    env.czc_at(&repo, &["uninstall", "--local"]);
     assert!(fs::read_to_string(&hook).unwrap().contains("echo mine"));
     assert!(!repo.join(".git/hooks/post-merge.czc-chained").exists());
     assert!(!repo.join(".git/hooks/pre-push").exists());
@@ -454,10 +343,10 @@ fn install_chains_to_an_existing_hook_and_uninstall_restores_it() {
 
 #[test]
 fn a_pre_push_that_cannot_reach_the_remote_blocks_the_push() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     // An HTTP remote on a closed port.
-    env.czc(
+    env.czc_at(
         &repo,
         &["remote", "add", "team", "http://127.0.0.1:9", "--default"],
     );
@@ -470,13 +359,13 @@ fn a_pre_push_that_cannot_reach_the_remote_blocks_the_push() {
     assert!(err.contains("git push was stopped"), "{err}");
     assert!(err.contains("127.0.0.1:9"), "{err}");
     // Nothing reached origin.
-    let refs = env.git(&env.path("origin.git"), &["for-each-ref"]);
+    let refs = env.git(&env.temp("origin.git"), &["for-each-ref"]);
     assert_eq!(refs, "");
 }
 
 #[test]
 fn filter_process_exits_with_a_message_on_garbage() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     let pkt = |text: &str| format!("{:04x}{text}", text.len() + 4);
     let hello = format!("{}{}0000", pkt("git-filter-client\n"), pkt("version=2\n"));
@@ -520,9 +409,9 @@ fn filter_process_exits_with_a_message_on_garbage() {
 
 #[test]
 fn fetch_by_revision_ls_and_gc_follow_history() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
-    let team = env.path("team");
+    let team = env.temp("team");
     let objects = |root: &Path| -> usize { walkdir(root.join("objects")) };
     fs::write(repo.join("new.bin"), b"new content").unwrap();
     env.git(&repo, &["add", "."]);
@@ -538,13 +427,13 @@ fn fetch_by_revision_ls_and_gc_follow_history() {
     env.git(&repo, &["push", "-q", "origin", "main", "exp"]);
     // An object nobody references any more: saved, pushed, then its marker deleted.
     fs::write(repo.join("stray.dat"), b"stray").unwrap();
-    env.czc(&repo, &["save", "stray.dat"]);
-    env.czc(&repo, &["push"]);
+    env.czc_at(&repo, &["save", "stray.dat"]);
+    env.czc_at(&repo, &["push"]);
     fs::remove_file(repo.join("stray.dat.czc")).unwrap();
     assert_eq!(objects(&team), 3);
 
     // ls shows HEAD's tracked files; --rev another commit's.
-    let listed = env.czc(&repo, &["ls"]);
+    let listed = env.czc_at(&repo, &["ls"]);
     assert!(
         listed.contains("new.bin") && !listed.contains("old.bin"),
         "{listed}"
@@ -553,7 +442,7 @@ fn fetch_by_revision_ls_and_gc_follow_history() {
         listed.contains("filter") && listed.contains("pushed"),
         "{listed}"
     );
-    let listed = env.czc(&repo, &["ls", "--rev", "exp~1"]);
+    let listed = env.czc_at(&repo, &["ls", "--rev", "exp~1"]);
     assert!(listed.contains("old.bin"), "{listed}");
     let bad = env.run("czc", &repo, "cache", &["ls", "--rev", "no-such-branch"]);
     assert_eq!(bad.status.code(), Some(1));
@@ -568,28 +457,28 @@ fn fetch_by_revision_ls_and_gc_follow_history() {
     assert!(out.contains("fetched 2 objects"), "{out}");
 
     // gc: everything is younger than the default grace period of 7 days.
-    let out = env.czc(&repo, &["gc", "--remote", "team", "--all-commits"]);
+    let out = env.czc_at(&repo, &["gc", "--remote", "team", "--all-commits"]);
     assert!(
         out.contains("deleted 0 objects") && out.contains("1 younger"),
         "{out}"
     );
     // With no grace: the stray object goes, old.bin stays (an old commit needs it).
     let no_grace = ["gc", "--remote", "team", "--keep-younger-than", "0s"];
-    let out = env.czc(
+    let out = env.czc_at(
         &repo,
         &[&no_grace[..], &["--all-commits", "--dry-run"]].concat(),
     );
     assert!(out.contains("would delete 1 object"), "{out}");
     assert_eq!(objects(&team), 3);
-    let out = env.czc(&repo, &[&no_grace[..], &["--all-commits"]].concat());
+    let out = env.czc_at(&repo, &[&no_grace[..], &["--all-commits"]].concat());
     assert!(out.contains("deleted 1 object"), "{out}");
     assert_eq!(objects(&team), 2);
     // Keeping only what branch tips reference, old.bin would go too.
-    let out = env.czc(&repo, &[&no_grace[..], &["--dry-run"]].concat());
+    let out = env.czc_at(&repo, &[&no_grace[..], &["--dry-run"]].concat());
     assert!(out.contains("would delete 1 object"), "{out}");
     assert_eq!(objects(&team), 2);
     // The local cache: the stray object is referenced by no known repository.
-    let out = env.czc(
+    let out = env.czc_at(
         &repo,
         &[
             "gc",
@@ -633,20 +522,20 @@ fn walkdir(root: PathBuf) -> usize {
 
 #[test]
 fn ci_pulls_exactly_what_the_commit_references_without_the_filter() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     fs::create_dir_all(repo.join("data")).unwrap();
     fs::write(repo.join("data/a.bin"), b"aaa").unwrap();
     fs::write(repo.join("data/b.bin"), b"bbb").unwrap();
     fs::write(repo.join("table.csv"), b"x,y\n").unwrap();
-    env.czc(&repo, &["save", "table.csv"]);
+    env.czc_at(&repo, &["save", "table.csv"]);
     env.git(&repo, &["add", "-A"]);
     env.git(&repo, &["commit", "-qm", "data"]);
     env.git(&repo, &["push", "-q", "origin", "main"]);
     // CI: no `czc install`, so git leaves marker text in the filtered files.
-    let ci_home = env.path("ci-home");
+    let ci_home = env.temp("ci-home");
     fs::create_dir_all(&ci_home).unwrap();
-    let clone = env.path("ci");
+    let clone = env.temp("ci");
     let git_ci = |dir: &Path, args: &[&str]| {
         let out = env
             .command("git", dir, "ci-cache")
@@ -680,8 +569,8 @@ fn ci_pulls_exactly_what_the_commit_references_without_the_filter() {
     assert_eq!(fs::read(clone.join("data/b.bin")).unwrap(), b"bbb");
     assert_eq!(fs::read(clone.join("table.csv")).unwrap(), b"x,y\n");
     // Something missing everywhere: non-zero, named.
-    fs::remove_dir_all(env.path("team")).unwrap();
-    fs::remove_dir_all(env.path("ci-cache")).unwrap();
+    fs::remove_dir_all(env.temp("team")).unwrap();
+    fs::remove_dir_all(env.temp("ci-cache")).unwrap();
     fs::remove_file(clone.join("table.csv")).unwrap();
     let out = czc_ci(&["pull"]);
     assert_eq!(out.status.code(), Some(1));
@@ -690,7 +579,7 @@ fn ci_pulls_exactly_what_the_commit_references_without_the_filter() {
 
 #[test]
 fn a_two_gib_file_streams_through_clean_and_smudge_in_flat_memory() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("a");
     const SIZE: u64 = 2 << 30;
     let pattern: Vec<u8> = random_bytes(5, 1 << 20);
@@ -756,13 +645,13 @@ fn a_two_gib_file_streams_through_clean_and_smudge_in_flat_memory() {
 
 #[test]
 fn a_plain_clone_gets_the_hooks_from_the_filter_and_status_and_push_see_filtered_files() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("repo");
     fs::write(repo.join("first.bin"), random_bytes(91, 40_000)).unwrap();
     env.git(&repo, &["add", "-A"]);
     env.git(&repo, &["commit", "-qm", "first"]);
     env.git(&repo, &["push", "-q", "origin", "main"]);
-    let team = env.path("team");
+    let team = env.temp("team");
     let objects = |dir: &Path| {
         walkdir::WalkDir::new(dir.join("objects"))
             .into_iter()
@@ -773,8 +662,8 @@ fn a_plain_clone_gets_the_hooks_from_the_filter_and_status_and_push_see_filtered
     assert_eq!(objects(&team), 1, "the repo's own pre-push uploaded");
     // A teammate: the filter is in the user's git config (czc install once), but a
     // plain clone has no hooks. The filter process running at checkout installs them.
-    let clone = env.path("clone");
-    let origin = env.path("origin.git");
+    let clone = env.temp("clone");
+    let origin = env.temp("origin.git");
     env.ok(
         "git",
         env.dir.path(),
@@ -804,7 +693,7 @@ fn a_plain_clone_gets_the_hooks_from_the_filter_and_status_and_push_see_filtered
 
 #[test]
 fn status_and_push_see_filtered_files_that_are_only_staged() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let repo = env.repo("repo");
     fs::write(repo.join("first.bin"), random_bytes(97, 20_000)).unwrap();
     env.git(&repo, &["add", "-A"]);
@@ -815,7 +704,7 @@ fn status_and_push_see_filtered_files_that_are_only_staged() {
     // A staged new version of a committed file: one line for it, the staged marker.
     fs::write(repo.join("first.bin"), random_bytes(99, 20_000)).unwrap();
     env.git(&repo, &["add", "first.bin"]);
-    let status = env.czc(&repo, &["status"]);
+    let status = env.czc_at(&repo, &["status"]);
     assert!(status.contains("ok          staged.bin"), "{status}");
     assert_eq!(
         status.matches("first.bin").count(),
@@ -825,9 +714,9 @@ fn status_and_push_see_filtered_files_that_are_only_staged() {
     assert!(status.contains("ok          first.bin"), "{status}");
     // `czc push` with no paths uploads what the index and HEAD reference: the old
     // and new first.bin and staged.bin.
-    let pushed = env.czc(&repo, &["push"]);
+    let pushed = env.czc_at(&repo, &["push"]);
     assert!(pushed.contains("pushed 3 objects"), "{pushed}");
-    let team = env.path("team");
+    let team = env.temp("team");
     for seed in [97, 98, 99] {
         let len = if seed == 98 { 25_000 } else { 20_000 };
         let oid = czcache::oid::Oid::of_bytes(&random_bytes(seed, len)).hex();
@@ -843,14 +732,14 @@ fn status_and_push_see_filtered_files_that_are_only_staged() {
 
 #[test]
 fn gc_remote_never_deletes_what_another_clone_just_pushed() {
-    let env = GitEnv::new();
+    let env = TestEnv::new();
     let a = env.repo("a");
     fs::write(a.join("data.dat"), random_bytes(95, 20_000)).unwrap();
-    env.czc(&a, &["save", "data.dat"]);
+    env.czc_at(&a, &["save", "data.dat"]);
     env.git(&a, &["add", "-A"]);
     env.git(&a, &["commit", "-qm", "add data"]);
     env.git(&a, &["push", "-q", "origin", "main"]);
-    let team = env.path("team");
+    let team = env.temp("team");
     let oid = {
         let text = fs::read_to_string(a.join("data.dat.czc")).unwrap();
         text.lines()
@@ -864,8 +753,8 @@ fn gc_remote_never_deletes_what_another_clone_just_pushed() {
     assert!(object.is_file());
     // B clones, A drops the marker (and pushes that), B saves the same bytes again and
     // pushes its commit: "already there".
-    let b = env.path("b");
-    let origin = env.path("origin.git");
+    let b = env.temp("b");
+    let origin = env.temp("origin.git");
     env.ok(
         "git",
         env.dir.path(),
@@ -904,11 +793,11 @@ fn gc_remote_never_deletes_what_another_clone_just_pushed() {
     assert!(object.is_file());
     // Fetched, gc keeps what origin/main references.
     env.git(&a, &["fetch", "-q", "origin"]);
-    let out = env.czc(&a, &["gc", "--remote", "team", "--keep-younger-than", "0s"]);
+    let out = env.czc_at(&a, &["gc", "--remote", "team", "--keep-younger-than", "0s"]);
     assert!(out.contains("deleted 0 objects"), "{out}");
     assert!(object.is_file());
     // And a fresh clone can pull it.
-    let c = env.path("c");
+    let c = env.temp("c");
     env.ok(
         "git",
         env.dir.path(),

@@ -33,8 +33,108 @@ impl TestEnv {
             project,
             extra_env: Vec::new(),
         };
+        // git as the tests' user: a name, an email and `main`, never the real config.
+        fs::write(
+            env.home.join(".gitconfig"),
+            "[user]\n\tname = Test\n\temail = t@example.com\n[init]\n\tdefaultBranch = main\n",
+        )
+        .unwrap();
         env.git_init(&env.project);
         env
+    }
+
+    /// A path in the test's folder, outside the project (other clones, remotes, caches).
+    pub fn temp(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `program` (git, czc) run in `dir` with the test's HOME, czc on PATH, and the
+    /// cache `cache` (a folder name in the test's folder: two clones may have two).
+    pub fn command(&self, program: &str, dir: &Path, cache: &str) -> StdCommand {
+        let mut cmd = StdCommand::new(program);
+        let czc = assert_cmd::cargo::cargo_bin("czc");
+        let bin = czc.parent().expect("czc is in a folder");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.current_dir(dir)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("PATH", path)
+            .env("CZC_CACHE_DIR", self.temp(cache))
+            .env_remove("CZC_SKIP_SMUDGE")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE");
+        cmd
+    }
+
+    pub fn run(
+        &self,
+        program: &str,
+        dir: &Path,
+        cache: &str,
+        args: &[&str],
+    ) -> std::process::Output {
+        self.command(program, dir, cache)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// [`run`](Self::run) that must succeed; its stdout.
+    pub fn ok(&self, program: &str, dir: &Path, cache: &str, args: &[&str]) -> String {
+        let out = self.run(program, dir, cache, args);
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `program` with piped stdin and stdout, for feeding and reading it by hand.
+    pub fn spawn_piped(&self, program: &str, dir: &Path, args: &[&str]) -> std::process::Child {
+        self.command(program, dir, "cache")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// git in `dir`, with the default cache; must succeed.
+    pub fn git(&self, dir: &Path, args: &[&str]) -> String {
+        self.ok("git", dir, "cache", args)
+    }
+
+    /// czc in `dir`, with the default cache; must succeed.
+    pub fn czc_at(&self, dir: &Path, args: &[&str]) -> String {
+        self.ok("czc", dir, "cache", args)
+    }
+
+    /// A repository with czc installed and `*.bin` tracked, a folder remote `team` as
+    /// default, and a bare `origin`.
+    pub fn repo(&self, name: &str) -> PathBuf {
+        let repo = self.temp(name);
+        self.git(self.dir.path(), &["init", "-q", name]);
+        self.czc_at(&repo, &["install"]);
+        self.czc_at(&repo, &["track", "*.bin"]);
+        let team = self.temp("team");
+        self.czc_at(
+            &repo,
+            &["remote", "add", "team", team.to_str().unwrap(), "--default"],
+        );
+        self.git(self.dir.path(), &["init", "-q", "--bare", "origin.git"]);
+        let origin = self.temp("origin.git");
+        self.git(
+            &repo,
+            &["remote", "add", "origin", origin.to_str().unwrap()],
+        );
+        repo
     }
 
     pub fn git_init(&self, path: &Path) {
