@@ -4,10 +4,10 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use czcache::config::format_size;
-use czcache::git::install::{self, Scope};
+use czcache::git::install::Scope;
 use czcache::ops::{self, gc::GcTarget};
 use czcache::remote::TransferReport;
-use czcache::workspace::{self, CheckoutReport};
+use czcache::workspace::CheckoutReport;
 use czcache::Error;
 
 use super::print::{self, errln, plural};
@@ -17,13 +17,8 @@ use super::{context, cwd, Cli, HookCommand};
 const FILTER_PIPE_BYTES: usize = 1 << 20;
 
 pub fn cmd_install(cli: &Cli, local: bool, installing: bool) -> Result<i32, Error> {
-    let dir = cwd(cli)?;
     let scope = if local { Scope::Repo } else { Scope::User };
-    let report = if installing {
-        install::install(&dir, scope)?
-    } else {
-        install::uninstall(&dir, scope)?
-    };
+    let report = ops::git::install(&cwd(cli)?, scope, installing)?;
     if cli.json {
         print::json(&report);
         return Ok(0);
@@ -52,9 +47,9 @@ pub fn cmd_install(cli: &Cli, local: bool, installing: bool) -> Result<i32, Erro
 }
 
 pub fn cmd_track(cli: &Cli, patterns: &[String], tracking: bool) -> Result<i32, Error> {
-    let root = workspace::find_root(&cwd(cli)?);
+    let dir = cwd(cli)?;
     if tracking && patterns.is_empty() {
-        let listed = install::tracked_patterns(&root)?;
+        let listed = ops::git::tracked(&dir)?;
         if cli.json {
             print::json_list("patterns", &listed);
         } else {
@@ -64,11 +59,7 @@ pub fn cmd_track(cli: &Cli, patterns: &[String], tracking: bool) -> Result<i32, 
         }
         return Ok(0);
     }
-    let changed = if tracking {
-        install::track(&root, patterns)?
-    } else {
-        install::untrack(&root, patterns)?
-    };
+    let changed = ops::git::track(&dir, patterns, tracking)?;
     if cli.json {
         print::json_list("patterns", &changed);
     } else if !cli.quiet {
@@ -172,28 +163,21 @@ pub fn cmd_gc(cli: &Cli, flags: GcFlags) -> Result<i32, Error> {
 
 pub fn cmd_filter_process(cli: &Cli) -> Result<i32, Error> {
     let ctx = context(cli, false)?;
-    // As Git LFS does: the hooks (pre-push above all) wherever the filter runs.
-    if let Err(err) = install::install_hooks(ctx.root()) {
-        errln(&format!(
-            "czc: warning: could not install czc's git hooks: {err}"
-        ));
-    }
     // Big pipes and buffers: a packet is at most 64 KiB, so an 8 KiB buffer would cost a
     // tiny write and a context switch per packet.
     czcache::fsutil::grow_pipe(io::stdin(), FILTER_PIPE_BYTES);
     czcache::fsutil::grow_pipe(io::stdout(), FILTER_PIPE_BYTES);
-    czcache::git::filter::filter_process(
-        ctx.workspace(),
+    ops::git::filter_process(
+        &ctx,
         io::BufReader::with_capacity(FILTER_PIPE_BYTES, io::stdin().lock()),
         io::BufWriter::with_capacity(FILTER_PIPE_BYTES, io::stdout().lock()),
-    )
-    .map_err(|err| Error::Git(err.into()))?;
+    )?;
     Ok(0)
 }
 
 pub fn cmd_clean(cli: &Cli, path: &Path) -> Result<i32, Error> {
     let ctx = context(cli, false)?;
-    let text = czcache::git::filter::clean(ctx.workspace(), path, &mut io::stdin().lock())?;
+    let text = ops::git::clean(&ctx, path, &mut io::stdin().lock())?;
     io::stdout()
         .write_all(text.as_bytes())
         .map_err(|source| Error::Io {
@@ -206,7 +190,7 @@ pub fn cmd_clean(cli: &Cli, path: &Path) -> Result<i32, Error> {
 pub fn cmd_smudge(cli: &Cli, path: &Path) -> Result<i32, Error> {
     let ctx = context(cli, false)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
-    czcache::git::filter::smudge(ctx.workspace(), path, &mut io::stdin().lock(), &mut out)?;
+    ops::git::smudge(&ctx, path, &mut io::stdin().lock(), &mut out)?;
     out.flush().map_err(|source| Error::Io {
         path: "stdout".into(),
         source,

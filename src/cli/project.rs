@@ -4,26 +4,25 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use czcache::ops::{self, status::RemoteCheck};
-use czcache::workspace::{self, CheckoutReport, State};
+use czcache::workspace::{CheckoutReport, State};
 use czcache::Error;
 
 use super::print::{self, plural};
 use super::{context, cwd, Cli};
 
 pub fn cmd_init(cli: &Cli) -> Result<i32, Error> {
-    let root = workspace::find_root(&cwd(cli)?);
-    let created = workspace::init(&root)?;
+    let report = ops::git::init(&cwd(cli)?)?;
     if cli.json {
-        print::json(&serde_json::json!({ "root": root, "created": created }));
+        print::json(&report);
     } else if !cli.quiet {
-        let what = if created {
+        let what = if report.created {
             "initialized"
         } else {
             "already initialized"
         };
         outln!(
             "{what} {}",
-            root.join(czcache::config::PROJECT_FILE).display()
+            report.root.join(czcache::config::PROJECT_FILE).display()
         );
     }
     Ok(0)

@@ -8,6 +8,7 @@
 //! - [`status`]: the state of files against their markers
 //! - [`transfer`]: push, fetch, pull
 //! - [`keys`]: get, put and rm of a remote's keys
+//! - [`git`]: init, install, track, and git's clean/smudge filter
 //! - [`ls`]: the tracked data files of a commit
 //! - [`hooks`]: what czc's git hooks do (pre-push, post-checkout, post-merge)
 //! - [`gc`]: delete what nothing references, from a remote or the cache
@@ -30,6 +31,7 @@ use crate::workspace::{ObjectSource, Workspace};
 pub mod cache;
 pub mod checkout;
 pub mod gc;
+pub mod git;
 mod history;
 pub mod hooks;
 pub mod keys;
