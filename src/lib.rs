@@ -1,8 +1,9 @@
 //! czc: a content-addressed cache and version-control sidecar for large data files.
 //!
 //! The library holds all the logic; the `czc` binary only parses arguments and prints.
-//! Start from [`workspace::Workspace`] (what the CLI drives) or [`cache::LocalCache`]
-//! (to embed the object cache in another tool).
+//! Start from [`ops`] (one function per command over an [`ops::Context`], returning a
+//! serializable report: what the CLI drives), [`caches`] (the four caches of keys and
+//! named caches) or [`cache::LocalCache`] (to embed the object cache in another tool).
 
 pub mod cache;
 pub mod caches;

@@ -1,5 +1,7 @@
 //! The workspace: a project folder holding markers next to (or instead of) the data they
-//! stand for. This is what the CLI drives: save, checkout, status, open, cat, unprotect.
+//! stand for, and nothing else: finding markers, placing files, file state, `.gitignore`.
+//! It knows no remotes: objects its cache lacks come from the [`ObjectSource`] its caller
+//! (the ops layer) hands it, and its work is counted through the cache's progress hook.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
