@@ -671,4 +671,15 @@ fn named_caches_urls_and_user_remotes_work_from_the_command_line() {
         .code(1)
         .stderr(predicate::str::contains("no cache named 'nope'"));
     env.czc().args(["get", "no-colon-here"]).assert().code(2);
+    // A URL with a scheme czc does not know, or naming no file: one line, nothing kept.
+    env.czc()
+        .args(["get", "gopher://host/file.bin"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unknown scheme 'gopher'"));
+    env.czc()
+        .args(["get", "s3://bucket"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("names no file"));
 }

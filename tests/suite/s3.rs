@@ -968,6 +968,61 @@ fn push_aborts_stale_multipart_uploads_and_keeps_live_ones() {
 }
 
 #[test]
+fn a_lying_multipart_listing_aborts_nothing_and_fails_no_push() {
+    use object_store::multipart::MultipartStore;
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    let content = bytes(93, 3000);
+    env.write("f.bin", &content);
+    let shard = &Oid::of_bytes(&content).hex()[..2];
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&server.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("team")
+        .with_region("us-east-1")
+        .with_access_key_id(crate::s3server::ACCESS_KEY)
+        .with_secret_access_key(crate::s3server::SECRET_KEY)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let path = object_store::path::Path::from(format!("czc/objects/{shard}/killed"));
+    runtime.block_on(store.create_multipart(&path)).unwrap();
+    server.backdate_uploads(Duration::from_secs(2 * 3600));
+    // Garbage, then a listing that names an upload outside the remote's prefix.
+    proxy.inject(
+        "GET",
+        "uploads",
+        1,
+        Fault::ReplaceBody("<ListMultipartUploadsResult><Upload>"),
+    );
+    env.czc().args(["save", "f.bin"]).assert().success();
+    env.czc().arg("push").assert().success();
+    assert_eq!(
+        server.pending_uploads().len(),
+        1,
+        "nothing aborted on garbage"
+    );
+    proxy.inject(
+        "GET",
+        "uploads",
+        1,
+        Fault::ReplaceBody(
+            "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated><Upload><Key>elsewhere/x</Key><UploadId>u1</UploadId><Initiated>2000-01-01T00:00:00.000Z</Initiated></Upload></ListMultipartUploadsResult>",
+        ),
+    );
+    env.write("g.bin", bytes(94, 3000));
+    env.czc().args(["save", "g.bin"]).assert().success();
+    env.czc().arg("push").assert().success();
+    assert_eq!(
+        proxy.count("DELETE", "uploadId=u1"),
+        0,
+        "outside the prefix: left alone"
+    );
+    assert!(proxy.applied().len() >= 2, "{:?}", proxy.applied());
+}
+
+#[test]
 fn a_push_that_finds_an_old_object_there_restarts_its_grace_period() {
     let server = S3Server::start(&["team"]);
     let first = with_credentials(TestEnv::new(), &server);

@@ -38,6 +38,8 @@ pub enum Fault {
     PadBy(usize),
     /// Remove the ETag header from the answer.
     DropETag,
+    /// Answer 200 with this body instead of the real one (a server that lies).
+    ReplaceBody(&'static str),
 }
 
 struct Rule {
@@ -288,6 +290,7 @@ async fn forward(
             body.resize(body.len() + extra, b'#');
             full(body)
         }
+        Some(Fault::ReplaceBody(text)) => full(text.as_bytes().to_vec()),
         Some(Fault::ShortBy(short)) => {
             body.truncate(body.len().saturating_sub(short));
             full(body)
