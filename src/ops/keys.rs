@@ -8,7 +8,7 @@ use super::Context;
 use crate::caches::keys::{self, KeyFetch, PutCondition};
 use crate::error::{Error, Result};
 use crate::oid::Oid;
-use crate::storage::{OpenedStorage, StorageOptions};
+use crate::storage::{OpenedStorage, StorageOptions, WriteStorage};
 
 /// Where a key lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,15 @@ fn open_url(ctx: &Context, url: &str) -> Result<(String, String, OpenedStorage)>
     };
     let opened = crate::storage::open_storage(&base, &options)?;
     Ok((url_storage_name(&base), key, opened))
+}
+
+/// A URL's storage for writing; a read-only one is refused, naming the URL.
+fn open_url_writer(ctx: &Context, url: &str) -> Result<(String, String, Arc<dyn WriteStorage>)> {
+    let (name, key, opened) = open_url(ctx, url)?;
+    let storage = opened
+        .writer()
+        .ok_or_else(|| Error::ReadOnlyRemote { name: url.into() })?;
+    Ok((name, key, storage))
 }
 
 /// What `get` found.
@@ -153,13 +162,7 @@ pub fn put(
             let (_, storage) = ctx.remotes().writer(Some(remote))?;
             (remote.clone(), key.clone(), storage)
         }
-        KeyTarget::Url(url) => {
-            let (name, key, opened) = open_url(ctx, url)?;
-            let storage = opened
-                .writer()
-                .ok_or_else(|| Error::ReadOnlyRemote { name: url.clone() })?;
-            (name, key, storage)
-        }
+        KeyTarget::Url(url) => open_url_writer(ctx, url)?,
     };
     let written = keys::put_key(storage.as_ref(), &key, file, condition)?;
     if written {
@@ -197,10 +200,7 @@ pub fn rm(ctx: &Context, target: &KeyTarget, if_match: Option<Oid>) -> Result<Re
             (removed, format!("{remote}:{key}"))
         }
         KeyTarget::Url(url) => {
-            let (name, key, opened) = open_url(ctx, url)?;
-            let storage: Arc<dyn crate::storage::WriteStorage> = opened
-                .writer()
-                .ok_or_else(|| Error::ReadOnlyRemote { name: url.clone() })?;
+            let (name, key, storage) = open_url_writer(ctx, url)?;
             let removed = keys::remove_key(
                 ctx.workspace.cache(),
                 &name,

@@ -927,6 +927,19 @@ fn a_failed_multipart_completion_is_aborted() {
     assert!(!server.root.join("team/czc/models/big.bin").exists());
 }
 
+/// The bucket `team` through object_store directly, to leave uploads as a killed run would.
+fn raw_store(server: &S3Server) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&server.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("team")
+        .with_region("us-east-1")
+        .with_access_key_id(crate::s3server::ACCESS_KEY)
+        .with_secret_access_key(crate::s3server::SECRET_KEY)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn push_aborts_stale_multipart_uploads_and_keeps_live_ones() {
     use object_store::multipart::MultipartStore;
@@ -937,15 +950,7 @@ fn push_aborts_stale_multipart_uploads_and_keeps_live_ones() {
     env.write("f.bin", &content);
     let shard = &Oid::of_bytes(&content).hex()[..2];
     // What a killed run left in the shard this push writes to, and a live upload.
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&server.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name("team")
-        .with_region("us-east-1")
-        .with_access_key_id(crate::s3server::ACCESS_KEY)
-        .with_secret_access_key(crate::s3server::SECRET_KEY)
-        .build()
-        .unwrap();
+    let store = raw_store(&server);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let begin = |name: &str| {
         let path = object_store::path::Path::from(format!("czc/objects/{shard}/{name}"));
@@ -976,15 +981,7 @@ fn a_lying_multipart_listing_aborts_nothing_and_fails_no_push() {
     let content = bytes(93, 3000);
     env.write("f.bin", &content);
     let shard = &Oid::of_bytes(&content).hex()[..2];
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&server.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name("team")
-        .with_region("us-east-1")
-        .with_access_key_id(crate::s3server::ACCESS_KEY)
-        .with_secret_access_key(crate::s3server::SECRET_KEY)
-        .build()
-        .unwrap();
+    let store = raw_store(&server);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let path = object_store::path::Path::from(format!("czc/objects/{shard}/killed"));
     runtime.block_on(store.create_multipart(&path)).unwrap();
