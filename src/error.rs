@@ -98,6 +98,21 @@ pub enum Error {
     ReadOnlyCache { cache: String },
     #[error("no cache named '{name}' ({known})")]
     UnknownCache { name: String, known: String },
+    /// A copy of a key whose bytes are not the ones the caller knows it must have.
+    #[error("{storage}: {key} hashes to {found}, not the expected {expected}")]
+    HashMismatch {
+        storage: String,
+        key: String,
+        expected: Oid,
+        found: Oid,
+    },
+    /// Every storage was tried and none had the key with the expected hash.
+    #[error("no copy of {key} hashes to the expected {expected} ({tried})")]
+    NoMatchingCopy {
+        key: String,
+        expected: Oid,
+        tried: String,
+    },
     /// Arguments that do not go together (the CLI exits 2 for these).
     #[error("{0}")]
     Usage(String),

@@ -154,6 +154,9 @@ pub struct LocalCache {
     /// The project this process saves for, recorded beside the objects it saves so
     /// `cache info` can say which projects have objects awaiting push.
     project: Option<PathBuf>,
+    /// Objects this process handed out by name: its own eviction keeps them, so a path
+    /// it returned stays valid while it runs (others never evict under its lock).
+    pinned: Mutex<std::collections::HashSet<Oid>>,
 }
 
 impl std::fmt::Debug for LocalCache {
@@ -242,6 +245,7 @@ impl LocalCache {
             warned_over_limit: AtomicBool::new(false),
             warned_index_write: AtomicBool::new(false),
             project: None,
+            pinned: Mutex::new(Default::default()),
         })
     }
 
@@ -979,9 +983,17 @@ impl LocalCache {
             (a.last_used_at, a.added_at, a.oid).cmp(&(b.last_used_at, b.added_at, b.oid))
         });
         let mut report = EvictReport::default();
+        let pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for entry in entries {
             if size <= target {
                 break;
+            }
+            if pinned.contains(&entry.oid) {
+                continue;
             }
             if self.protect_unpushed && !entry.pushed {
                 // Its only copy: keep it until `czc push` has archived it.
@@ -1147,6 +1159,10 @@ impl LocalCache {
         if !valid {
             return Ok(object);
         }
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*oid);
         let dir = self.root.join(NAMED).join(oid.hex());
         let named = dir.join(name);
         // Still the object's own bytes (not a copy that was quarantined and fetched again).

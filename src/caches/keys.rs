@@ -52,7 +52,8 @@ impl KeyRecord {
 pub struct KeyFetch {
     /// The read-only copy in the cache.
     pub path: PathBuf,
-    pub oid: Oid,
+    /// `None` when the cache serves a file in place and was not asked to hash it.
+    pub oid: Option<Oid>,
     pub size: u64,
     /// False when the cached copy was still current.
     pub downloaded: bool,
@@ -72,7 +73,17 @@ pub fn key_cache_oids(cache: &LocalCache) -> Vec<Oid> {
 }
 
 fn key_record_path(cache: &LocalCache, remote: &str, key: &str) -> PathBuf {
-    let mut path = cache.root().join("keys").join(remote);
+    // A storage named by its url (the Python API's) gets a folder named by its hash.
+    let safe = !remote.is_empty()
+        && remote
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let folder = if safe {
+        remote.to_string()
+    } else {
+        format!("url-{}", &Oid::of_bytes(remote.as_bytes()).hex()[..24])
+    };
+    let mut path = cache.root().join("keys").join(folder);
     path.extend(key.split('/'));
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".json");
@@ -115,28 +126,66 @@ pub fn get_key(
     storage: &dyn ReadStorage,
     key: &str,
 ) -> Result<KeyFetch> {
+    get_key_expecting(cache, remote, storage, key, None)
+}
+
+/// [`get_key`] of bytes the caller knows by hash (pooch's `known_hash`): if the local
+/// cache holds that object it is the answer, with no request; a storage whose copy
+/// hashes otherwise is [`Error::HashMismatch`] (not downloaded when it reports a hash).
+pub fn get_key_expecting(
+    cache: &LocalCache,
+    remote: &str,
+    storage: &dyn ReadStorage,
+    key: &str,
+    expected: Option<&Oid>,
+) -> Result<KeyFetch> {
     crate::storage::check_key(storage, key)?;
     let not_found = || Error::NotFound {
         path: PathBuf::from(format!("{remote}:{key}")),
     };
+    let mismatch = |found: Oid| match expected {
+        Some(expected) if *expected != found => Err(Error::HashMismatch {
+            storage: remote.into(),
+            key: key.into(),
+            expected: *expected,
+            found,
+        }),
+        _ => Ok(()),
+    };
+    if let Some(expected) = expected {
+        if cache.contains(expected) {
+            return cached_key(cache, expected, key);
+        }
+    }
     let record_path = key_record_path(cache, remote, key);
     // The key may be rewritten between the HEAD and the GET: one more try then.
     let mut attempt = 0;
+    let current_copy = |info: &KeyInfo| {
+        read_key_record(&record_path)
+            .filter(|record| record.is_current(info) && cache.contains(&record.oid))
+            .map(|record| record.oid)
+    };
+    // One download per key at a time across processes: the others wait, then hit.
+    let mut download_lock = None;
     let (admitted, info) = loop {
         attempt += 1;
         let info = with_retries(|| storage.describe_key(key))?.ok_or_else(not_found)?;
-        if let Some(record) = read_key_record(&record_path) {
-            if record.is_current(&info) && cache.contains(&record.oid) {
-                cache.verified_path(&record.oid, &record_path)?;
-                let path = cache.named_path(&record.oid, key_name(key))?;
-                cache.touch(&[record.oid])?;
-                return Ok(KeyFetch {
-                    path,
-                    oid: record.oid,
-                    size: record.size,
-                    downloaded: false,
-                });
+        if let Some(hash) = info.hash {
+            mismatch(hash)?;
+        }
+        if download_lock.is_none() {
+            if let Some(oid) = current_copy(&info) {
+                mismatch(oid)?;
+                return cached_key(cache, &oid, key);
             }
+            // Only an optimisation (every commit is atomic): if the lock cannot be had,
+            // say a very long download holds it past the lock timeout, fetch anyway.
+            download_lock = Some(lock_key(&record_path, &format!("{remote}:{key}")).ok());
+        }
+        // Fetched by another process while this one waited for the lock?
+        if let Some(oid) = current_copy(&info) {
+            mismatch(oid)?;
+            return cached_key(cache, &oid, key);
         }
         // Never more than the size the remote reports; then the bytes must agree with
         // every size and hash it reports, or nothing is kept.
@@ -168,11 +217,38 @@ pub fn get_key(
     // A key's bytes came from the remote: evicting them loses nothing.
     cache.mark_pushed(&[admitted.oid])?;
     write_key_record(&record_path, &KeyRecord::of(&admitted, &info))?;
+    mismatch(admitted.oid)?;
     Ok(KeyFetch {
         path: cache.named_path(&admitted.oid, key_name(key))?,
-        oid: admitted.oid,
+        oid: Some(admitted.oid),
         size: admitted.size,
         downloaded: true,
+    })
+}
+
+/// The lock beside a key's record that one download (or local put) of it holds.
+fn lock_key(record_path: &Path, what: &str) -> Result<crate::fsutil::FileLock> {
+    let dir = crate::fsutil::parent_dir(record_path);
+    std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+    let lock_path = record_path.with_extension("lock");
+    crate::fsutil::FileLock::acquire(
+        &lock_path,
+        crate::fsutil::LockMode::Exclusive,
+        &format!("key {what}"),
+    )
+    .map_err(io_at(&lock_path))
+}
+
+/// The cached object `oid` as `key`'s copy: verified, named after the key, used now.
+fn cached_key(cache: &LocalCache, oid: &Oid, key: &str) -> Result<KeyFetch> {
+    let (_, size) = cache.verified_object(oid, Path::new(key))?;
+    let path = cache.named_path(oid, key_name(key))?;
+    cache.touch(&[*oid])?;
+    Ok(KeyFetch {
+        path,
+        oid: Some(*oid),
+        size,
+        downloaded: false,
     })
 }
 
@@ -312,22 +388,40 @@ pub fn local_key(cache: &LocalCache, key: &str) -> Result<Option<LocalKey>> {
 }
 
 /// A verified read-only path of `key` kept in the local cache only.
-pub fn get_local(cache: &LocalCache, key: &str) -> Result<KeyFetch> {
+pub fn get_local(cache: &LocalCache, key: &str, expected: Option<&Oid>) -> Result<KeyFetch> {
     let Some(found) = local_key(cache, key)? else {
         return Err(Error::NotFound {
             path: PathBuf::from(format!("local:{key}")),
         });
     };
-    let record_path = key_record_path(cache, LOCAL_KEYS, key);
-    cache.verified_path(&found.oid, &record_path)?;
-    let path = cache.named_path(&found.oid, key_name(key))?;
-    cache.touch(&[found.oid])?;
-    Ok(KeyFetch {
-        path,
-        oid: found.oid,
-        size: found.size,
-        downloaded: false,
-    })
+    if let Some(expected) = expected.filter(|expected| **expected != found.oid) {
+        return Err(Error::HashMismatch {
+            storage: LOCAL_CACHE_NAME.into(),
+            key: key.into(),
+            expected: *expected,
+            found: found.oid,
+        });
+    }
+    cached_key(cache, &found.oid, key)
+}
+
+/// The keys kept in the local cache only that start with `prefix`, sorted (those whose
+/// object was evicted are gone).
+pub fn list_local(cache: &LocalCache, prefix: &str) -> Result<Vec<String>> {
+    let root = cache.root().join("keys").join(LOCAL_KEYS);
+    let mut keys: Vec<String> = walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_file())
+        .filter_map(|entry| {
+            let relative = entry.path().strip_prefix(&root).ok()?.to_str()?;
+            relative.strip_suffix(".json").map(str::to_owned)
+        })
+        .filter(|key| key.starts_with(prefix))
+        .filter(|key| matches!(local_key(cache, key), Ok(Some(_))))
+        .collect();
+    keys.sort();
+    Ok(keys)
 }
 
 /// Keeps `file` as `key` in the local cache only, under `condition` (checked and written
@@ -343,15 +437,7 @@ pub fn put_local(
     crate::storage::check_key_of(LOCAL_CACHE_NAME, key)?;
     let meta = std::fs::metadata(file).map_err(io_at(file))?;
     let record_path = key_record_path(cache, LOCAL_KEYS, key);
-    let dir = crate::fsutil::parent_dir(&record_path);
-    std::fs::create_dir_all(dir).map_err(io_at(dir))?;
-    let lock_path = record_path.with_extension("lock");
-    let _lock = crate::fsutil::FileLock::acquire(
-        &lock_path,
-        crate::fsutil::LockMode::Exclusive,
-        &format!("local key {key}"),
-    )
-    .map_err(io_at(&lock_path))?;
+    let _lock = lock_key(&record_path, &format!("local:{key}"))?;
     let current = local_key(cache, key)?;
     let lost = |found: &str| {
         Err(Error::Storage(StorageError::LostRace {

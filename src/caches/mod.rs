@@ -37,9 +37,23 @@ pub use remote::{CopyToLocalCache, SynchronizedRemoteAndLocalCache};
 pub trait Cache: Send + Sync {
     /// What the cache is, for messages.
     fn describe(&self) -> String;
+    /// The key's current bytes in a local read-only file (fetched if needed), named as
+    /// the key is. With `expected`, only a copy of those bytes will do: a storage whose
+    /// copy hashes otherwise is skipped (with a warning) for the next, and when none has
+    /// it the error is [`Error::NoMatchingCopy`] (or [`Error::HashMismatch`] with one
+    /// storage). A key that exists nowhere is [`Error::NotFound`].
+    fn fetch(&self, key: &str, expected: Option<&Oid>) -> Result<KeyFetch>;
     /// A local read-only path holding the key's current bytes (fetched if needed); its
     /// file name is the key's. A key that exists nowhere is [`Error::NotFound`].
-    fn get(&self, key: &str) -> Result<PathBuf>;
+    fn get(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.fetch(key, None)?.path)
+    }
+    /// Every key that starts with `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// The local cache the copies live in, if the cache keeps copies.
+    fn local(&self) -> Option<&LocalCache> {
+        None
+    }
     /// The key's current bytes, opened for reading.
     fn open(&self, key: &str) -> Result<File> {
         let path = self.get(key)?;
@@ -62,8 +76,16 @@ impl Cache for LocalCache {
         format!("the local cache {}", self.root().display())
     }
 
-    fn get(&self, key: &str) -> Result<PathBuf> {
-        Ok(keys::get_local(self, key)?.path)
+    fn fetch(&self, key: &str, expected: Option<&Oid>) -> Result<KeyFetch> {
+        keys::get_local(self, key, expected)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        keys::list_local(self, prefix)
+    }
+
+    fn local(&self) -> Option<&LocalCache> {
+        Some(self)
     }
 
     fn hash(&self, key: &str) -> Result<Option<Oid>> {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{read_only, Cache, PutCondition};
-use crate::error::{Error, Result};
+use super::{read_only, Cache, KeyFetch, PutCondition};
+use crate::error::{Error, IoContext, Result};
 use crate::oid::Oid;
 use crate::storage::LocalStorage;
 
@@ -48,16 +48,44 @@ impl Cache for LocalReadOnlyCache {
         )
     }
 
-    fn get(&self, key: &str) -> Result<PathBuf> {
+    fn fetch(&self, key: &str, expected: Option<&Oid>) -> Result<KeyFetch> {
         crate::storage::check_key(self.storage.as_ref(), key)?;
         let path = self.storage.path(key)?;
         // A file, not a folder or a symlink out of the share.
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => Ok(path),
-            _ => Err(Error::NotFound {
-                path: PathBuf::from(format!("{}:{key}", self.name)),
-            }),
-        }
+        let size = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => {
+                return Err(Error::NotFound {
+                    path: PathBuf::from(format!("{}:{key}", self.name)),
+                })
+            }
+        };
+        // Served in place: the share's bytes are hashed only when the caller knows them.
+        let oid = match expected {
+            Some(expected) => {
+                let (found, _) = crate::oid::hash_file(&path).at(&path)?;
+                if found != *expected {
+                    return Err(Error::HashMismatch {
+                        storage: self.name.clone(),
+                        key: key.into(),
+                        expected: *expected,
+                        found,
+                    });
+                }
+                Some(found)
+            }
+            None => None,
+        };
+        Ok(KeyFetch {
+            path,
+            oid,
+            size,
+            downloaded: false,
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.storage.list(prefix)?)
     }
 
     fn hash(&self, key: &str) -> Result<Option<Oid>> {

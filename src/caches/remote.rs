@@ -93,13 +93,21 @@ impl CopyToLocalCache {
         }
     }
 
-    /// The key's bytes fetched (or revalidated) through the local cache.
-    pub fn fetch(&self, key: &str) -> Result<keys::KeyFetch> {
+    /// The key's bytes fetched (or revalidated) through the local cache; with
+    /// `expected`, the first copy that hashes to it (others skipped with a warning).
+    fn fetch_through(&self, key: &str, expected: Option<&Oid>) -> Result<keys::KeyFetch> {
+        // A bad key is bad everywhere: refused once, not tried against each storage.
+        crate::storage::check_key_of(&self.describe(), key)?;
         let mut last_error = None;
+        let mut mismatches = Vec::new();
         for (name, storage) in self.order(key)? {
-            match keys::get_key(&self.local, name, storage.as_ref(), key) {
+            match keys::get_key_expecting(&self.local, name, storage.as_ref(), key, expected) {
                 Ok(fetched) => return Ok(fetched),
                 Err(Error::NotFound { .. }) => {}
+                Err(err @ Error::HashMismatch { found, .. }) => {
+                    self.local.warn(&format!("{err}; skipped"));
+                    mismatches.push(format!("{name} holds {found}"));
+                }
                 // Unreachable is not a miss: try the next, and say why if none has it.
                 Err(err) => {
                     self.local
@@ -108,7 +116,19 @@ impl CopyToLocalCache {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| self.not_found(key)))
+        match expected {
+            Some(expected) if !mismatches.is_empty() => {
+                if let Some(err) = last_error {
+                    mismatches.push(format!("and {err}"));
+                }
+                Err(Error::NoMatchingCopy {
+                    key: key.into(),
+                    expected: *expected,
+                    tried: mismatches.join(", "),
+                })
+            }
+            _ => Err(last_error.unwrap_or_else(|| self.not_found(key))),
+        }
     }
 
     /// The first storage (in policy order) that has `key`, with what `what` asks of it.
@@ -131,8 +151,22 @@ impl Cache for CopyToLocalCache {
         format!("the cache of {} copied to the local cache", self.names())
     }
 
-    fn get(&self, key: &str) -> Result<PathBuf> {
-        Ok(self.fetch(key)?.path)
+    fn fetch(&self, key: &str, expected: Option<&Oid>) -> Result<keys::KeyFetch> {
+        self.fetch_through(key, expected)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut listed = Vec::new();
+        for (_, storage) in &self.read {
+            listed.extend(with_retries(|| storage.list(prefix))?);
+        }
+        listed.sort();
+        listed.dedup();
+        Ok(listed)
+    }
+
+    fn local(&self) -> Option<&LocalCache> {
+        Some(&self.local)
     }
 
     fn hash(&self, key: &str) -> Result<Option<Oid>> {
@@ -221,8 +255,16 @@ impl Cache for SynchronizedRemoteAndLocalCache {
         )
     }
 
-    fn get(&self, key: &str) -> Result<PathBuf> {
-        self.reads.get(key)
+    fn fetch(&self, key: &str, expected: Option<&Oid>) -> Result<keys::KeyFetch> {
+        self.reads.fetch_through(key, expected)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(with_retries(|| self.remote.list(prefix))?)
+    }
+
+    fn local(&self) -> Option<&LocalCache> {
+        Some(self.reads.local())
     }
 
     fn hash(&self, key: &str) -> Result<Option<Oid>> {

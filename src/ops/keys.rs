@@ -105,7 +105,7 @@ impl From<KeyFetch> for GetReport {
     fn from(fetched: KeyFetch) -> GetReport {
         GetReport {
             path: fetched.path,
-            oid: Some(fetched.oid),
+            oid: fetched.oid,
             size: Some(fetched.size),
             downloaded: Some(fetched.downloaded),
         }
@@ -127,12 +127,7 @@ pub fn get(ctx: &Context, target: &KeyTarget) -> Result<GetReport> {
         }
         KeyTarget::Cache { cache: name, key } => {
             let named = ctx.named_cache(name.as_deref())?;
-            Ok(GetReport {
-                path: named.get(key)?,
-                oid: None,
-                size: None,
-                downloaded: None,
-            })
+            Ok(named.fetch(key, None)?.into())
         }
     }
 }
