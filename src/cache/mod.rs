@@ -1453,6 +1453,24 @@ mod tests {
     }
 
     #[test]
+    fn a_path_handed_out_by_name_survives_this_processs_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        let kept = cache.admit_file(&file(dir.path(), "a", b"alpha")).unwrap();
+        let other = cache.admit_file(&file(dir.path(), "b", b"beta")).unwrap();
+        cache.mark_pushed(&[kept.oid, other.oid]).unwrap();
+        let named = cache.named_path(&kept.oid, "cells.h5ad").unwrap();
+        let report = cache.evict_to(0).unwrap();
+        assert_eq!(
+            report.removed,
+            vec![other.oid],
+            "only the unnamed object goes"
+        );
+        assert_eq!(fs::read(&named).unwrap(), b"alpha");
+        assert!(cache.contains(&kept.oid));
+    }
+
+    #[test]
     fn commit_makes_objects_visible_read_only_and_indexed_once() {
         let dir = tempfile::tempdir().unwrap();
         let cache = open(dir.path(), 1 << 20);

@@ -52,6 +52,31 @@ pub fn read_suite(cache: &dyn Cache, seed: &dyn Fn(&str, &[u8])) {
     );
     let bad = cache.get("../escape");
     assert!(bad.is_err(), "{}: '..' is refused", cache.describe());
+    // A known hash: the right one is served, another is refused, never served.
+    let current = Oid::of_bytes(b"second, longer version");
+    let fetched = cache.fetch("data/cells.h5ad", Some(&current)).unwrap();
+    assert_eq!(
+        std::fs::read(&fetched.path).unwrap(),
+        b"second, longer version"
+    );
+    assert_eq!(fetched.oid, Some(current));
+    // (An old version still in the local cache may be served by its hash: those are the
+    // bytes asked for. Bytes that were never stored cannot be.)
+    let wrong = cache.fetch("data/cells.h5ad", Some(&Oid::of_bytes(b"never stored")));
+    assert!(
+        matches!(
+            wrong,
+            Err(Error::HashMismatch { .. } | Error::NoMatchingCopy { .. })
+        ),
+        "{}: a copy of other bytes is refused: {wrong:?}",
+        cache.describe()
+    );
+    assert_eq!(
+        cache.list("data/").unwrap(),
+        vec!["data/cells.h5ad".to_string()],
+        "{}: list",
+        cache.describe()
+    );
 }
 
 /// Writes: every condition holds or loses as it says, deletes too.
