@@ -20,6 +20,9 @@ __all__ = [
 ]
 
 
+_PATHS = {}
+
+
 @dataclass(frozen=True)
 class CacheStats:
     """What :meth:`Cache.stats` reports."""
@@ -49,7 +52,15 @@ class Cache:
         ``known_hash``), a copy that hashes otherwise is skipped with a warning and the
         next storage tried; :class:`CorruptObject` if none has it. :class:`NotFound`
         when no storage has the key."""
-        return Path(self._inner.fetch(key, hash)[0])
+        text = self._inner.fetch(key, hash)[0]
+        # The same answer again (a repeated hit) reuses its Path: building one costs
+        # more than the whole Rust side of a hit.
+        path = _PATHS.get(text)
+        if path is None:
+            if len(_PATHS) > 10_000:
+                _PATHS.clear()
+            path = _PATHS[text] = Path(text)
+        return path
 
     def open(self, key, mode="r", encoding=None, hash=None):
         """The key's bytes opened for reading (``"r"`` or ``"rb"``), usable in ``with``."""

@@ -554,8 +554,8 @@ struct PyCache {
     inner: Arc<dyn Cache>,
     hits: AtomicU64,
     misses: AtomicU64,
-    /// Local-only caches are read on the calling thread: no network, nothing to
-    /// interrupt, and a hit stays a few microseconds.
+    /// Caches of local folders only are read on the calling thread: no network, nothing
+    /// to interrupt, and a hit stays a few microseconds.
     local_only: bool,
 }
 
@@ -599,8 +599,18 @@ impl PyCache {
         hash: Option<&str>,
     ) -> PyResult<(String, Option<String>, bool)> {
         let expected = hash.map(parse_oid).transpose()?;
+        // Known bytes already in the local cache: answered here, no I/O thread.
+        let known_here = match (&expected, self.inner.local()) {
+            (Some(oid), Some(local)) => local.contains(oid),
+            _ => false,
+        };
         let key = key.to_string();
-        let fetched = self.run(py, move |cache| cache.fetch(&key, expected.as_ref()));
+        let fetched = if known_here {
+            py.detach(|| self.inner.fetch(&key, expected.as_ref()))
+                .map_err(|err| to_py_err(py, err))
+        } else {
+            self.run(py, move |cache| cache.fetch(&key, expected.as_ref()))
+        };
         match &fetched {
             Ok(found) if !found.downloaded => self.hits.fetch_add(1, Ordering::Relaxed),
             _ => self.misses.fetch_add(1, Ordering::Relaxed),
@@ -777,8 +787,9 @@ fn copy_to_local_cache(
     }
     let policy = parse_policy(policy)?;
     let local = open_local(py, local_dir, local_limit)?;
+    let all_local = storages.iter().all(|storage| storage.folder.is_some());
     let cache = CopyToLocalCache::new(local, readers(&storages), policy);
-    Ok(PyCache::new(Arc::new(cache), false))
+    Ok(PyCache::new(Arc::new(cache), all_local))
 }
 
 /// `remote` written through; `reads` (else the remote) read first to last.
@@ -797,9 +808,10 @@ fn synchronized_cache(
     if !read.iter().any(|(name, _)| *name == remote.name) {
         read.push((remote.name.clone(), remote.reader.clone()));
     }
+    let all_local = remote.folder.is_some() && reads.iter().all(|s| s.folder.is_some());
     let reads = CopyToLocalCache::new(local, read, ReadPolicy::First);
     let cache = SynchronizedRemoteAndLocalCache::with_reads(reads, &remote.name, writer);
-    Ok(PyCache::new(Arc::new(cache), false))
+    Ok(PyCache::new(Arc::new(cache), all_local))
 }
 
 /// The named cache `name` of the configuration (None: `cache.default`, else `local`).

@@ -64,6 +64,10 @@ def test_bytes_numpy_and_pandas_round_trip_without_pickle(cache):
     again = make("array", 10)
     assert again.dtype == np.float32 and again.shape == (2, 5)
     assert (first == again).all()
+    # A hit maps the cached file read-only: no copy, and no changing the cache's bytes.
+    assert not again.flags.writeable
+    with pytest.raises(ValueError):
+        again[0, 0] = 1
     stored = cache.get(make.__cache_key__("array", 10)).read_bytes()
     assert b'"format": "npy"' in stored
 

@@ -13,6 +13,7 @@
 
 mod chain;
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -157,7 +158,54 @@ pub struct LocalCache {
     /// Objects this process handed out by name: its own eviction keeps them, so a path
     /// it returned stays valid while it runs (others never evict under its lock).
     pinned: Mutex<std::collections::HashSet<Oid>>,
+    /// Objects this process hashed and found sound, with the stamp they had then.
+    verified: Mutex<HashMap<Oid, ObjectStamp>>,
+    /// When this process last recorded each object's use (ms): one index write per object
+    /// per [`TOUCH_INTERVAL_MS`], not per hit.
+    touched: Mutex<HashMap<Oid, i64>>,
+    /// Key gets this process answered, by record path: a repeat whose record and object
+    /// both still have their stamps is answered from here (two `stat`s, no reads).
+    recent_hits: Mutex<HashMap<PathBuf, RecentHit>>,
 }
+
+/// One answered key get, as [`LocalCache::recall_hit`] checks it.
+#[derive(Debug, Clone)]
+struct RecentHit {
+    record: Option<ObjectStamp>,
+    object: ObjectStamp,
+    oid: Oid,
+    path: PathBuf,
+}
+
+/// What identifies an object file unchanged since it was hashed: any write to it, a
+/// `chmod`, a new link all change its ctime, which no user call can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectStamp {
+    pub inode: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl ObjectStamp {
+    fn of(meta: &fs::Metadata) -> ObjectStamp {
+        use std::os::unix::fs::MetadataExt;
+        ObjectStamp {
+            inode: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        }
+    }
+}
+
+/// A stamp is trusted only if the file had not changed for this long before it was
+/// hashed: a write in the same coarse clock tick as the hash would leave it unchanged.
+const RACY_MARGIN_NS: i64 = 100_000_000;
+
+/// How often one process records a use of the same object in the index (LRU order at
+/// that granularity is plenty; a write per hit is not).
+const TOUCH_INTERVAL_MS: i64 = 10_000;
 
 impl std::fmt::Debug for LocalCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,6 +294,9 @@ impl LocalCache {
             warned_index_write: AtomicBool::new(false),
             project: None,
             pinned: Mutex::new(Default::default()),
+            verified: Mutex::new(Default::default()),
+            touched: Mutex::new(Default::default()),
+            recent_hits: Mutex::new(Default::default()),
         })
     }
 
@@ -736,6 +787,78 @@ impl LocalCache {
     /// Records that objects were used now (LRU order and hit counts).
     /// Only LRU bookkeeping: a read whose object is there never fails because the
     /// index cannot be written (a full disk, a read-only cache); that is said once.
+    /// The stamp of a file (a key record) as [`recall_hit`](Self::recall_hit) compares it.
+    pub fn file_stamp(path: &Path) -> Option<ObjectStamp> {
+        fs::symlink_metadata(path)
+            .ok()
+            .map(|meta| ObjectStamp::of(&meta))
+    }
+
+    /// A key get this process answered before under `what` (a record path), if the
+    /// record still has the stamp `record` and the object the stamp it had: its oid and
+    /// the path handed out then.
+    pub fn recall_hit(
+        &self,
+        what: &Path,
+        record: Option<ObjectStamp>,
+    ) -> Option<(Oid, PathBuf, u64)> {
+        let hit = self
+            .recent_hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(what)
+            .cloned()?;
+        if hit.record != record {
+            return None;
+        }
+        if Self::file_stamp(&self.object_path(&hit.oid)) != Some(hit.object) {
+            return None;
+        }
+        let _ = self.touch_hit(&hit.oid);
+        Some((hit.oid, hit.path, hit.object.size))
+    }
+
+    /// Remembers a key get answered with the verified object `oid` at `path`.
+    pub fn remember_hit(&self, what: &Path, record: Option<ObjectStamp>, oid: &Oid, path: &Path) {
+        let Some(object) = Self::file_stamp(&self.object_path(oid)) else {
+            return;
+        };
+        // Changed within the clock's resolution of now: not yet a stamp to trust.
+        let now = fsutil::since_epoch(std::time::SystemTime::now()).as_nanos() as i64;
+        if object.ctime_ns.max(object.mtime_ns) >= now - RACY_MARGIN_NS {
+            return;
+        }
+        let mut hits = self.recent_hits.lock().unwrap_or_else(|p| p.into_inner());
+        if hits.len() > 100_000 {
+            hits.clear();
+        }
+        hits.insert(
+            what.to_path_buf(),
+            RecentHit {
+                record,
+                object,
+                oid: *oid,
+                path: path.to_path_buf(),
+            },
+        );
+    }
+
+    /// [`touch`](Self::touch) for a hit of a key get, which a program may repeat in a
+    /// loop: recorded once per object per [`TOUCH_INTERVAL_MS`] in this process.
+    pub fn touch_hit(&self, oid: &Oid) -> Result<()> {
+        let now = self.now();
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = touched.get(oid) {
+                if (0..TOUCH_INTERVAL_MS).contains(&(now - at)) {
+                    return Ok(());
+                }
+            }
+            touched.insert(*oid, now);
+        }
+        self.touch(&[*oid])
+    }
+
     pub fn touch(&self, oids: &[Oid]) -> Result<()> {
         if oids.is_empty() {
             return Ok(());
@@ -779,6 +902,42 @@ impl LocalCache {
     /// Rehashes an object; a corrupt one is quarantined and reported, never returned.
     pub fn verified_path(&self, oid: &Oid, for_path: &Path) -> Result<PathBuf> {
         self.verified_object(oid, for_path).map(|(path, _)| path)
+    }
+
+    /// [`verified_object`](Self::verified_object) that skips the hash when the file
+    /// still has the stamp it had when this process (or, given as `trusted`, an earlier
+    /// one) hashed it. Returns a new stamp worth remembering when it had to hash.
+    pub fn verified_object_stamped(
+        &self,
+        oid: &Oid,
+        for_path: &Path,
+        trusted: Option<ObjectStamp>,
+    ) -> Result<(PathBuf, u64, Option<ObjectStamp>)> {
+        let path = self.object_path(oid);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => return Err(self.quarantine(oid)?),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(self.not_cached(oid, for_path))
+            }
+            Err(err) => return Err(err).at(&path),
+        };
+        let stamp = ObjectStamp::of(&meta);
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if trusted == Some(stamp) || verified.get(oid) == Some(&stamp) {
+            return Ok((path, stamp.size, None));
+        }
+        drop(verified);
+        let hashing_began = fsutil::since_epoch(std::time::SystemTime::now()).as_nanos() as i64;
+        let (path, size) = self.verified_object(oid, for_path)?;
+        if stamp.ctime_ns.max(stamp.mtime_ns) >= hashing_began - RACY_MARGIN_NS {
+            return Ok((path, size, None));
+        }
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*oid, stamp);
+        Ok((path, size, Some(stamp)))
     }
 
     /// [`verified_path`](Self::verified_path) and the object's size.

@@ -25,6 +25,10 @@ struct KeyRecord {
     /// The hash the remote reports, if any.
     #[serde(default)]
     remote_hash: Option<Oid>,
+    /// The object file's stamp when it was last hashed and found sound: a hit whose
+    /// object still has it is not hashed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verified: Option<crate::cache::ObjectStamp>,
 }
 
 impl KeyRecord {
@@ -35,6 +39,7 @@ impl KeyRecord {
             remote_modified_ns: info.last_modified.map(nanos).unwrap_or(0),
             remote_version: info.version.clone(),
             remote_hash: info.hash,
+            verified: None,
         }
     }
 
@@ -152,9 +157,9 @@ pub fn get_key_expecting(
         }),
         _ => Ok(()),
     };
-    if let Some(expected) = expected {
-        if cache.contains(expected) {
-            return cached_key(cache, expected, key);
+    if let Some(found) = expected.map(|expected| cached_by_hash(cache, key, expected)) {
+        if let Some(fetched) = found? {
+            return Ok(fetched);
         }
     }
     let record_path = key_record_path(cache, remote, key);
@@ -163,7 +168,6 @@ pub fn get_key_expecting(
     let current_copy = |info: &KeyInfo| {
         read_key_record(&record_path)
             .filter(|record| record.is_current(info) && cache.contains(&record.oid))
-            .map(|record| record.oid)
     };
     // One download per key at a time across processes: the others wait, then hit.
     let mut download_lock = None;
@@ -174,18 +178,20 @@ pub fn get_key_expecting(
             mismatch(hash)?;
         }
         if download_lock.is_none() {
-            if let Some(oid) = current_copy(&info) {
+            if let Some(record) = current_copy(&info) {
+                let oid = record.oid;
                 mismatch(oid)?;
-                return cached_key(cache, &oid, key);
+                return cached_key(cache, &oid, key, Some((&record_path, record)));
             }
             // Only an optimisation (every commit is atomic): if the lock cannot be had,
             // say a very long download holds it past the lock timeout, fetch anyway.
             download_lock = Some(lock_key(&record_path, &format!("{remote}:{key}")).ok());
         }
         // Fetched by another process while this one waited for the lock?
-        if let Some(oid) = current_copy(&info) {
+        if let Some(record) = current_copy(&info) {
+            let oid = record.oid;
             mismatch(oid)?;
-            return cached_key(cache, &oid, key);
+            return cached_key(cache, &oid, key, Some((&record_path, record)));
         }
         // Never more than the size the remote reports; then the bytes must agree with
         // every size and hash it reports, or nothing is kept.
@@ -239,11 +245,46 @@ fn lock_key(record_path: &Path, what: &str) -> Result<crate::fsutil::FileLock> {
     .map_err(io_at(&lock_path))
 }
 
-/// The cached object `oid` as `key`'s copy: verified, named after the key, used now.
-fn cached_key(cache: &LocalCache, oid: &Oid, key: &str) -> Result<KeyFetch> {
-    let (_, size) = cache.verified_object(oid, Path::new(key))?;
+/// The local cache's copy of the bytes `expected`, served as `key` (named after it), if
+/// it holds them: what a get with a known hash answers without asking any storage.
+pub fn cached_by_hash(cache: &LocalCache, key: &str, expected: &Oid) -> Result<Option<KeyFetch>> {
+    crate::storage::check_key_of(LOCAL_CACHE_NAME, key)?;
+    // Remembered under a name no record path can have.
+    let what = PathBuf::from(format!("#{}/{}", expected.hex(), key_name(key)));
+    if let Some((oid, path, size)) = cache.recall_hit(&what, None) {
+        return Ok(Some(KeyFetch {
+            path,
+            oid: Some(oid),
+            size,
+            downloaded: false,
+        }));
+    }
+    if !cache.contains(expected) {
+        return Ok(None);
+    }
+    let fetched = cached_key(cache, expected, key, None)?;
+    cache.remember_hit(&what, None, expected, &fetched.path);
+    Ok(Some(fetched))
+}
+
+/// The cached object `oid` as `key`'s copy: verified (by its stamp when the record has
+/// one, else by hashing it, and then the stamp is recorded), named after the key, used.
+fn cached_key(
+    cache: &LocalCache,
+    oid: &Oid,
+    key: &str,
+    record: Option<(&Path, KeyRecord)>,
+) -> Result<KeyFetch> {
+    // Naming it first: a new link changes the object's ctime, and so its stamp.
     let path = cache.named_path(oid, key_name(key))?;
-    cache.touch(&[*oid])?;
+    let trusted = record.as_ref().and_then(|(_, record)| record.verified);
+    let (_, size, stamp) = cache.verified_object_stamped(oid, Path::new(key), trusted)?;
+    if let (Some(stamp), Some((record_path, mut record))) = (stamp, record) {
+        record.verified = Some(stamp);
+        // Only a speed-up: a record that cannot be written costs a hash next time.
+        let _ = write_key_record(record_path, &record);
+    }
+    cache.touch_hit(oid)?;
     Ok(KeyFetch {
         path,
         oid: Some(*oid),
@@ -389,6 +430,28 @@ pub fn local_key(cache: &LocalCache, key: &str) -> Result<Option<LocalKey>> {
 
 /// A verified read-only path of `key` kept in the local cache only.
 pub fn get_local(cache: &LocalCache, key: &str, expected: Option<&Oid>) -> Result<KeyFetch> {
+    crate::storage::check_key_of(LOCAL_CACHE_NAME, key)?;
+    let record_path = key_record_path(cache, LOCAL_KEYS, key);
+    // Stamped before it is read: a rewrite after this is seen next time.
+    let record_stamp = LocalCache::file_stamp(&record_path);
+    if let Some((oid, path, size)) = cache.recall_hit(&record_path, record_stamp) {
+        if expected.is_none_or(|expected| *expected == oid) {
+            return Ok(KeyFetch {
+                size,
+                path,
+                oid: Some(oid),
+                downloaded: false,
+            });
+        }
+    }
+    let fetched = get_local_slowly(cache, key, expected)?;
+    if let Some(oid) = fetched.oid {
+        cache.remember_hit(&record_path, record_stamp, &oid, &fetched.path);
+    }
+    Ok(fetched)
+}
+
+fn get_local_slowly(cache: &LocalCache, key: &str, expected: Option<&Oid>) -> Result<KeyFetch> {
     let Some(found) = local_key(cache, key)? else {
         return Err(Error::NotFound {
             path: PathBuf::from(format!("local:{key}")),
@@ -402,7 +465,14 @@ pub fn get_local(cache: &LocalCache, key: &str, expected: Option<&Oid>) -> Resul
             found: found.oid,
         });
     }
-    cached_key(cache, &found.oid, key)
+    let record_path = key_record_path(cache, LOCAL_KEYS, key);
+    let record = read_key_record(&record_path).filter(|record| record.oid == found.oid);
+    cached_key(
+        cache,
+        &found.oid,
+        key,
+        record.map(|record| (record_path.as_path(), record)),
+    )
 }
 
 /// The keys kept in the local cache only that start with `prefix`, sorted (those whose
@@ -465,6 +535,7 @@ pub fn put_local(
         remote_modified_ns: nanos(modified),
         remote_version: None,
         remote_hash: Some(admitted.oid),
+        verified: None,
     };
     write_key_record(&record_path, &record)?;
     Ok(true)

@@ -98,6 +98,14 @@ impl CopyToLocalCache {
     fn fetch_through(&self, key: &str, expected: Option<&Oid>) -> Result<keys::KeyFetch> {
         // A bad key is bad everywhere: refused once, not tried against each storage.
         crate::storage::check_key_of(&self.describe(), key)?;
+        // Known bytes already here: no storage is asked, whatever the policy.
+        if let Some(found) =
+            expected.map(|expected| keys::cached_by_hash(&self.local, key, expected))
+        {
+            if let Some(fetched) = found? {
+                return Ok(fetched);
+            }
+        }
         let mut last_error = None;
         let mut mismatches = Vec::new();
         for (name, storage) in self.order(key)? {
