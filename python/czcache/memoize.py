@@ -35,6 +35,7 @@ from .errors import Error, LostRace, NotFound
 __all__ = ["memoize", "evict", "expire", "canonical"]
 
 MAGIC = b"czc-memo/1\n"
+_ATOMS = frozenset([int, str, float, bool, bytes, type(None)])
 PREFIX = "memo/"
 _UNTAGGED = "_"
 
@@ -259,7 +260,7 @@ def _from_json(data):
                 return obj["$dict"]
         return obj
 
-    if b'"$' not in data:
+    if ('"$' if isinstance(data, str) else b'"$') not in data:
         return json.loads(data)
     return json.loads(data, object_hook=hook)
 
@@ -346,7 +347,7 @@ _recent_bytes = [0]
 def _read(cache, key, serializer):
     """(found, value, oid): a stored result that has not expired."""
     try:
-        path = cache._inner.fetch(key, None)[0]  # the path as text: cheaper to look up
+        path = cache._inner.path(key)  # the path as text: cheaper to look up
     except NotFound:
         return False, None, None
     remembered = _recent.get(path)
@@ -357,6 +358,8 @@ def _read(cache, key, serializer):
             header = json.loads(f.readline())
             offset = f.tell()
             data = None if header["format"] == "npy" else f.read()
+        if header["format"] == "json" and data is not None:
+            data = data.decode("utf-8")  # json.loads of text skips sniffing the encoding
         remembered = (header, offset, data)
         if data is not None and len(data) <= _SMALL_RESULT:
             if _recent_bytes[0] > 64 * _SMALL_RESULT:
@@ -487,9 +490,29 @@ def memoize(cache, name=None, typed=False, expire=None, tag=None, ignore=(), ser
             _canon(bind(args, kwargs), typed, out, "argument")
             return base + _czcache.hash_bytes(bytes(out))[len("blake3:"):]
 
+        # Calls with plain immutable arguments map straight to their key. Python's
+        # equality agrees with the untyped canonical form (3 == 3.0 == True - 2), and
+        # typed calls add the types; paths and containers are always keyed afresh.
+        known_keys = {}
+
+        def key_of(args, kwargs):
+            if all(type(a) in _ATOMS for a in args) and all(
+                type(v) in _ATOMS for v in kwargs.values()
+            ):
+                probe = (args, tuple(kwargs.items())) if kwargs else args
+                if typed:
+                    probe = (probe, tuple(map(type, args)), tuple(map(type, kwargs.values())))
+                key = known_keys.get(probe)
+                if key is None:
+                    if len(known_keys) > 10_000:
+                        known_keys.clear()
+                    key = known_keys[probe] = cache_key(*args, **kwargs)
+                return key
+            return cache_key(*args, **kwargs)
+
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            key = cache_key(*args, **kwargs)
+            key = key_of(args, kwargs)
             found, value, stale = _read(cache, key, serializer)
             if found:
                 return value

@@ -569,6 +569,33 @@ impl PyCache {
         }
     }
 
+    /// A get, counted as a hit or a miss.
+    fn fetch_counted(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        hash: Option<&str>,
+    ) -> PyResult<czcache::caches::KeyFetch> {
+        let expected = hash.map(parse_oid).transpose()?;
+        // Known bytes already in the local cache: answered here, no I/O thread.
+        let known_here = match (&expected, self.inner.local()) {
+            (Some(oid), Some(local)) => local.contains(oid),
+            _ => false,
+        };
+        let fetched = if known_here || self.local_only {
+            py.detach(|| self.inner.fetch(key, expected.as_ref()))
+                .map_err(|err| to_py_err(py, err))
+        } else {
+            let key = key.to_string();
+            self.run(py, move |cache| cache.fetch(&key, expected.as_ref()))
+        };
+        match &fetched {
+            Ok(found) if !found.downloaded => self.hits.fetch_add(1, Ordering::Relaxed),
+            _ => self.misses.fetch_add(1, Ordering::Relaxed),
+        };
+        fetched
+    }
+
     fn run<T: Send + 'static>(
         &self,
         py: Python<'_>,
@@ -598,29 +625,19 @@ impl PyCache {
         key: &str,
         hash: Option<&str>,
     ) -> PyResult<(String, Option<String>, bool)> {
-        let expected = hash.map(parse_oid).transpose()?;
-        // Known bytes already in the local cache: answered here, no I/O thread.
-        let known_here = match (&expected, self.inner.local()) {
-            (Some(oid), Some(local)) => local.contains(oid),
-            _ => false,
-        };
-        let key = key.to_string();
-        let fetched = if known_here {
-            py.detach(|| self.inner.fetch(&key, expected.as_ref()))
-                .map_err(|err| to_py_err(py, err))
-        } else {
-            self.run(py, move |cache| cache.fetch(&key, expected.as_ref()))
-        };
-        match &fetched {
-            Ok(found) if !found.downloaded => self.hits.fetch_add(1, Ordering::Relaxed),
-            _ => self.misses.fetch_add(1, Ordering::Relaxed),
-        };
-        let fetched = fetched?;
+        let fetched = self.fetch_counted(py, key, hash)?;
         Ok((
             fetched.path.display().to_string(),
             fetched.oid.map(|oid| oid.to_string()),
             fetched.downloaded,
         ))
+    }
+
+    /// [`fetch`](Self::fetch)'s path alone (what memoize needs of a hit).
+    #[pyo3(signature = (key, hash=None))]
+    fn path(&self, py: Python<'_>, key: &str, hash: Option<&str>) -> PyResult<String> {
+        let fetched = self.fetch_counted(py, key, hash)?;
+        Ok(fetched.path.to_string_lossy().into_owned())
     }
 
     fn hash(&self, py: Python<'_>, key: &str) -> PyResult<Option<String>> {
