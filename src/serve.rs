@@ -184,6 +184,10 @@ pub fn serve(
                     .put(put_object)
                     .delete(delete_object),
             )
+            .route(
+                "/keys/{*key}",
+                get(get_key).head(head_key).put(put_key).delete(delete_key),
+            )
             .route("/batch", post(batch))
             .route("/list", get(list))
             .fallback(not_found)
@@ -267,7 +271,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Ser
 async fn not_found() -> Response {
     status(
         StatusCode::NOT_FOUND,
-        "not found: this czc server answers /objects/<2 hex>/<62 hex>, /batch and /list",
+        "not found: this czc server answers /objects/<2 hex>/<62 hex>, /keys/<key>, /batch and /list",
     )
 }
 
@@ -360,7 +364,14 @@ async fn local_copy(
     state: &Arc<AppState>,
     oid: Oid,
 ) -> Result<Option<(tokio::fs::File, u64)>, Response> {
-    let key = oid.object_key();
+    local_copy_of(state, oid.object_key()).await
+}
+
+/// A key's bytes as a local file: the folder's own file, or a temp copy.
+async fn local_copy_of(
+    state: &Arc<AppState>,
+    key: String,
+) -> Result<Option<(tokio::fs::File, u64)>, Response> {
     match &state.backend {
         Backend::Folder { storage, .. } => {
             let path = storage.path(&key).map_err(storage_error)?;
@@ -541,28 +552,35 @@ async fn get_object(
 /// Uploads up to this size are read whole before they are checked.
 const SMALL_BODY: u64 = 1 << 20;
 
+/// An upload's declared length, and its body, read whole first when small: the client
+/// then gets the answer to a refusal instead of a connection closed under its bytes.
+async fn small_body_first(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Body, Option<u64>), Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let body = match declared {
+        Some(len) if len <= SMALL_BODY => axum::body::to_bytes(body, SMALL_BODY as usize)
+            .await
+            .map(Body::from)
+            .map_err(|err| status(StatusCode::BAD_REQUEST, format!("upload broken off: {err}")))?,
+        _ => body,
+    };
+    Ok((body, declared))
+}
+
 async fn put_object(
     State(state): State<Arc<AppState>>,
     UrlPath((shard, rest)): UrlPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    // A small body is read before any refusal, so the client gets the answer instead of
-    // a connection closed under its still-arriving bytes.
-    let body = match declared {
-        Some(len) if len <= SMALL_BODY => {
-            match axum::body::to_bytes(body, SMALL_BODY as usize).await {
-                Ok(bytes) => Body::from(bytes),
-                Err(err) => {
-                    return status(StatusCode::BAD_REQUEST, format!("upload broken off: {err}"))
-                }
-            }
-        }
-        _ => body,
+    let (body, declared) = match small_body_first(&headers, body).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let oid = match authorized_oid(&state, &headers, true, &shard, &rest) {
         Ok(oid) => oid,
@@ -600,63 +618,10 @@ async fn put_object(
             );
         }
     }
-    // Stream to a private temp file, hashing as the bytes arrive.
-    let temp = match tempfile::NamedTempFile::new_in(&state.uploads) {
-        Ok(temp) => temp.into_temp_path(),
-        Err(err) => return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    let (temp, actual) = match receive_upload(&state, body, declared).await {
+        Ok(received) => received,
+        Err(response) => return response,
     };
-    let mut file = match tokio::fs::File::create(&temp).await {
-        Ok(file) => file,
-        Err(err) => return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    };
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    let mut stream = body.into_data_stream();
-    loop {
-        let chunk = match tokio::time::timeout(state.body_idle_timeout, stream.next()).await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            // A client that stops sending mid-body loses its slot, not everyone theirs.
-            Err(_) => {
-                return status(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "no bytes of the upload for {}s; nothing stored",
-                        state.body_idle_timeout.as_secs()
-                    ),
-                )
-            }
-        };
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            // The client went away mid-body: the temp file is dropped, nothing stored.
-            Err(err) => {
-                return status(StatusCode::BAD_REQUEST, format!("upload broken off: {err}"))
-            }
-        };
-        size += chunk.len() as u64;
-        if size > state.max_upload {
-            return status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("uploads are limited to {} bytes", state.max_upload),
-            );
-        }
-        hasher.update(&chunk);
-        if let Err(err) = file.write_all(&chunk).await {
-            return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
-        }
-    }
-    if declared.is_some_and(|len| len != size) {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "upload shorter than its Content-Length",
-        );
-    }
-    if let Err(err) = file.flush().await {
-        return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
-    }
-    drop(file);
-    let actual = Oid::from_hash(hasher.finalize());
     if actual != oid {
         return status(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -674,6 +639,301 @@ async fn put_object(
             status(StatusCode::PRECONDITION_FAILED, "the object already exists")
         }
         Ok(Err(StorageError::LostRace { .. })) => StatusCode::OK.into_response(),
+        Ok(Err(err)) => storage_error(err),
+        Err(response) => response,
+    }
+}
+
+/// Streams an upload's body into a private temp file in the staging folder, hashing as
+/// the bytes arrive, within the size limit and the idle timeout; its length must be the
+/// one declared. The temp file goes when the path is dropped.
+async fn receive_upload(
+    state: &AppState,
+    body: Body,
+    declared: Option<u64>,
+) -> Result<(tempfile::TempPath, Oid), Response> {
+    let internal = |err: std::io::Error| status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
+    let temp = tempfile::NamedTempFile::new_in(&state.uploads)
+        .map_err(internal)?
+        .into_temp_path();
+    let mut file = tokio::fs::File::create(&temp).await.map_err(internal)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout(state.body_idle_timeout, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            // A client that stops sending mid-body loses its slot, not everyone theirs.
+            Err(_) => {
+                return Err(status(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "no bytes of the upload for {}s; nothing stored",
+                        state.body_idle_timeout.as_secs()
+                    ),
+                ))
+            }
+        };
+        // The client went away mid-body: the temp file is dropped, nothing stored.
+        let chunk = chunk
+            .map_err(|err| status(StatusCode::BAD_REQUEST, format!("upload broken off: {err}")))?;
+        size += chunk.len() as u64;
+        if size > state.max_upload {
+            return Err(status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("uploads are limited to {} bytes", state.max_upload),
+            ));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    if declared.is_some_and(|len| len != size) {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "upload shorter than its Content-Length",
+        ));
+    }
+    file.flush().await.map_err(internal)?;
+    drop(file);
+    Ok((temp, Oid::from_hash(hasher.finalize())))
+}
+
+/// The key a `/keys/<key>` URL names, if the server may serve it: a valid relative key,
+/// not an object (those are under `/objects/`, checked against their oid), not the
+/// server's own temp files.
+fn url_key(key: &str) -> Result<String, Response> {
+    crate::storage::check_key_of("czc serve", key)
+        .map_err(|err| status(StatusCode::BAD_REQUEST, err.to_string()))?;
+    if key.starts_with("objects/") || key == "objects" {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "objects are served under /objects/<2 hex>/<62 hex>, not /keys/",
+        ));
+    }
+    if key.split('/').any(|part| part.starts_with(".czc-")) {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "names starting with .czc- are the server's own",
+        ));
+    }
+    Ok(key.to_string())
+}
+
+fn key_headers(response: &mut Response, info: &crate::storage::KeyInfo, oid: Option<Oid>) {
+    let headers = response.headers_mut();
+    if let Some(size) = info.size {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    if let Some(value) = info
+        .last_modified
+        .and_then(|time| HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok())
+    {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    // The storage's version, else one made of the time to the nanosecond and the size:
+    // an overwrite within the same second still changes it.
+    let version = info.version.clone().or_else(|| {
+        info.last_modified.map(|time| {
+            let ns = crate::fsutil::since_epoch(time).as_nanos();
+            format!("\"{ns:x}-{:x}\"", info.size.unwrap_or(0))
+        })
+    });
+    if let Some(value) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Some(value) = oid.and_then(|oid| HeaderValue::from_str(&oid.to_string()).ok()) {
+        headers.insert("x-czc-oid", value);
+    }
+}
+
+/// `HEAD /keys/<key>`: size, time, version; the oid when the storage keeps one, or when
+/// asked for with `X-Czc-Want-Oid` (a folder then hashes the file).
+async fn head_key(
+    State(state): State<Arc<AppState>>,
+    UrlPath(key): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, false) {
+        return response;
+    }
+    let key = match url_key(&key) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let want_oid = headers.contains_key("x-czc-want-oid");
+    let reader = state.backend.reader();
+    let described = blocking(move || -> Result<_, StorageError> {
+        let Some(info) = reader.describe_key(&key)? else {
+            return Ok(None);
+        };
+        let oid = match (info.hash, want_oid) {
+            (Some(hash), _) => Some(hash),
+            (None, true) => reader.hash(&key)?,
+            (None, false) => None,
+        };
+        Ok(Some((info, oid)))
+    })
+    .await;
+    match described {
+        Ok(Ok(Some((info, oid)))) => {
+            let mut response = StatusCode::OK.into_response();
+            key_headers(&mut response, &info, oid);
+            response
+        }
+        Ok(Ok(None)) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Err(err)) => storage_error(err),
+        Err(response) => response,
+    }
+}
+
+/// `GET /keys/<key>`: the key's bytes, never more than its size.
+async fn get_key(
+    State(state): State<Arc<AppState>>,
+    UrlPath(key): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, false) {
+        return response;
+    }
+    let key = match url_key(&key) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let info = {
+        let reader = state.backend.reader();
+        let key = key.clone();
+        match blocking(move || reader.describe_key(&key)).await {
+            Ok(Ok(Some(info))) => info,
+            Ok(Ok(None)) => return status(StatusCode::NOT_FOUND, "no such key"),
+            Ok(Err(err)) => return storage_error(err),
+            Err(response) => return response,
+        }
+    };
+    let (file, len) = match local_copy_of(&state, key).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return status(StatusCode::NOT_FOUND, "no such key"),
+        Err(response) => return response,
+    };
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20);
+    let mut response = Response::new(Body::from_stream(stream));
+    key_headers(&mut response, &info, None);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}
+
+/// `PUT /keys/<key>`: stores the body (checked against `X-Czc-Oid` when sent) under the
+/// key; `If-None-Match: *` only if absent, `If-Match: <oid>` only if it holds that oid
+/// (412 otherwise, nothing written).
+async fn put_key(
+    State(state): State<Arc<AppState>>,
+    UrlPath(key): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (body, declared) = match small_body_first(&headers, body).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    if let Err(response) = authorize(&state, &headers, true) {
+        return response;
+    }
+    let key = match url_key(&key) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let Some(writer) = state.backend.writer() else {
+        return status(StatusCode::METHOD_NOT_ALLOWED, "this remote is read-only");
+    };
+    if declared.is_some_and(|len| len > state.max_upload) {
+        return status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("uploads are limited to {} bytes", state.max_upload),
+        );
+    }
+    let header_oid = |name: &str| -> Result<Option<Oid>, Response> {
+        match headers
+            .get(name)
+            .map(|value| value.to_str().map(str::parse::<Oid>))
+        {
+            None => Ok(None),
+            Some(Ok(Ok(oid))) => Ok(Some(oid)),
+            Some(_) => Err(status(
+                StatusCode::BAD_REQUEST,
+                format!("{name} is not an oid"),
+            )),
+        }
+    };
+    let (declared_oid, if_match) = match (header_oid("x-czc-oid"), header_oid("if-match")) {
+        (Ok(declared_oid), Ok(if_match)) => (declared_oid, if_match),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let if_none_match = headers.contains_key(header::IF_NONE_MATCH);
+    let (temp, actual) = match receive_upload(&state, body, declared).await {
+        Ok(received) => received,
+        Err(response) => return response,
+    };
+    if declared_oid.is_some_and(|declared| declared != actual) {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the bytes hash to {actual}, not the X-Czc-Oid sent; nothing stored"),
+        );
+    }
+    let written = blocking(move || match (if_none_match, if_match) {
+        (true, _) => writer.put_if_absent(&key, &temp),
+        (false, Some(expected)) => writer.put_if_hash_matches(&key, &temp, &expected),
+        (false, None) => writer.put(&key, &temp),
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => StatusCode::CREATED.into_response(),
+        Ok(Err(StorageError::LostRace { found, .. })) => {
+            status(StatusCode::PRECONDITION_FAILED, found)
+        }
+        Ok(Err(err)) => storage_error(err),
+        Err(response) => response,
+    }
+}
+
+/// `DELETE /keys/<key>`: 204, 404; with `If-Match: <oid>` 412 unless it holds that oid.
+async fn delete_key(
+    State(state): State<Arc<AppState>>,
+    UrlPath(key): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers, true) {
+        return response;
+    }
+    let key = match url_key(&key) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let Some(writer) = state.backend.writer() else {
+        return status(StatusCode::METHOD_NOT_ALLOWED, "this remote is read-only");
+    };
+    let expected = match headers
+        .get(header::IF_MATCH)
+        .map(|v| v.to_str().map(str::parse::<Oid>))
+    {
+        None => None,
+        Some(Ok(Ok(oid))) => Some(oid),
+        Some(_) => return status(StatusCode::BAD_REQUEST, "If-Match is not an oid"),
+    };
+    let removed = blocking(move || match expected {
+        Some(expected) => writer
+            .delete_if_hash_matches(&key, &expected)
+            .map(|()| true),
+        None => writer.delete(&key),
+    })
+    .await;
+    match removed {
+        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(false)) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Err(StorageError::LostRace { found, .. })) => {
+            status(StatusCode::PRECONDITION_FAILED, found)
+        }
         Ok(Err(err)) => storage_error(err),
         Err(response) => response,
     }
@@ -780,22 +1040,20 @@ async fn list(
         return response;
     }
     let prefix = &query.prefix;
-    let inside = prefix.is_empty()
-        || prefix == "objects"
-        || (prefix.starts_with("objects/")
-            && !prefix.contains('\\')
-            && prefix.split('/').all(|part| part != ".." && part != "."));
+    let inside = !prefix.starts_with('/')
+        && !prefix.contains('\\')
+        && prefix.split('/').all(|part| part != ".." && part != ".");
     if !inside {
         return status(
             StatusCode::BAD_REQUEST,
-            "only objects/ can be listed (a prefix such as objects/ab)",
+            "a prefix is relative, without . or .. (such as objects/ab or runs/)",
         );
     }
     let reader = state.backend.reader();
     match blocking(move || reader.list(&query.prefix)).await {
         Ok(Ok(keys)) => axum::Json(
             keys.into_iter()
-                .filter(|key| key.starts_with("objects/"))
+                .filter(|key| !key.split('/').any(|part| part.starts_with(".czc-")))
                 .collect::<Vec<_>>(),
         )
         .into_response(),

@@ -93,13 +93,17 @@ def test_named_caches_come_from_the_configuration(project, tmp_path):
         czcache.open_cache("nope")
 
 
-@pytest.fixture(params=["copy-folder", "copy-s3", "sync-folder", "sync-s3", "read-only"])
+@pytest.fixture(params=["copy-folder", "copy-s3", "copy-http", "sync-folder", "sync-s3",
+                        "sync-http", "read-only"])
 def cache_and_seed(request, project, tmp_path):
     """A cache of each kind, and a function that stores bytes behind it (a file on the
-    share, an upload to the bucket), as a colleague or a pipeline would."""
+    share, an upload to the bucket or the czc server), as a colleague or a pipeline would."""
     kind = request.param
     if kind.endswith("s3"):
         storage = request.getfixturevalue("s3")()
+    elif kind.endswith("http"):
+        url, token, _ = request.getfixturevalue("czc_serve")()
+        storage = czcache.HttpStorage(url, token=token)
     elif kind == "read-only":
         storage = czcache.ReadOnlyFilesystemStorage(tmp_path / "share")
     else:
@@ -139,12 +143,13 @@ def test_every_cache_reads_keys_with_their_names_and_sees_rewrites(cache_and_see
         cache.get("../escape")
 
 
-def test_writable_caches_keep_every_condition(project, tmp_path, s3):
+def test_writable_caches_keep_every_condition(project, tmp_path, s3, czc_serve):
     local = czcache.LocalCache(tmp_path / "c")
     for cache in [
         czcache.LocalCache(tmp_path / "c"),
         czcache.SynchronizedRemoteAndLocalCache(czcache.SimpleLocalStorage(tmp_path / "r"), local),
         czcache.SynchronizedRemoteAndLocalCache(s3(), local),
+        czcache.SynchronizedRemoteAndLocalCache(czcache.HttpStorage(*czc_serve()[:2]), local),
     ]:
         one = write(tmp_path / "one", b"one")
         two = write(tmp_path / "two", b"two")

@@ -15,7 +15,7 @@ def write(path, data):
     return path
 
 
-@pytest.fixture(params=["simple", "temporary", "s3"])
+@pytest.fixture(params=["simple", "temporary", "s3", "http"])
 def writable(request, project, tmp_path):
     if request.param == "simple":
         yield czcache.SimpleLocalStorage(tmp_path / "store")
@@ -23,8 +23,11 @@ def writable(request, project, tmp_path):
         storage = czcache.TemporaryLocalStorage()
         yield storage
         storage.close()
-    else:
+    elif request.param == "s3":
         yield request.getfixturevalue("s3")()
+    else:
+        url, token, _ = request.getfixturevalue("czc_serve")()
+        yield czcache.HttpStorage(url, token=token)
 
 
 def _suite(storage, scratch):
@@ -134,7 +137,7 @@ def test_bad_urls_and_hashes_are_refused_naming_them(project):
         storage.delete_if_hash_matches("k", "md5:abc")
 
 
-def test_http_storage_against_a_real_czc_serve(project, tmp_path, czc_serve):
+def test_http_storage_objects_against_a_real_czc_serve(project, tmp_path, czc_serve):
     url, token, folder = czc_serve()
     data = write(tmp_path / "weights.bin", b"weights " * 1000)
     oid = czcache.hash_file(data)

@@ -142,11 +142,11 @@ pub fn object_race_suite(storage: &dyn WriteStorage) {
 pub fn keyed_read_suite(storage: &dyn ReadStorage, seeded_key: &str, seeded: &[u8]) {
     let scratch = tempfile::tempdir().unwrap();
     let dest = scratch.path().join("out");
-    assert_eq!(storage.copy_to("objects/no/such", &dest).unwrap(), None);
+    assert_eq!(storage.copy_to("runs/no/such", &dest).unwrap(), None);
     assert!(!dest.exists(), "a miss writes nothing");
-    assert_eq!(storage.hash("objects/no/such").unwrap(), None);
-    assert_eq!(storage.last_modified("objects/no/such").unwrap(), None);
-    assert!(!storage.exists("objects/no/such").unwrap());
+    assert_eq!(storage.hash("runs/no/such").unwrap(), None);
+    assert_eq!(storage.last_modified("runs/no/such").unwrap(), None);
+    assert!(!storage.exists("runs/no/such").unwrap());
     assert_eq!(
         storage.copy_to(seeded_key, &dest).unwrap(),
         Some(seeded.len() as u64)
@@ -158,8 +158,9 @@ pub fn keyed_read_suite(storage: &dyn ReadStorage, seeded_key: &str, seeded: &[u
     );
     assert!(storage.last_modified(seeded_key).unwrap().is_some());
     assert!(storage.exists(seeded_key).unwrap());
+    let top = seeded_key.split('/').next().unwrap_or_default();
     assert_eq!(
-        storage.list("objects/").unwrap(),
+        storage.list(&format!("{top}/")).unwrap(),
         vec![seeded_key.to_string()]
     );
     assert!(storage.list("nothing/").unwrap().is_empty());
@@ -177,7 +178,7 @@ pub fn keyed_write_suite(storage: &dyn WriteStorage) {
     let scratch = tempfile::tempdir().unwrap();
     let one = write_file(scratch.path(), "one", b"one");
     let two = write_file(scratch.path(), "two", b"two");
-    let key = "objects/ab/cdef";
+    let key = "runs/ab/cdef";
     storage.put(key, &one).unwrap();
     keyed_read_suite(storage, key, b"one");
 
@@ -207,7 +208,7 @@ pub fn keyed_write_suite(storage: &dyn WriteStorage) {
         .set_modified(past)
         .unwrap();
     assert!(!storage.put_if_newer(key, &old).unwrap());
-    assert!(storage.put_if_newer("objects/ab/new", &old).unwrap());
+    assert!(storage.put_if_newer("runs/ab/new", &old).unwrap());
 
     // Conditional delete.
     assert!(matches!(
@@ -218,8 +219,8 @@ pub fn keyed_write_suite(storage: &dyn WriteStorage) {
         .delete_if_hash_matches(key, &Oid::of_bytes(b"two"))
         .unwrap();
     assert!(!storage.exists(key).unwrap());
-    assert!(storage.delete("objects/ab/new").unwrap());
-    assert!(!storage.delete("objects/ab/new").unwrap());
+    assert!(storage.delete("runs/ab/new").unwrap());
+    assert!(!storage.delete("runs/ab/new").unwrap());
 }
 
 /// Sixteen writers race compare-and-swap on one key and `put_if_absent` on another:
@@ -227,7 +228,7 @@ pub fn keyed_write_suite(storage: &dyn WriteStorage) {
 pub fn keyed_race_suite(storage: &dyn WriteStorage) {
     let scratch = tempfile::tempdir().unwrap();
     let base = write_file(scratch.path(), "base", b"base");
-    storage.put("objects/ra/ce", &base).unwrap();
+    storage.put("runs/ra/ce", &base).unwrap();
     let expected = Oid::of_bytes(b"base");
     let sources: Vec<PathBuf> = (0..16)
         .map(|i| {
@@ -245,14 +246,14 @@ pub fn keyed_race_suite(storage: &dyn WriteStorage) {
             let wins = &wins;
             let absent_wins = &absent_wins;
             scope.spawn(move || {
-                match storage.put_if_hash_matches("objects/ra/ce", src, &expected) {
+                match storage.put_if_hash_matches("runs/ra/ce", src, &expected) {
                     Ok(()) => {
                         wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     Err(StorageError::LostRace { .. }) => {}
                     Err(err) => panic!("{err}"),
                 }
-                match storage.put_if_absent("objects/ra/new", src) {
+                match storage.put_if_absent("runs/ra/new", src) {
                     Ok(()) => {
                         absent_wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }

@@ -1,6 +1,7 @@
-//! The client of `czc serve`: an HTTP remote that holds objects under the remote layout.
-//! Objects are immutable on such a server (an upload must hash to its oid), so the
-//! conditional writes reduce to "is it there yet"; keys other than objects are refused.
+//! The client of `czc serve`: an HTTP remote that holds objects under the remote layout
+//! and any other key under `/keys/`. Objects are immutable on such a server (an upload
+//! must hash to its oid), so their conditional writes reduce to "is it there yet"; keys
+//! are written under `If-None-Match`/`If-Match: <oid>`, checked by the server.
 
 use std::fs::File;
 use std::io::{self, ErrorKind};
@@ -77,19 +78,23 @@ impl HttpStorage {
         format!("{}/{path}", self.base)
     }
 
-    fn object_key<'a>(&self, key: &'a str) -> Result<&'a str, StorageError> {
+    /// The URL path of a key: `objects/<2 hex>/<62 hex>` as it is (an object, checked
+    /// by the server against its oid), any other key under `keys/`, percent-encoded.
+    fn route(&self, key: &str) -> Result<Route, StorageError> {
         check_key(self, key)?;
-        let bad = || StorageError::BadKey {
-            storage: self.describe(),
-            key: key.into(),
-            reason: "an HTTP remote holds objects only (objects/<2 hex>/<62 hex>)",
-        };
-        let rest = key.strip_prefix("objects/").ok_or_else(bad)?;
-        let hex: String = rest.split('/').collect();
-        if rest.len() != 65 || Oid::from_hex(&hex).is_err() {
-            return Err(bad());
+        if let Some(rest) = key.strip_prefix("objects/") {
+            let hex: String = rest.split('/').collect();
+            if rest.len() != 65 || Oid::from_hex(&hex).is_err() {
+                return Err(StorageError::BadKey {
+                    storage: self.describe(),
+                    key: key.into(),
+                    reason: "objects/ holds objects only (objects/<2 hex>/<62 hex>)",
+                });
+            }
+            return Ok(Route::Object(key.to_string()));
         }
-        Ok(key)
+        let encoded: Vec<String> = key.split('/').map(percent_encode).collect();
+        Ok(Route::Key(format!("keys/{}", encoded.join("/"))))
     }
 
     fn with_auth(&self, request: RequestBuilder) -> RequestBuilder {
@@ -165,9 +170,13 @@ impl HttpStorage {
         }
     }
 
-    fn head(&self, key: &str) -> Result<Option<Response>, StorageError> {
-        let key = self.object_key(key)?;
-        let response = self.send(key, self.client.head(self.url(key)))?;
+    fn head(&self, key: &str, want_oid: bool) -> Result<Option<Response>, StorageError> {
+        let route = self.route(key)?;
+        let mut request = self.client.head(self.url(route.path()));
+        if want_oid {
+            request = request.header("x-czc-want-oid", "1");
+        }
+        let response = self.send(key, request)?;
         match response.status() {
             StatusCode::OK => Ok(Some(response)),
             StatusCode::NOT_FOUND => Ok(None),
@@ -181,15 +190,21 @@ impl HttpStorage {
         src: &Path,
         condition: Option<(&str, String)>,
     ) -> Result<(), StorageError> {
-        let key = self.object_key(key)?;
+        let route = self.route(key)?;
         let file = File::open(src)
             .map_err(|e| self.io(key, e.kind(), format!("{}: {e}", src.display())))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut request = self
             .client
-            .put(self.url(key))
+            .put(self.url(route.path()))
             .header(reqwest::header::CONTENT_LENGTH, len)
             .body(reqwest::blocking::Body::sized(file, len));
+        if let Route::Key(_) = route {
+            // The server checks the bytes it receives against this, as it does an object's.
+            let (oid, _) = crate::oid::hash_file(src)
+                .map_err(|e| self.io(key, e.kind(), format!("{}: {e}", src.display())))?;
+            request = request.header("x-czc-oid", oid.to_string());
+        }
         let only_if_absent = matches!(condition, Some(("if-none-match", _)));
         if let Some((name, value)) = condition {
             request = request.header(name, value);
@@ -221,8 +236,8 @@ impl HttpStorage {
     }
 
     fn remove(&self, key: &str, expected: Option<&Oid>) -> Result<bool, StorageError> {
-        let key = self.object_key(key)?;
-        let mut request = self.client.delete(self.url(key));
+        let route = self.route(key)?;
+        let mut request = self.client.delete(self.url(route.path()));
         if let Some(expected) = expected {
             request = request.header(reqwest::header::IF_MATCH, expected.to_string());
         }
@@ -246,8 +261,8 @@ impl ReadStorage for HttpStorage {
     }
 
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
-        let key = self.object_key(key)?;
-        let response = self.send(key, self.client.get(self.url(key)))?;
+        let route = self.route(key)?;
+        let response = self.send(key, self.client.get(self.url(route.path())))?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
@@ -284,7 +299,7 @@ impl ReadStorage for HttpStorage {
     }
 
     fn describe_key(&self, key: &str) -> Result<Option<super::KeyInfo>, StorageError> {
-        Ok(self.head(key)?.map(|response| {
+        Ok(self.head(key, false)?.map(|response| {
             let header = |name: &str| {
                 response
                     .headers()
@@ -303,7 +318,7 @@ impl ReadStorage for HttpStorage {
     }
 
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
-        Ok(self.head(key)?.and_then(|response| {
+        Ok(self.head(key, true)?.and_then(|response| {
             response
                 .headers()
                 .get("x-czc-oid")
@@ -313,7 +328,7 @@ impl ReadStorage for HttpStorage {
     }
 
     fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
-        Ok(self.head(key)?.map(|response| {
+        Ok(self.head(key, false)?.map(|response| {
             response
                 .headers()
                 .get(reqwest::header::LAST_MODIFIED)
@@ -324,11 +339,11 @@ impl ReadStorage for HttpStorage {
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
-        Ok(self.head(key)?.is_some())
+        Ok(self.head(key, false)?.is_some())
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        Ok(self.head(key)?.map(|response| {
+        Ok(self.head(key, false)?.map(|response| {
             response
                 .headers()
                 .get(reqwest::header::CONTENT_LENGTH)
@@ -354,11 +369,14 @@ impl ReadStorage for HttpStorage {
     }
 
     fn exists_many(&self, keys: &[String]) -> Result<Vec<bool>, StorageError> {
+        if !keys.iter().all(|key| key.starts_with("objects/")) {
+            return keys.iter().map(|key| self.exists(key)).collect();
+        }
         let mut present = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH) {
             let mut oids = Vec::with_capacity(chunk.len());
             for key in chunk {
-                let key = self.object_key(key)?;
+                self.route(key)?;
                 let hex: String = key["objects/".len()..].split('/').collect();
                 oids.push(format!("blake3:{hex}"));
             }
@@ -422,15 +440,45 @@ impl WriteStorage for HttpStorage {
     }
 
     fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError> {
-        // An object never changes: if the server has it, it is as new as it gets.
-        if self.exists(key)? {
-            return Ok(false);
+        if let Route::Object(_) = self.route(key)? {
+            // An object never changes: if the server has it, it is as new as it gets.
+            if self.exists(key)? {
+                return Ok(false);
+            }
+            return match self.put_if_absent(key, src) {
+                Ok(()) => Ok(true),
+                Err(StorageError::LostRace { .. }) => Ok(false),
+                Err(err) => Err(err),
+            };
         }
-        match self.put_if_absent(key, src) {
-            Ok(()) => Ok(true),
-            Err(StorageError::LostRace { .. }) => Ok(false),
-            Err(err) => Err(err),
+        let modified = std::fs::metadata(src)
+            .and_then(|meta| meta.modified())
+            .map_err(|e| self.io(key, e.kind(), format!("{}: {e}", src.display())))?;
+        // Compare, then write only over the copy compared with (compare-and-swap): a
+        // writer in between makes this look again.
+        let mut last_race = None;
+        for _ in 0..3 {
+            let written = match self.describe_key(key)? {
+                None => self.put_if_absent(key, src),
+                Some(info) if info.last_modified.is_some_and(|stored| stored >= modified) => {
+                    return Ok(false)
+                }
+                Some(_) => match self.hash(key)? {
+                    Some(current) => self.put_if_hash_matches(key, src, &current),
+                    None => continue,
+                },
+            };
+            match written {
+                Ok(()) => return Ok(true),
+                Err(race @ StorageError::LostRace { .. }) => last_race = Some(race),
+                Err(err) => return Err(err),
+            }
         }
+        Err(last_race.unwrap_or_else(|| StorageError::LostRace {
+            storage: self.describe(),
+            key: key.into(),
+            found: "it kept changing".into(),
+        }))
     }
 
     fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError> {
@@ -443,6 +491,33 @@ impl WriteStorage for HttpStorage {
             }),
         }
     }
+}
+
+/// Where a key lives on the server.
+enum Route {
+    Object(String),
+    Key(String),
+}
+
+impl Route {
+    fn path(&self) -> &str {
+        match self {
+            Route::Object(path) | Route::Key(path) => path,
+        }
+    }
+}
+
+/// A path component with everything but unreserved characters percent-encoded.
+fn percent_encode(component: &str) -> String {
+    let mut out = String::with_capacity(component.len());
+    for byte in component.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Whether an I/O error from reading a response body is reqwest's timeout.

@@ -580,11 +580,11 @@ mod tests {
         keyed_race_suite(&storage);
         // Keys are files under the root, in the shared partitioned layout.
         assert_eq!(
-            storage.path("objects/ra/ce").unwrap(),
-            dir.path().join("objects/ra/ce")
+            storage.path("runs/ra/ce").unwrap(),
+            dir.path().join("runs/ra/ce")
         );
-        assert!(storage.open("objects/ra/ce").unwrap().is_some());
-        assert!(storage.open("objects/ra/zz").unwrap().is_none());
+        assert!(storage.open("runs/ra/ce").unwrap().is_some());
+        assert!(storage.open("runs/ra/zz").unwrap().is_none());
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn the_remote_round_trip_passes_over_a_folder() {
         "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"{}\"\n",
         dir.path().join("team").display()
     );
-    crate::util::remote_round_trip(&config, &|env| env, true);
+    crate::util::remote_round_trip(&config, &|env| env);
 }
 
 #[test]

@@ -126,9 +126,9 @@ fn the_http_client_keeps_the_storage_contract() {
     assert!(!remote.exists(&key).unwrap());
     assert!(!remote.delete(&key).unwrap());
 
-    // Keys other than objects are refused before any request.
+    // A malformed object key is refused before any request.
     assert!(matches!(
-        remote.exists("models/w.bin"),
+        remote.exists("objects/ab/not-an-oid"),
         Err(StorageError::BadKey { .. })
     ));
 }
@@ -140,6 +140,61 @@ fn the_shared_storage_conformance_suites_pass_over_http() {
     czcache::storage::conformance::object_write_suite(&remote);
     czcache::storage::conformance::object_race_suite(&remote);
     czcache::storage::conformance::object_batch_suite(&remote);
+    czcache::storage::conformance::keyed_write_suite(&remote);
+    czcache::storage::conformance::keyed_race_suite(&remote);
+}
+
+#[test]
+fn keys_over_czc_serve_are_checked_and_kept_inside_the_served_folder() {
+    let server = Server::start(&[]);
+    let remote = server.client(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.csv");
+    fs::write(&file, b"a,b\n1,2\n").unwrap();
+    remote.put("runs/7/odd name #1.csv", &file).unwrap();
+    assert_eq!(
+        remote.hash("runs/7/odd name #1.csv").unwrap(),
+        Some(Oid::of_bytes(b"a,b\n1,2\n"))
+    );
+    assert_eq!(
+        remote.list("runs/").unwrap(),
+        vec!["runs/7/odd name #1.csv"]
+    );
+    let client = reqwest::blocking::Client::new();
+    let send = |method: reqwest::Method, path: &str, body: &'static [u8], oid: Option<&str>| {
+        let mut request = client
+            .request(method, format!("{}/{path}", server.url))
+            .bearer_auth(TOKEN)
+            .body(body);
+        if let Some(oid) = oid {
+            request = request.header("x-czc-oid", oid);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    // Bytes that are not what the client says they are: 422, nothing stored.
+    let lie = Oid::of_bytes(b"something else").to_string();
+    assert_eq!(
+        send(reqwest::Method::PUT, "keys/runs/lie.csv", b"x", Some(&lie)),
+        422
+    );
+    assert!(!remote.exists("runs/lie.csv").unwrap());
+    // Paths out of the folder, objects, and the server's own files are not keys.
+    for path in [
+        "keys/..%2F..%2Fescape",
+        "keys/runs/%2E%2E/%2E%2E/escape",
+        "keys/objects/ab/cd",
+        "keys/.czc-serve-tmp/x",
+        "keys/runs//double",
+    ] {
+        let answer = send(reqwest::Method::PUT, path, b"x", None);
+        assert!(answer == 400 || answer == 404, "{path}: {answer}");
+    }
+    assert!(!server.folder.parent().unwrap().join("escape").exists());
+    assert!(!server.folder.join("escape").exists());
+    // No token, no write; reads need one too (no --public-read).
+    let anonymous = server.client(None);
+    assert!(anonymous.put("runs/anon.csv", &file).is_err());
+    assert!(anonymous.exists("runs/7/odd name #1.csv").is_err());
 }
 
 #[test]
@@ -149,11 +204,7 @@ fn the_remote_round_trip_passes_over_czc_serve() {
         "[remote]\ndefault = \"team\"\n\n[remotes.team]\nurl = \"{}\"\n",
         server.url
     );
-    crate::util::remote_round_trip(
-        &config,
-        &|env| env.with_env("CZC_REMOTE_TEAM_TOKEN", TOKEN),
-        false,
-    );
+    crate::util::remote_round_trip(&config, &|env| env.with_env("CZC_REMOTE_TEAM_TOKEN", TOKEN));
 }
 
 #[test]

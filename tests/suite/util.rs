@@ -589,9 +589,8 @@ fn lie_to(mut socket: std::net::TcpStream, content: &[u8], lie: Lie) {
 /// `status --remote` says everything is there; a second clone with an empty cache and
 /// only the markers pulls, and gets the same bytes; `get`/`put` of a key go through too.
 /// `config` is the `.czcache.toml` naming the remote `team` as default; `env_for` gives
-/// each clone what it needs (credentials, tokens); `keys`: the remote holds keys besides
-/// objects (the HTTP protocol serves objects only).
-pub fn remote_round_trip(config: &str, env_for: &dyn Fn(TestEnv) -> TestEnv, keys: bool) {
+/// each clone what it needs (credentials, tokens).
+pub fn remote_round_trip(config: &str, env_for: &dyn Fn(TestEnv) -> TestEnv) {
     use predicates::prelude::*;
     let first = env_for(TestEnv::new());
     first.write(".czcache.toml", config);
@@ -619,14 +618,12 @@ pub fn remote_round_trip(config: &str, env_for: &dyn Fn(TestEnv) -> TestEnv, key
         .args(["status", "--remote", "--exit-code"])
         .assert()
         .success();
-    if keys {
-        first.write("key.csv", "a,b\n1,2\n");
-        first
-            .czc()
-            .args(["put", "team:results/key.csv", "key.csv", "--if-absent"])
-            .assert()
-            .success();
-    }
+    first.write("key.csv", "a,b\n1,2\n");
+    first
+        .czc()
+        .args(["put", "team:results/key.csv", "key.csv", "--if-absent"])
+        .assert()
+        .success();
 
     let second = env_for(TestEnv::new());
     second.write(".czcache.toml", config);
@@ -643,9 +640,6 @@ pub fn remote_round_trip(config: &str, env_for: &dyn Fn(TestEnv) -> TestEnv, key
         .args(["status", "--exit-code"])
         .assert()
         .success();
-    if !keys {
-        return;
-    }
     let out = second
         .czc()
         .args(["get", "team:results/key.csv"])
