@@ -190,6 +190,11 @@ def memoize_rows(work, big_bytes, label):
             if what != "tiny result":
                 time.sleep(0.3)
             rows.append((f"memoize hit, {what}: {tool}", per_call(lambda: call(functions), blocks=5)))
+            if tool == "czcache" and what != "tiny result":
+                # The hit is memory-mapped (read when used): also with every byte copied
+                # into memory, which is what the others hand back.
+                rows.append((f"memoize hit, {what}: czcache, copied into memory (np.array)",
+                             per_call(lambda: np.array(call(functions)), blocks=5)))
     dc.close()
     return rows
 
@@ -270,6 +275,8 @@ def main():
         groups.setdefault(head.replace(" numpy result", ""), []).append((tool, seconds))
     for head, tools in groups.items():
         ours = [t for t in tools if t[0].startswith("czcache")]
+        if len(ours) > 1 and "copied" in ours[-1][0]:
+            ours = ours[-1:]  # the fair comparison: bytes in memory, as the others give
         others = [t for t in tools if not t[0].startswith("czcache")]
         if head.startswith("S3 get"):
             continue

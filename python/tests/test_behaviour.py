@@ -126,3 +126,21 @@ def test_type_stubs_and_docstrings_ship():
     stubs = (package / "__init__.pyi").read_text()
     missing = [name for name in czcache.__all__ if name not in stubs]
     assert missing == []
+
+
+def test_progress_can_go_to_tqdm(project, tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    remote = tmp_path / "remote"
+    (project / ".czcache.toml").write_text(
+        f'[remote]\ndefault = "archive"\n\n[remotes.archive]\nurl = "{remote}"\n'
+    )
+    (project / "big.bin").write_bytes(os.urandom(1 << 20))
+    czcache.save("big.bin")
+    czcache.set_progress("tqdm")
+    try:
+        czcache.push()
+    finally:
+        czcache.set_progress(None)
+    err = capsys.readouterr().err
+    # A tqdm bar named after the task, ending full.
+    assert "push" in err and "100%" in err, err

@@ -245,3 +245,39 @@ def test_memoize_across_two_processes_sharing_an_s3_remote(project, tmp_path, s3
     assert run("bob-cache") == "[6, 0]"  # the colleague's run: a hit, not called
     data.write_text("1\n2\n3\n4\n")
     assert run("bob-cache") == "[10, 1]"  # a changed input file: a miss
+
+
+def test_two_processes_computing_one_call_at_once_both_return_and_one_copy_is_kept(
+    project, tmp_path
+):
+    cache_dir = tmp_path / "shared-cache"
+    gate = tmp_path / "gate"
+    code = textwrap.dedent(f"""
+        import json, os, sys, time, czcache
+        cache = czcache.LocalCache({str(cache_dir)!r})
+        @cache.memoize(name="slow")
+        def slow(x):
+            # Both processes get here before either stores: wait for the other.
+            open({str(gate)!r} + sys.argv[1], "w").close()
+            other = {str(gate)!r} + ("b" if sys.argv[1] == "a" else "a")
+            deadline = time.time() + 30
+            while not os.path.exists(other) and time.time() < deadline:
+                time.sleep(0.01)
+            return {{"x": x, "by": sys.argv[1]}}
+        print(json.dumps(slow(5)))
+    """)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda who: run_python(code, project, who), ["a", "b"]))
+    results = []
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        results.append(__import__("json").loads(run.stdout))
+    assert sorted(r["by"] for r in results) == ["a", "b"]  # both computed, both returned
+    kept = czcache.LocalCache(cache_dir).keys("memo/")
+    assert len(kept) == 1
+    # The kept copy is one of the two, and a third process hits it.
+    again = run_python(code, project, "c")
+    assert again.returncode == 0, again.stderr
+    assert __import__("json").loads(again.stdout)["by"] in ("a", "b")
