@@ -891,18 +891,51 @@ impl PyHasher {
     }
 }
 
-/// BLAKE3 of a file's bytes, as an oid string; the stat cache of `root` (a project or
-/// cache folder) answers for a file it has seen unchanged.
+/// The stat caches of `hash_file`, one per cache folder (`state/python-stat.tsv`).
+type StatCaches = std::collections::HashMap<PathBuf, Arc<czcache::statcache::StatCache>>;
+static STAT_CACHES: std::sync::LazyLock<Mutex<StatCaches>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// BLAKE3 of a file's bytes, as an oid string. The stat cache in the configured cache
+/// folder answers for a file seen unchanged (same size, mtime, inode) by any process, so
+/// a memoized call on a big input file does not read it again.
 #[pyfunction]
 fn hash_file(py: Python<'_>, path: &str) -> PyResult<String> {
-    let path = PathBuf::from(path);
-    interruptible(py, move || {
-        czcache::oid::hash_file(&path)
-            .map(|(oid, _)| oid)
-            .map_err(|source| Error::Io { path, source })
-    })?
-    .map(|oid| oid.to_string())
-    .map_err(|err| to_py_err(py, err))
+    let (config, _, _) = configuration(py)?;
+    let io_at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let absolute = std::path::absolute(path)
+        .map_err(io_at(Path::new(path)))
+        .map_err(|err| to_py_err(py, err))?;
+    let state = config.cache.dir.join("state");
+    let stats = STAT_CACHES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(state.clone())
+        .or_insert_with(|| {
+            Arc::new(czcache::statcache::StatCache::load(
+                state.join("python-stat.tsv"),
+            ))
+        })
+        .clone();
+    let hashed = interruptible(py, move || -> Result<Oid, Error> {
+        let meta = std::fs::metadata(&absolute).map_err(io_at(&absolute))?;
+        if let Some(oid) = stats.lookup(&absolute, &meta) {
+            return Ok(oid);
+        }
+        let began = czcache::fsutil::since_epoch(SystemTime::now()).as_nanos() as i128;
+        let (oid, _) = czcache::oid::hash_file(&absolute).map_err(io_at(&absolute))?;
+        stats.record(&absolute, &meta, oid, began);
+        // Only a speed-up: a state file that cannot be written costs a hash next time.
+        let _ = std::fs::create_dir_all(&state);
+        stats.save();
+        Ok(oid)
+    })?;
+    hashed
+        .map(|oid| oid.to_string())
+        .map_err(|err| to_py_err(py, err))
 }
 
 /// A Context for a marker operation on the project around the current folder.

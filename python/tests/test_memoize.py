@@ -224,27 +224,45 @@ def test_memoize_across_two_processes_sharing_an_s3_remote(project, tmp_path, s3
     bucket = s3()
     data = tmp_path / "cells.csv"
     data.write_text("1\n2\n3\n")
-    code = textwrap.dedent(f"""
-        import json, pathlib, sys, czcache
-        remote = czcache.S3Storage({bucket.url!r}, endpoint={bucket.client.meta.endpoint_url!r})
-        cache = czcache.SynchronizedRemoteAndLocalCache(remote, local=czcache.LocalCache(sys.argv[1]))
+    module = tmp_path / "pipeline_s3.py"
+    template = textwrap.dedent("""
+        import czcache
         calls = []
-        @cache.memoize(name="total")
+
+        def make_cache(local):
+            remote = czcache.S3Storage({url!r}, endpoint={endpoint!r})
+            return czcache.SynchronizedRemoteAndLocalCache(remote, local=czcache.LocalCache(local))
+
         def total(path):
             calls.append(1)
-            return sum(int(line) for line in open(path))
-        print(json.dumps([total(pathlib.Path({str(data)!r})), len(calls)]))
+            return sum(int(line) for line in open(path)) * {factor}
+    """)
+
+    def write_module(factor):
+        module.write_text(template.format(url=bucket.url, endpoint=bucket.client.meta.endpoint_url,
+                                          factor=factor))
+
+    runner = textwrap.dedent(f"""
+        import json, pathlib, sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import pipeline_s3 as p
+        total = p.make_cache(sys.argv[1]).memoize(name="total")(p.total)
+        print(json.dumps([total(pathlib.Path({str(data)!r})), len(p.calls)]))
     """)
 
     def run(local):
-        done = run_python(code, project, tmp_path / local)
+        done = run_python(runner, project, tmp_path / local)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
+    write_module(1)
     assert run("alice-cache") == "[6, 1]"
     assert run("bob-cache") == "[6, 0]"  # the colleague's run: a hit, not called
     data.write_text("1\n2\n3\n4\n")
     assert run("bob-cache") == "[10, 1]"  # a changed input file: a miss
+    assert run("alice-cache") == "[10, 0]"  # and that result is shared in turn
+    write_module(2)
+    assert run("alice-cache") == "[20, 1]"  # the function edited: a miss
 
 
 def test_two_processes_computing_one_call_at_once_both_return_and_one_copy_is_kept(
@@ -281,3 +299,19 @@ def test_two_processes_computing_one_call_at_once_both_return_and_one_copy_is_ke
     again = run_python(code, project, "c")
     assert again.returncode == 0, again.stderr
     assert __import__("json").loads(again.stdout)["by"] in ("a", "b")
+
+
+def test_file_hashes_are_remembered_across_processes_in_the_stat_cache(project, tmp_path):
+    data = tmp_path / "big-input.bin"
+    data.write_bytes(os.urandom(1 << 20))
+    old = os.stat(data).st_mtime - 10
+    os.utime(data, (old, old))  # clearly older than the hash: a stamp worth keeping
+    first = czcache.hash_file(data)
+    state = (tmp_path / "cache" / "state" / "python-stat.tsv").read_text()
+    assert str(data) in state and first.split(":")[1] in state
+    code = f"import czcache; print(czcache.hash_file({str(data)!r}))"
+    again = run_python(code, project)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == first
+    data.write_bytes(b"changed")
+    assert czcache.hash_file(data) == czcache.hash_bytes(b"changed")
