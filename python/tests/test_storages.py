@@ -123,6 +123,15 @@ def test_a_temporary_storage_is_removed_when_closed(project):
             f.write(b"scratch")
         assert (root / "x.bin").read_bytes() == b"scratch"
     assert not root.exists()
+    # Dropped without close: removed when collected.
+    storage = czcache.TemporaryLocalStorage()
+    root = storage.root
+    assert root.is_dir()
+    del storage
+    import gc
+
+    gc.collect()
+    assert not root.exists()
 
 
 def test_bad_urls_and_hashes_are_refused_naming_them(project):
