@@ -199,14 +199,14 @@ def memoize_rows(work, big_bytes, label):
     return rows
 
 
-def s3_rows(work, size, label, runs):
+def s3_rows(work, size, label, runs, network=None):
     import czcache
 
     binary = REPO / "target" / "release" / "examples" / "s3server"
     if not binary.exists():
         subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "s3server"],
                        cwd=REPO, check=True)
-    server = S3Server(binary, work / "s3-root")
+    server = S3Server(binary, work / "s3-root", network)
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(env)
@@ -247,6 +247,9 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-s3", action="store_true", help="the local hits only")
+    parser.add_argument("--rtt", type=float, default=0,
+                        help="round trip in ms added in front of the S3 server (bench/netproxy.py)")
+    parser.add_argument("--mbit", type=float, default=None, help="and a bandwidth cap, Mbit/s")
     args = parser.parse_args()
     ensure_tools()
     big = (16 << 20) if args.quick else (100 << 20)
@@ -260,7 +263,7 @@ def main():
         rows += hit_rows(base, big, big_label)
         rows += memoize_rows(base, big, big_label)
         if not args.skip_s3:
-            rows += s3_rows(base, s3_size, f"{s3_size >> 20} MiB", args.runs)
+            rows += s3_rows(base, s3_size, f"{s3_size >> 20} MiB", args.runs, (args.rtt, args.mbit))
     finally:
         print(f"(work folder {base}; remove it when done)", file=sys.stderr)
     width = max(len(name) for name, _ in rows)

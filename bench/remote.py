@@ -3,6 +3,7 @@
 
     python3 bench/remote.py              # 1 GiB file, 20,000 small files
     python3 bench/remote.py --quick      # 256 MiB, 5,000 files
+    python3 bench/remote.py --rtt 20     # S3 20 ms away (bench/netproxy.py), --mbit to cap
 
 (`python3 bench/run.py` runs these after the local ones.) For a folder of small files and
 for one big file, to a folder remote and to an S3-compatible server (the tests' s3s
@@ -55,22 +56,37 @@ def timed_fresh(make_step):
 
 
 class S3Server:
-    def __init__(self, binary, root):
+    """The tests' S3 server as a process; with `network=(rtt_ms, mbit)` its endpoint is a
+    bench/netproxy.py proxy in front of it, so every tool talks to it over the same
+    internet-like link."""
+
+    def __init__(self, binary, root, network=None):
         self.proc = subprocess.Popen([str(binary), str(root), "czc", "dvc"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.endpoint = self.proc.stdout.readline().decode().strip()
         if not self.endpoint.startswith("http://"):
             raise SystemExit("the S3 test server did not start")
+        self.proxy = None
+        if network and network[0]:
+            from netproxy import NetProxy
+
+            self.direct = self.endpoint
+            self.proxy = NetProxy(self.endpoint[len("http://"):], rtt_ms=network[0], mbit=network[1])
+            self.endpoint = self.proxy.start()
 
     def stop(self):
+        if self.proxy is not None:
+            self.proxy.stop()
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
 
 
-def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, with_dvc, size_mib, files):
-    """Returns the rows of the remote table."""
+def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, with_dvc, size_mib, files,
+               network=None):
+    """Returns the rows of the remote table; `network=(rtt_ms, mbit)` puts the S3 server
+    behind bench/netproxy.py."""
     s3_root = work / "s3-root"
-    server = S3Server(s3_binary, s3_root)
+    server = S3Server(s3_binary, s3_root, network)
     aws = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
     env = {**env, **aws}
@@ -248,6 +264,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="256 MiB and 5,000 files")
     parser.add_argument("--work", default=os.environ.get("CZC_BENCH_DIR", "/tmp/czc-bench") + "-remote")
     parser.add_argument("--skip-others", action="store_true", help="skip DVC")
+    parser.add_argument("--rtt", type=float, default=0,
+                        help="round trip in ms added in front of the S3 server (bench/netproxy.py)")
+    parser.add_argument("--mbit", type=float, default=None, help="and a bandwidth cap, Mbit/s")
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.files = 256, 5000
@@ -273,7 +292,11 @@ def main():
     make_small_files(small_src, args.files)
     started = time.perf_counter()
     results = run_remote(str(czc), s3_binary, work, env, big_src, small_src, args.runs, args.other_runs,
-                         not args.skip_others, args.size_mib, args.files)
+                         not args.skip_others, args.size_mib, args.files,
+                         network=(args.rtt, args.mbit))
+    if args.rtt:
+        print(f"(S3 through bench/netproxy.py: {args.rtt:g} ms round trip"
+              + (f", {args.mbit:g} Mbit/s" if args.mbit else "") + ")")
     print_table(results, args.size_mib, args.files, args.runs, args.other_runs)
     print(f"\n(remote benchmarks took {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     for path in leftovers:
