@@ -853,20 +853,10 @@ async fn put_key(
             format!("uploads are limited to {} bytes", state.max_upload),
         );
     }
-    let header_oid = |name: &str| -> Result<Option<Oid>, Response> {
-        match headers
-            .get(name)
-            .map(|value| value.to_str().map(str::parse::<Oid>))
-        {
-            None => Ok(None),
-            Some(Ok(Ok(oid))) => Ok(Some(oid)),
-            Some(_) => Err(status(
-                StatusCode::BAD_REQUEST,
-                format!("{name} is not an oid"),
-            )),
-        }
-    };
-    let (declared_oid, if_match) = match (header_oid("x-czc-oid"), header_oid("if-match")) {
+    let (declared_oid, if_match) = match (
+        header_oid(&headers, "X-Czc-Oid"),
+        header_oid(&headers, "If-Match"),
+    ) {
         (Ok(declared_oid), Ok(if_match)) => (declared_oid, if_match),
         (Err(response), _) | (_, Err(response)) => return response,
     };
@@ -897,7 +887,7 @@ async fn put_key(
     }
 }
 
-/// `DELETE /keys/<key>`: 204, 404; with `If-Match: <oid>` 412 unless it holds that oid.
+/// `DELETE /keys/<key>`: as an object's delete.
 async fn delete_key(
     State(state): State<Arc<AppState>>,
     UrlPath(key): UrlPath<String>,
@@ -906,35 +896,8 @@ async fn delete_key(
     if let Err(response) = authorize(&state, &headers, true) {
         return response;
     }
-    let key = match url_key(&key) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let Some(writer) = state.backend.writer() else {
-        return status(StatusCode::METHOD_NOT_ALLOWED, "this remote is read-only");
-    };
-    let expected = match headers
-        .get(header::IF_MATCH)
-        .map(|v| v.to_str().map(str::parse::<Oid>))
-    {
-        None => None,
-        Some(Ok(Ok(oid))) => Some(oid),
-        Some(_) => return status(StatusCode::BAD_REQUEST, "If-Match is not an oid"),
-    };
-    let removed = blocking(move || match expected {
-        Some(expected) => writer
-            .delete_if_hash_matches(&key, &expected)
-            .map(|()| true),
-        None => writer.delete(&key),
-    })
-    .await;
-    match removed {
-        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Ok(false)) => StatusCode::NOT_FOUND.into_response(),
-        Ok(Err(StorageError::LostRace { found, .. })) => {
-            status(StatusCode::PRECONDITION_FAILED, found)
-        }
-        Ok(Err(err)) => storage_error(err),
+    match url_key(&key) {
+        Ok(key) => delete_stored(&state, key, &headers).await,
         Err(response) => response,
     }
 }
@@ -948,27 +911,42 @@ async fn delete_object(
         Ok(oid) => oid,
         Err(response) => return response,
     };
+    delete_stored(&state, oid.object_key(), &headers).await
+}
+
+/// An `If-Match`, `X-Czc-Oid`… header holding an oid, if sent; 400 if it holds another thing.
+fn header_oid(headers: &HeaderMap, name: &str) -> Result<Option<Oid>, Response> {
+    match headers
+        .get(name)
+        .map(|value| value.to_str().map(str::parse::<Oid>))
+    {
+        None => Ok(None),
+        Some(Ok(Ok(oid))) => Ok(Some(oid)),
+        Some(_) => Err(status(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is not an oid"),
+        )),
+    }
+}
+
+/// Deletes `key` (an object's or any other) for an authorized request: 204, 404; with
+/// `If-Match: <oid>` 412 unless it holds that oid.
+async fn delete_stored(state: &AppState, key: String, headers: &HeaderMap) -> Response {
     let Some(writer) = state.backend.writer() else {
         return status(StatusCode::METHOD_NOT_ALLOWED, "this remote is read-only");
     };
-    let expected = headers
-        .get(header::IF_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| value.parse::<Oid>());
-    let key = oid.object_key();
-    let result = match expected {
-        Some(Err(_)) => return status(StatusCode::BAD_REQUEST, "If-Match is not an oid"),
-        Some(Ok(expected)) => {
-            blocking(move || {
-                writer
-                    .delete_if_hash_matches(&key, &expected)
-                    .map(|()| true)
-            })
-            .await
-        }
-        None => blocking(move || writer.delete(&key)).await,
+    let expected = match header_oid(headers, "If-Match") {
+        Ok(expected) => expected,
+        Err(response) => return response,
     };
-    match result {
+    let removed = blocking(move || match expected {
+        Some(expected) => writer
+            .delete_if_hash_matches(&key, &expected)
+            .map(|()| true),
+        None => writer.delete(&key),
+    })
+    .await;
+    match removed {
         Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
         Ok(Ok(false)) => StatusCode::NOT_FOUND.into_response(),
         Ok(Err(StorageError::LostRace { found, .. })) => {

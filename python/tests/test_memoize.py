@@ -315,3 +315,21 @@ def test_file_hashes_are_remembered_across_processes_in_the_stat_cache(project, 
     assert again.stdout.strip() == first
     data.write_bytes(b"changed")
     assert czcache.hash_file(data) == czcache.hash_bytes(b"changed")
+
+
+def test_a_stored_value_that_is_not_a_memoized_result_is_refused_naming_the_key(cache, tmp_path):
+    @cache.memoize(name="f")
+    def f(x):
+        return x
+
+    key = f.__cache_key__(1)
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00not a result")
+    cache.put(key, garbage)
+    with pytest.raises(czcache.Error, match=f"{key}: not a memoized result"):
+        f(1)
+    unknown = tmp_path / "unknown"
+    unknown.write_bytes(b'czc-memo/1\n{"format": "exe"}\nMZ')
+    cache.put(key, unknown)
+    with pytest.raises(czcache.Error, match="unknown result format 'exe'"):
+        f(1)

@@ -444,35 +444,36 @@ pub fn get_local(cache: &LocalCache, key: &str, expected: Option<&Oid>) -> Resul
             });
         }
     }
-    let fetched = get_local_slowly(cache, key, expected)?;
+    let fetched = get_local_slowly(cache, key, &record_path, expected)?;
     if let Some(oid) = fetched.oid {
         cache.remember_hit(&record_path, record_stamp, &oid, &fetched.path);
     }
     Ok(fetched)
 }
 
-fn get_local_slowly(cache: &LocalCache, key: &str, expected: Option<&Oid>) -> Result<KeyFetch> {
-    let Some(found) = local_key(cache, key)? else {
+fn get_local_slowly(
+    cache: &LocalCache,
+    key: &str,
+    record_path: &Path,
+    expected: Option<&Oid>,
+) -> Result<KeyFetch> {
+    // The record read once: what local_key reads, kept for cached_key to update.
+    let Some(record) = read_key_record(record_path).filter(|record| cache.contains(&record.oid))
+    else {
         return Err(Error::NotFound {
             path: PathBuf::from(format!("local:{key}")),
         });
     };
-    if let Some(expected) = expected.filter(|expected| **expected != found.oid) {
+    if let Some(expected) = expected.filter(|expected| **expected != record.oid) {
         return Err(Error::HashMismatch {
             storage: LOCAL_CACHE_NAME.into(),
             key: key.into(),
             expected: *expected,
-            found: found.oid,
+            found: record.oid,
         });
     }
-    let record_path = key_record_path(cache, LOCAL_KEYS, key);
-    let record = read_key_record(&record_path).filter(|record| record.oid == found.oid);
-    cached_key(
-        cache,
-        &found.oid,
-        key,
-        record.map(|record| (record_path.as_path(), record)),
-    )
+    let oid = record.oid;
+    cached_key(cache, &oid, key, Some((record_path, record)))
 }
 
 /// The keys kept in the local cache only that start with `prefix`, sorted (those whose

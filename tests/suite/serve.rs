@@ -178,6 +178,25 @@ fn keys_over_czc_serve_are_checked_and_kept_inside_the_served_folder() {
         422
     );
     assert!(!remote.exists("runs/lie.csv").unwrap());
+    // Conditions that are not oids: 400, nothing written or deleted.
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let answer = client
+            .request(
+                method,
+                format!("{}/keys/runs/7/odd%20name%20%231.csv", server.url),
+            )
+            .bearer_auth(TOKEN)
+            .header("if-match", "md5:abc")
+            .body(&b"x"[..])
+            .send()
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 400);
+        assert!(answer.text().unwrap().contains("If-Match is not an oid"));
+    }
+    assert_eq!(
+        remote.hash("runs/7/odd name #1.csv").unwrap(),
+        Some(Oid::of_bytes(b"a,b\n1,2\n"))
+    );
     // Paths out of the folder, objects, and the server's own files are not keys.
     for path in [
         "keys/..%2F..%2Fescape",
