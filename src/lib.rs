@@ -15,6 +15,7 @@ pub mod index;
 pub mod marker;
 pub mod oid;
 pub mod ops;
+pub mod packs;
 pub mod remote;
 pub mod report;
 pub mod serve;

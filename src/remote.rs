@@ -33,6 +33,8 @@ pub struct Remotes {
     /// `CZC_*_TIMEOUT` variables.
     timeout_env: BTreeMap<String, String>,
     aws_env: BTreeMap<String, String>,
+    /// Where the pack indexes of each remote are kept (in the local cache).
+    pack_indexes: PathBuf,
 }
 
 /// A remote's name as it appears in environment variables: `lab-share` → `LAB_SHARE`.
@@ -62,6 +64,7 @@ impl Remotes {
             .map(|(var, value)| (var.clone(), value.clone()))
             .collect();
         Remotes {
+            pack_indexes: config.cache.dir.join("packs"),
             entries: config.remotes.clone(),
             read: config.remote.read.clone(),
             default: config.remote.default.clone(),
@@ -151,6 +154,7 @@ impl Remotes {
             base_dir: Some(self.base_dir.clone()),
             aws_env: Some(self.aws_env.clone()),
             timeouts: self.timeouts(name, entry)?,
+            pack_index_dir: Some(self.pack_indexes.join(remote_dir_name(entry))),
         };
         Ok(open_storage(&entry.url, &options)?)
     }
@@ -234,6 +238,17 @@ impl Remotes {
             )),
         }
     }
+}
+
+/// The folder a remote's pack indexes are kept in: named by where the remote is, not by
+/// its name, so two projects naming one bucket differently share the copies.
+fn remote_dir_name(entry: &RemoteEntry) -> String {
+    let place = format!(
+        "{}\n{}",
+        entry.url,
+        entry.endpoint.as_deref().unwrap_or_default()
+    );
+    blake3::hash(place.as_bytes()).to_hex()[..16].to_string()
 }
 
 /// A remote whose configuration could not be opened: every use reports why.
@@ -456,7 +471,48 @@ pub fn fetch(
     report.already = seen.len() - todo.len();
     let known_bytes = todo.iter().filter_map(|(oid, _)| sizes.get(oid)).sum();
     cache.progress().add_work(todo.len() as u64, known_bytes);
-    let results: Vec<Result<Staged>> = pool(jobs)?.install(|| {
+    let pool = pool(jobs)?;
+    let mut staged = Vec::new();
+    let mut todo = todo;
+    if chain.policy() == ReadPolicy::First {
+        // Packed objects first, many per request; the rest (loose, or what a pack read
+        // could not deliver) one by one below.
+        for remote in chain.remotes() {
+            if todo.is_empty() {
+                break;
+            }
+            let oids: Vec<Oid> = todo.iter().map(|(oid, _)| *oid).collect();
+            let Ok(locations) = remote.storage.pack_locations(&oids) else {
+                continue;
+            };
+            // An index whose length disagrees with the marker's is not believed.
+            let wanted: Vec<(usize, (Oid, crate::storage::PackedAt))> = locations
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, at)| Some((i, (oids[i], at?))))
+                .filter(|(_, (oid, at))| sizes.get(oid).is_none_or(|size| *size == at.len))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let ranges: Vec<(Oid, crate::storage::PackedAt)> =
+                wanted.iter().map(|(_, item)| item.clone()).collect();
+            let got = pool.install(|| {
+                crate::packs::fetch::fetch_packed(cache, remote.storage.as_ref(), &ranges)
+            });
+            let mut fetched = vec![false; todo.len()];
+            for ((position, _), item) in wanted.iter().zip(got) {
+                if let Some(item) = item {
+                    fetched[*position] = true;
+                    staged.push(item);
+                    cache.report_files(1);
+                }
+            }
+            let mut flags = fetched.into_iter();
+            todo.retain(|_| !flags.next().unwrap_or(false));
+        }
+    }
+    let results: Vec<Result<Staged>> = pool.install(|| {
         todo.par_iter()
             .map(|(oid, for_path)| {
                 let staged = chain.stage(cache, oid, sizes.get(oid).copied(), for_path);
@@ -465,7 +521,6 @@ pub fn fetch(
             })
             .collect()
     });
-    let mut staged = Vec::new();
     for result in results {
         match result {
             Ok(item) => staged.push(item),

@@ -509,12 +509,26 @@ async fn get_object(
         Ok(oid) => oid,
         Err(response) => return response,
     };
-    let (mut file, len) = match local_copy(&state, oid).await {
+    let (file, len) = match local_copy(&state, oid).await {
         Ok(Some(found)) => found,
         Ok(None) => return status(StatusCode::NOT_FOUND, "no such object"),
         Err(response) => return response,
     };
     let modified = last_modified(&state, oid).await;
+    ranged_body(file, len, &headers, |response, count| {
+        object_headers(response, oid, count, modified)
+    })
+    .await
+}
+
+/// The response for a file's bytes: all of them, or the one `Range` the request asks
+/// for (206, 416 for a range the file does not have).
+async fn ranged_body(
+    mut file: tokio::fs::File,
+    len: u64,
+    headers: &HeaderMap,
+    describe: impl FnOnce(&mut Response, u64),
+) -> Response {
     let range = headers
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok());
@@ -540,7 +554,10 @@ async fn get_object(
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 1 << 20);
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = code;
-    object_headers(&mut response, oid, count, modified);
+    describe(&mut response, count);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if code == StatusCode::PARTIAL_CONTENT {
         if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
@@ -815,13 +832,10 @@ async fn get_key(
         Ok(None) => return status(StatusCode::NOT_FOUND, "no such key"),
         Err(response) => return response,
     };
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20);
-    let mut response = Response::new(Body::from_stream(stream));
-    key_headers(&mut response, &info, None);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    response
+    ranged_body(file, len, &headers, |response, _| {
+        key_headers(response, &info, None)
+    })
+    .await
 }
 
 /// `PUT /keys/<key>`: stores the body (checked against `X-Czc-Oid` when sent) under the

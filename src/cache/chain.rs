@@ -58,6 +58,15 @@ impl RemoteChain {
         self.remotes.is_empty()
     }
 
+    /// The remotes, in the order they are read.
+    pub fn remotes(&self) -> &[NamedRemote] {
+        &self.remotes
+    }
+
+    pub fn policy(&self) -> ReadPolicy {
+        self.policy
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.remotes.iter().map(|r| r.name.as_str()).collect()
     }

@@ -62,6 +62,13 @@ pub struct Staged {
     pub size: u64,
 }
 
+impl Staged {
+    /// Bytes already written to a staging temp file and hashed by the caller.
+    pub(crate) fn new(temp: TempPath, oid: Oid, size: u64) -> Staged {
+        Staged { temp, oid, size }
+    }
+}
+
 /// The result of admitting one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
@@ -409,7 +416,7 @@ impl LocalCache {
         Ok(())
     }
 
-    fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
+    pub(crate) fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
         // Parallel downloads each stage in their own subfolder: creating files in one
         // folder serializes on its lock, and on ext4 inode allocation can be slow
         // enough that the waiters spin for most of a 20,000-object fetch.

@@ -343,3 +343,206 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
     }
     assert!(storage.list("objects/").unwrap().is_empty());
 }
+
+/// Packs over a writable storage: `open` gives a fresh handle on the same (initially
+/// empty) place each call, as another process would have. Small objects pushed go out in
+/// packs and nothing loose; they read back one by one and in a batch fetch, beside a
+/// loose object; a fresh handle finds them from the remote's indexes alone; and damaged
+/// packs (truncated, a lying index, a pack gone) lose nothing and admit nothing.
+pub fn pack_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
+    use crate::cache::{LocalCache, NamedRemote, RemoteChain};
+    use crate::config::{CacheConfig, IndexKind, LinkKind, ReadPolicy};
+    use crate::packs::{format::PackIndex, PackWrites, Packed};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let packed = |dir: &str| {
+        Packed::new(
+            open(),
+            PackWrites::Packs,
+            Some(scratch.path().join("indexes").join(dir)),
+        )
+    };
+    let storage = packed("a");
+    let items: Vec<(String, PathBuf, Vec<u8>)> = (0..300u32)
+        .map(|i| {
+            let bytes = format!("packed object {i} ")
+                .repeat(1 + (i as usize % 50))
+                .into_bytes();
+            let path = write_file(scratch.path(), &format!("p{i}"), &bytes);
+            (Oid::of_bytes(&bytes).object_key(), path, bytes)
+        })
+        .collect();
+    let pairs: Vec<(String, PathBuf)> = items
+        .iter()
+        .map(|(k, p, _)| (k.clone(), p.clone()))
+        .collect();
+    let results = storage.put_many_if_absent(&pairs, &crate::report::Counter::default());
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let raw = storage.inner();
+    assert!(raw.list("objects/").unwrap().is_empty(), "nothing loose");
+    let pack_keys = raw.list("packs/").unwrap();
+    assert_eq!(pack_keys.iter().filter(|k| k.ends_with(".pack")).count(), 1);
+    assert_eq!(pack_keys.iter().filter(|k| k.ends_with(".idx")).count(), 1);
+    // A loose object beside them, as an older czc pushed it.
+    let loose_bytes = b"an object pushed loose by an older czc".to_vec();
+    let loose_key = Oid::of_bytes(&loose_bytes).object_key();
+    raw.put_if_absent(
+        &loose_key,
+        &write_file(scratch.path(), "loose", &loose_bytes),
+    )
+    .unwrap();
+
+    // A fresh handle (no index kept locally) sees both kinds.
+    let fresh = packed("b");
+    let mut keys: Vec<String> = items.iter().map(|(k, _, _)| k.clone()).collect();
+    keys.push(loose_key.clone());
+    let absent = Oid::of_bytes(b"never pushed").object_key();
+    keys.push(absent.clone());
+    let found = fresh.exists_many(&keys).unwrap();
+    assert!(found[..301].iter().all(|f| *f));
+    assert!(!found[301]);
+    let listed = fresh.list("objects/").unwrap();
+    assert_eq!(listed.len(), 301);
+    for (key, _, bytes) in items.iter().step_by(37) {
+        let dest = scratch.path().join("out");
+        assert_eq!(fresh.copy_to(key, &dest).unwrap(), Some(bytes.len() as u64));
+        assert_eq!(&std::fs::read(&dest).unwrap(), bytes);
+        assert_eq!(fresh.size(key).unwrap(), Some(bytes.len() as u64));
+        assert_eq!(fresh.hash(key).unwrap(), Some(Oid::of_bytes(bytes)));
+        assert!(fresh.last_modified(key).unwrap().is_some());
+        let mut part = Vec::new();
+        fresh.copy_range_into(key, 2..7, &mut part).unwrap();
+        assert_eq!(part, &bytes[2..7]);
+    }
+    // Indexes were kept locally for the next run.
+    assert_eq!(
+        std::fs::read_dir(scratch.path().join("indexes/b"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(matches!(
+        fresh.put_if_absent(&items[0].0, &items[0].1),
+        Err(StorageError::LostRace { .. })
+    ));
+    let refused = fresh.delete(&items[0].0).unwrap_err().to_string();
+    assert!(refused.contains("in pack"), "{refused}");
+
+    // A batch fetch into a cache: packed objects by ranges, the loose one on its own.
+    let fetch_all = |dir: &str, storage: Arc<dyn ReadStorage>| {
+        let cache = LocalCache::open(&CacheConfig {
+            dir: scratch.path().join(dir),
+            size_limit: 1 << 30,
+            index: IndexKind::Csv,
+            link: vec![LinkKind::Copy],
+        })
+        .expect("cache");
+        let chain = RemoteChain::new(
+            vec![NamedRemote {
+                name: "packed".into(),
+                storage,
+            }],
+            ReadPolicy::First,
+        );
+        let wanted: Vec<(Oid, PathBuf)> = keys[..301]
+            .iter()
+            .map(|k| (super::object_key_oid(k).unwrap(), PathBuf::from(k)))
+            .collect();
+        let report = crate::remote::fetch(&cache, &chain, &wanted, &HashMap::new(), 4).unwrap();
+        (cache, report)
+    };
+    let (cache, report) = fetch_all("cache1", Arc::new(packed("c")));
+    assert_eq!(
+        (report.transferred, report.failed),
+        (301, 0),
+        "{:?}",
+        report.failures
+    );
+    for (key, _, bytes) in &items {
+        let oid = super::object_key_oid(key).unwrap();
+        assert_eq!(&std::fs::read(cache.object_path(&oid)).unwrap(), bytes);
+    }
+
+    // Faults. The pack and its index as pushed:
+    let pack_key = pack_keys
+        .iter()
+        .find(|k| k.ends_with(".pack"))
+        .unwrap()
+        .clone();
+    let index_key = pack_keys
+        .iter()
+        .find(|k| k.ends_with(".idx"))
+        .unwrap()
+        .clone();
+    let pack_oid = crate::packs::pack_of_key(&pack_key, "pack").unwrap();
+    let pack_copy = scratch.path().join("pack-copy");
+    raw.copy_to(&pack_key, &pack_copy).unwrap();
+    let index_copy = scratch.path().join("index-copy");
+    raw.copy_to(&index_key, &index_copy).unwrap();
+    let index = PackIndex::decode("i", &std::fs::read(&index_copy).unwrap(), &pack_oid).unwrap();
+    let last = index.entries.iter().max_by_key(|e| e.offset).unwrap().oid;
+
+    // 1. Truncated pack: what it still holds arrives, the rest fails by name.
+    let full = std::fs::read(&pack_copy).unwrap();
+    let cut = write_file(scratch.path(), "cut", &full[..full.len() - 10]);
+    raw.put(&pack_key, &cut).unwrap();
+    let (cache, report) = fetch_all("cache2", Arc::new(packed("d")));
+    assert!(
+        report.failed >= 1 && report.transferred == 301 - report.failed,
+        "{report:?}"
+    );
+    assert!(!cache.contains(&last), "a truncated object is not admitted");
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.to_string().contains(&last.to_string())),
+        "the failure names the object: {:?}",
+        report.failures
+    );
+    raw.put(&pack_key, &pack_copy).unwrap();
+
+    // 2. A lying index (checksum right, offsets swapped): nothing corrupt admitted.
+    let mut lying = index.clone();
+    let (a, b) = (lying.entries[0].offset, lying.entries[1].offset);
+    let (la, lb) = (lying.entries[0].len, lying.entries[1].len);
+    lying.entries[0].offset = b;
+    lying.entries[0].len = lb;
+    lying.entries[1].offset = a;
+    lying.entries[1].len = la;
+    let lie = write_file(scratch.path(), "lie", &lying.encode());
+    raw.put(&index_key, &lie).unwrap();
+    let (cache, report) = fetch_all("cache3", Arc::new(packed("e")));
+    assert_eq!(report.failed, 2, "{report:?}");
+    assert!(!cache.contains(&lying.entries[0].oid));
+    assert!(!cache.contains(&lying.entries[1].oid));
+    assert!(cache.verify().unwrap().corrupt.is_empty());
+    // A damaged index (bad checksum) is refused by name.
+    let damaged = write_file(
+        scratch.path(),
+        "damaged",
+        &std::fs::read(&index_copy).unwrap()[..100],
+    );
+    raw.put(&index_key, &damaged).unwrap();
+    let err = packed("f").exists_many(&keys).unwrap_err().to_string();
+    assert!(
+        err.contains(&index_key) && err.contains("checksum"),
+        "{err}"
+    );
+    raw.put(&index_key, &index_copy).unwrap();
+
+    // 3. The pack gone (an index left behind): a clear failure per object, no hang.
+    assert!(raw.delete(&pack_key).unwrap());
+    let (cache, report) = fetch_all("cache4", Arc::new(packed("g")));
+    assert_eq!(report.transferred, 1, "only the loose object: {report:?}");
+    assert_eq!(report.failed, 300);
+    assert_eq!(cache.oids().unwrap().len(), 1);
+
+    // Clean up: the place ends empty.
+    assert!(raw.delete(&index_key).unwrap());
+    assert!(raw.delete(&loose_key).unwrap());
+    assert!(raw.list("objects/").unwrap().is_empty());
+    assert!(raw.list("packs/").unwrap().is_empty());
+}

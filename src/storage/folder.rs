@@ -231,6 +231,29 @@ impl ReadStorage for FolderStorage {
         format!("folder {}", self.root.display())
     }
 
+    fn copy_range_into(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn io::Write,
+    ) -> Result<Option<u64>, StorageError> {
+        let path = self.file(key)?;
+        let mut input = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(self.io(key, err)),
+        };
+        let want = range.end.saturating_sub(range.start);
+        io::Seek::seek(&mut input, io::SeekFrom::Start(range.start))
+            .map_err(|e| self.io(key, e))?;
+        let copied =
+            io::copy(&mut io::Read::take(&mut input, want), out).map_err(|e| self.io(key, e))?;
+        if copied != want {
+            return Err(super::short_range(self, key, want, copied));
+        }
+        Ok(Some(copied))
+    }
+
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         let path = self.file(key)?;
         let mut input = match File::open(&path) {
@@ -564,6 +587,14 @@ impl ReadStorage for TemporaryStorage {
     }
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         self.folder.copy_into(key, out, max)
+    }
+    fn copy_range_into(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn io::Write,
+    ) -> Result<Option<u64>, StorageError> {
+        self.folder.copy_range_into(key, range, out)
     }
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
         self.folder.hash(key)

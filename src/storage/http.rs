@@ -235,6 +235,44 @@ impl HttpStorage {
         }
     }
 
+    /// Copies a response body to `out`, refusing more than `max` bytes.
+    fn copy_body(
+        &self,
+        key: &str,
+        response: Response,
+        out: &mut dyn io::Write,
+        max: u64,
+    ) -> Result<u64, StorageError> {
+        if response.content_length().is_some_and(|length| length > max) {
+            return Err(super::too_long(self, key, max));
+        }
+        let broken = |err: io::Error| {
+            if err.kind() == ErrorKind::TimedOut || is_timeout(&err) {
+                return self.io(
+                    key,
+                    ErrorKind::TimedOut,
+                    format!(
+                        "download stalled: no bytes from {} for {}s (raise the remote's timeout, or CZC_TIMEOUT)",
+                        self.base,
+                        self.timeouts.read.as_secs_f64()
+                    ),
+                );
+            }
+            self.io(
+                key,
+                ErrorKind::ConnectionReset,
+                format!("download broken off: {err}"),
+            )
+        };
+        // Never more than `max` (+1 to notice): an endless body stops here.
+        let mut body = io::Read::take(response, max.saturating_add(1));
+        let copied = io::copy(&mut body, out).map_err(broken)?;
+        if copied > max {
+            return Err(super::too_long(self, key, max));
+        }
+        Ok(copied)
+    }
+
     fn remove(&self, key: &str, expected: Option<&Oid>) -> Result<bool, StorageError> {
         let route = self.route(key)?;
         let mut request = self.client.delete(self.url(route.path()));
@@ -268,32 +306,38 @@ impl ReadStorage for HttpStorage {
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(self.unexpected(key, response)),
         }
-        if response.content_length().is_some_and(|length| length > max) {
-            return Err(super::too_long(self, key, max));
+        self.copy_body(key, response, out, max).map(Some)
+    }
+
+    fn copy_range_into(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn io::Write,
+    ) -> Result<Option<u64>, StorageError> {
+        let want = range.end.saturating_sub(range.start);
+        if want == 0 {
+            return Ok(self.exists(key)?.then_some(0));
         }
-        let broken = |err: io::Error| {
-            if err.kind() == ErrorKind::TimedOut || is_timeout(&err) {
-                return self.io(
-                    key,
-                    ErrorKind::TimedOut,
-                    format!(
-                        "download stalled: no bytes from {} for {}s (raise the remote's timeout, or CZC_TIMEOUT)",
-                        self.base,
-                        self.timeouts.read.as_secs_f64()
-                    ),
-                );
+        let route = self.route(key)?;
+        let request = self.client.get(self.url(route.path())).header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{}", range.start, range.end - 1),
+        );
+        let response = self.send(key, request)?;
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            // The key is shorter than the range starts.
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                return Err(super::short_range(self, key, want, 0))
             }
-            self.io(
-                key,
-                ErrorKind::ConnectionReset,
-                format!("download broken off: {err}"),
-            )
-        };
-        // Never more than `max` (+1 to notice): an endless body stops here.
-        let mut body = io::Read::take(response, max.saturating_add(1));
-        let copied = io::copy(&mut body, out).map_err(broken)?;
-        if copied > max {
-            return Err(super::too_long(self, key, max));
+            // A server that ignores Range would send the whole key: refused, not read.
+            _ => return Err(self.unexpected(key, response)),
+        }
+        let copied = self.copy_body(key, response, out, want)?;
+        if copied != want {
+            return Err(super::short_range(self, key, want, copied));
         }
         Ok(Some(copied))
     }

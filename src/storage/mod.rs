@@ -59,6 +59,15 @@ pub enum StorageError {
         key: String,
         found: String,
     },
+    /// A ranged read got fewer bytes than it asked for (the key is shorter than an
+    /// index said).
+    #[error("{storage}: {key}: asked for {wanted} bytes, got {got}: the key is shorter than its index says")]
+    ShortRange {
+        storage: String,
+        key: String,
+        wanted: u64,
+        got: u64,
+    },
     /// A remote sent more bytes than the key can have (an endless or lying body).
     #[error("{storage}: {key}: the remote sent more than the {max} bytes expected; refused, nothing kept")]
     TooLong {
@@ -66,6 +75,24 @@ pub enum StorageError {
         key: String,
         max: u64,
     },
+}
+
+/// The error for a ranged read that ended before the range did (a truncated key).
+pub fn short_range(storage: &dyn ReadStorage, key: &str, wanted: u64, got: u64) -> StorageError {
+    StorageError::ShortRange {
+        storage: storage.describe(),
+        key: key.into(),
+        wanted,
+        got,
+    }
+}
+
+/// Where a packed object's bytes are: `len` bytes at `offset` of the key `pack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedAt {
+    pub pack: String,
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// What a storage reports of one key: the facts downloaded bytes must agree with.
@@ -118,6 +145,25 @@ pub trait ReadStorage: Send + Sync {
         temp.persist(dest).map_err(|err| local(err.error))?;
         Ok(Some(copied))
     }
+    /// Writes bytes `range` of the key to `out`: exactly that many (a storage that
+    /// sends fewer or more fails with [`StorageError::ShortRange`] or
+    /// [`StorageError::TooLong`]). `None` if the key does not exist. Packs are read this way.
+    fn copy_range_into(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>, StorageError> {
+        let _ = (range, out);
+        Err(StorageError::Io {
+            storage: self.describe(),
+            key: key.into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this storage cannot read part of a key",
+            ),
+        })
+    }
     /// The BLAKE3 oid of the key's bytes, or `None` if the key does not exist.
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError>;
     /// When the key was last written, or `None` if it does not exist.
@@ -144,6 +190,11 @@ pub trait ReadStorage: Send + Sync {
             last_modified: self.last_modified(key)?,
             ..KeyInfo::default()
         }))
+    }
+    /// Where each object lives when it is in a pack of this storage (`None`: loose or
+    /// absent). Lets a fetch read many packed objects in a few ranged requests.
+    fn pack_locations(&self, oids: &[Oid]) -> Result<Vec<Option<PackedAt>>, StorageError> {
+        Ok(vec![None; oids.len()])
     }
     /// Every key that starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
@@ -259,6 +310,14 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         self.0.copy_into(key, out, max)
     }
+    fn copy_range_into(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>, StorageError> {
+        self.0.copy_range_into(key, range, out)
+    }
     fn describe_key(&self, key: &str) -> Result<Option<KeyInfo>, StorageError> {
         self.0.describe_key(key)
     }
@@ -279,6 +338,12 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         self.0.list(prefix)
+    }
+    fn exists_many(&self, keys: &[String]) -> Result<Vec<bool>, StorageError> {
+        self.0.exists_many(keys)
+    }
+    fn pack_locations(&self, oids: &[Oid]) -> Result<Vec<Option<PackedAt>>, StorageError> {
+        self.0.pack_locations(oids)
     }
 }
 
@@ -312,6 +377,9 @@ pub struct StorageOptions {
     pub aws_env: Option<std::collections::BTreeMap<String, String>>,
     /// How long network remotes wait to connect and for each read.
     pub timeouts: Timeouts,
+    /// Where pack indexes read from the remote are kept between runs (`None`: only in
+    /// memory).
+    pub pack_index_dir: Option<PathBuf>,
 }
 
 /// Network timeouts: a remote is untrusted, and a server that accepts and never answers
@@ -435,17 +503,25 @@ pub fn folder_of(url: &str, base_dir: Option<&Path>) -> Result<Option<PathBuf>, 
 }
 
 pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage, StorageError> {
+    use crate::packs::{PackWrites, Packed};
+    let index_dir = options.pack_index_dir.clone();
     if let Some(folder) = folder_of(url, options.base_dir.as_deref())? {
-        return Ok(opened(FolderStorage::new(folder), options.read_only));
+        // A folder reads packs another backend's pushes left, and writes loose objects.
+        let storage = Packed::new(FolderStorage::new(folder), PackWrites::Loose, index_dir);
+        return Ok(opened(storage, options.read_only));
     }
     if url.starts_with("s3://") {
-        return Ok(opened(S3Storage::new(url, options)?, options.read_only));
+        let storage = Packed::new(S3Storage::new(url, options)?, PackWrites::Packs, index_dir);
+        return Ok(opened(storage, options.read_only));
     }
     let mut storage = HttpStorage::with_timeouts(url, options.token.clone(), options.timeouts)?;
     if let Some(var) = &options.token_var {
         storage.set_token_var(var);
     }
-    Ok(opened(storage, options.read_only))
+    Ok(opened(
+        Packed::new(storage, PackWrites::Packs, index_dir),
+        options.read_only,
+    ))
 }
 
 /// A storage as opened: behind [`ReadOnly`] when it must not be written.
@@ -570,6 +646,12 @@ mod tests {
             )
             .unwrap();
         super::conformance::object_read_suite(&ReadOnly::new(folder), seeded);
+    }
+
+    #[test]
+    fn pack_suite_over_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        super::conformance::pack_suite(&|| FolderStorage::new(dir.path()));
     }
 
     #[test]

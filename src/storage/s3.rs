@@ -635,20 +635,27 @@ fn one_line(err: &dyn std::error::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-impl ReadStorage for S3Storage {
-    fn describe(&self) -> String {
-        format!("s3 remote {}", self.url)
-    }
-
-    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
+impl S3Storage {
+    /// Streams a key (or the `range` of it) into `out`, at most `max` bytes.
+    fn stream_into(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+        out: &mut dyn io::Write,
+        max: u64,
+    ) -> Result<Option<u64>, StorageError> {
         let location = self.location(key)?;
         let store = self.store.clone();
+        let options = object_store::GetOptions {
+            range: range.map(object_store::GetRange::Bounded),
+            ..Default::default()
+        };
         // Chunks cross from the runtime to this thread through a bounded channel, so
         // memory stays flat however big the object is.
         let (sender, receiver) = mpsc::sync_channel::<Result<Vec<u8>, object_store::Error>>(16);
         let (first_sender, first) = mpsc::sync_channel::<object_store::Result<()>>(1);
         self.runtime().spawn(async move {
-            let got = match store.get(&location).await {
+            let got = match store.get_opts(&location, options).await {
                 Ok(got) => {
                     let _ = first_sender.send(Ok(()));
                     got
@@ -695,7 +702,33 @@ impl ReadStorage for S3Storage {
         }
         Ok(Some(copied))
     }
+}
 
+impl ReadStorage for S3Storage {
+    fn describe(&self) -> String {
+        format!("s3 remote {}", self.url)
+    }
+
+    fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
+        self.stream_into(key, None, out, max)
+    }
+
+    fn copy_range_into(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn io::Write,
+    ) -> Result<Option<u64>, StorageError> {
+        let want = range.end.saturating_sub(range.start);
+        if want == 0 {
+            return Ok(self.exists(key)?.then_some(0));
+        }
+        let copied = self.stream_into(key, Some(range), out, want)?;
+        match copied {
+            Some(n) if n != want => Err(super::short_range(self, key, want, n)),
+            other => Ok(other),
+        }
+    }
     fn describe_key(&self, key: &str) -> Result<Option<super::KeyInfo>, StorageError> {
         Ok(self.head(key)?.map(|head| super::KeyInfo {
             size: Some(head.size),
