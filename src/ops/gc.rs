@@ -162,11 +162,22 @@ fn gc_remote(
         report.stale_uploads_swept = storage
             .sweep_stale_uploads(&["objects/".to_string()], crate::storage::STALE_UPLOAD_AGE)?;
     }
-    for key in storage.list("objects/")? {
+    let listed = storage.list("objects/")?;
+    let listed_oids: Vec<_> = listed
+        .iter()
+        .filter_map(|key| object_key_oid(key))
+        .collect();
+    // Packed objects stay until repacking lands: a pack is deleted whole or not at all.
+    let packed: std::collections::HashSet<_> = listed_oids
+        .iter()
+        .zip(storage.pack_locations(&listed_oids)?)
+        .filter_map(|(oid, at)| at.map(|_| *oid))
+        .collect();
+    for key in listed {
         let Some(oid) = object_key_oid(&key) else {
             continue;
         };
-        if keep.contains(&oid) {
+        if keep.contains(&oid) || packed.contains(&oid) {
             continue;
         }
         let young = match storage.last_modified(&key)? {
