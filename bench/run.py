@@ -105,7 +105,7 @@ def write_random(path, size):
             left -= n
 
 
-def make_small_files(root, count):
+def make_small_files(root, count, max_bytes=4096):
     import random
     rng = random.Random(42)
     per_dir = 100
@@ -113,7 +113,7 @@ def make_small_files(root, count):
         folder = root / f"d{i // per_dir:04}"
         if i % per_dir == 0:
             folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"f{i % per_dir:03}.bin").write_bytes(os.urandom(rng.randint(1024, 4096)))
+        (folder / f"f{i % per_dir:03}.bin").write_bytes(os.urandom(rng.randint(1024, max_bytes)))
 
 
 def remove_path(path):

@@ -129,6 +129,9 @@ pub struct RemoteEntry {
     /// How long to wait to connect; `CZC_CONNECT_TIMEOUT` overrides it.
     #[serde(default, deserialize_with = "duration_setting")]
     pub connect_timeout: Option<Duration>,
+    /// Whether pushes put small objects into packs (default: on S3 and HTTP remotes, not
+    /// on folders). `false` keeps every object loose, as versions before packs wrote.
+    pub packs: Option<bool>,
 }
 
 /// One `[caches.<name>]` entry: a cache of keys a command (`get`/`put`/`rm --cache`) or

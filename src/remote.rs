@@ -155,6 +155,7 @@ impl Remotes {
             aws_env: Some(self.aws_env.clone()),
             timeouts: self.timeouts(name, entry)?,
             pack_index_dir: Some(self.pack_indexes.join(remote_dir_name(entry))),
+            packs: entry.packs,
         };
         Ok(open_storage(&entry.url, &options)?)
     }
@@ -448,6 +449,81 @@ pub fn push(
     Ok(report)
 }
 
+/// The pack phase of a fetch: for each remote in order, the objects it holds in packs,
+/// many per request, out of those no earlier remote holds loose (which the per-object
+/// phase reads from there, keeping the chain's order). What is fetched leaves `todo`;
+/// what a pack read could not deliver stays for the per-object phase.
+fn fetch_packed_first(
+    cache: &LocalCache,
+    chain: &RemoteChain,
+    sizes: &HashMap<Oid, u64>,
+    pool: &rayon::ThreadPool,
+    todo: &mut Vec<&(Oid, PathBuf)>,
+    staged: &mut Vec<Staged>,
+) {
+    use crate::storage::PackedAt;
+    // Objects still to be looked for in later remotes' packs.
+    let mut eligible: Vec<Oid> = todo.iter().map(|(oid, _)| *oid).collect();
+    let last = chain.remotes().len().saturating_sub(1);
+    for (position, remote) in chain.remotes().iter().enumerate() {
+        if eligible.is_empty() {
+            break;
+        }
+        let locations = match remote.storage.pack_locations(&eligible) {
+            Ok(locations) => locations,
+            Err(err) => {
+                cache.warn(&format!(
+                    "remote {} failed listing its packs: {err}; trying the next remote",
+                    remote.name
+                ));
+                continue;
+            }
+        };
+        // An index whose length disagrees with the marker's is not believed.
+        let (wanted, unpacked): (Vec<_>, Vec<_>) =
+            eligible.iter().zip(locations).partition(|(oid, at)| {
+                at.as_ref()
+                    .is_some_and(|at| sizes.get(*oid).is_none_or(|size| *size == at.len))
+            });
+        let wanted: Vec<(Oid, PackedAt)> = wanted
+            .into_iter()
+            .filter_map(|(oid, at)| Some((*oid, at?)))
+            .collect();
+        let mut unpacked: Vec<Oid> = unpacked.into_iter().map(|(oid, _)| *oid).collect();
+        if !wanted.is_empty() {
+            let got = pool.install(|| {
+                crate::packs::fetch::fetch_packed(cache, remote.storage.as_ref(), &wanted)
+            });
+            let mut fetched = std::collections::HashSet::new();
+            for ((oid, _), item) in wanted.iter().zip(got) {
+                if let Some(item) = item {
+                    fetched.insert(*oid);
+                    staged.push(item);
+                    cache.report_files(1);
+                }
+            }
+            todo.retain(|(oid, _)| !fetched.contains(oid));
+        }
+        if position == last || unpacked.is_empty() {
+            break;
+        }
+        // What this remote holds loose is read from it, in order, by the per-object
+        // phase; only the rest is looked for in later remotes' packs.
+        let keys: Vec<String> = unpacked.iter().map(Oid::object_key).collect();
+        match remote.storage.exists_many(&keys) {
+            Ok(found) => {
+                let mut found = found.into_iter();
+                unpacked.retain(|_| !found.next().unwrap_or(false));
+            }
+            Err(err) => cache.warn(&format!(
+                "remote {} failed: {err}; trying the next remote",
+                remote.name
+            )),
+        }
+        eligible = unpacked;
+    }
+}
+
 /// Downloads the objects the cache lacks through `chain`, `jobs` at a time, verifying
 /// each, and admits them in one commit.
 /// `sizes` holds the known size of objects (from markers and manifests): no remote may
@@ -475,42 +551,7 @@ pub fn fetch(
     let mut staged = Vec::new();
     let mut todo = todo;
     if chain.policy() == ReadPolicy::First {
-        // Packed objects first, many per request; the rest (loose, or what a pack read
-        // could not deliver) one by one below.
-        for remote in chain.remotes() {
-            if todo.is_empty() {
-                break;
-            }
-            let oids: Vec<Oid> = todo.iter().map(|(oid, _)| *oid).collect();
-            let Ok(locations) = remote.storage.pack_locations(&oids) else {
-                continue;
-            };
-            // An index whose length disagrees with the marker's is not believed.
-            let wanted: Vec<(usize, (Oid, crate::storage::PackedAt))> = locations
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, at)| Some((i, (oids[i], at?))))
-                .filter(|(_, (oid, at))| sizes.get(oid).is_none_or(|size| *size == at.len))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let ranges: Vec<(Oid, crate::storage::PackedAt)> =
-                wanted.iter().map(|(_, item)| item.clone()).collect();
-            let got = pool.install(|| {
-                crate::packs::fetch::fetch_packed(cache, remote.storage.as_ref(), &ranges)
-            });
-            let mut fetched = vec![false; todo.len()];
-            for ((position, _), item) in wanted.iter().zip(got) {
-                if let Some(item) = item {
-                    fetched[*position] = true;
-                    staged.push(item);
-                    cache.report_files(1);
-                }
-            }
-            let mut flags = fetched.into_iter();
-            todo.retain(|_| !flags.next().unwrap_or(false));
-        }
+        fetch_packed_first(cache, chain, sizes, &pool, &mut todo, &mut staged);
     }
     let results: Vec<Result<Staged>> = pool.install(|| {
         todo.par_iter()

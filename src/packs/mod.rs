@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::oid::Oid;
 use crate::report::Progress;
@@ -99,8 +99,14 @@ pub struct Packed<S> {
     writes: PackWrites,
     /// Where indexes are kept between runs (`None`: in memory only).
     index_dir: Option<PathBuf>,
-    map: Mutex<Option<Arc<PackMap>>>,
+    /// The pack map and when it was listed.
+    map: Mutex<Option<(Arc<PackMap>, Instant)>>,
 }
+
+/// A miss on a map listed longer ago than this lists `packs/` again (a push elsewhere
+/// may have packed the object since); a younger map is trusted, so a chain's first
+/// remote that lacks many objects does not list once per object.
+const RELIST_AFTER: Duration = Duration::from_secs(2);
 
 impl<S: ReadStorage> Packed<S> {
     pub fn new(inner: S, writes: PackWrites, index_dir: Option<PathBuf>) -> Packed<S> {
@@ -126,7 +132,7 @@ impl<S: ReadStorage> Packed<S> {
 
     /// The pack map as last loaded, loading it on first use.
     fn map(&self) -> Result<Arc<PackMap>, StorageError> {
-        if let Some(map) = self.map.lock().unwrap().clone() {
+        if let Some((map, _)) = self.map.lock().unwrap().clone() {
             return Ok(map);
         }
         self.reload()
@@ -140,7 +146,10 @@ impl<S: ReadStorage> Packed<S> {
             .iter()
             .filter_map(|key| pack_of_key(key, "idx"))
             .collect();
-        let known = self.map.lock().unwrap().clone().unwrap_or_default();
+        let known = match self.map.lock().unwrap().clone() {
+            Some((map, _)) => map,
+            None => Arc::default(),
+        };
         let read: Vec<Result<Arc<PackIndex>, StorageError>> = listed
             .par_iter()
             .map(|pack| match known.indexes.get(pack) {
@@ -153,7 +162,7 @@ impl<S: ReadStorage> Packed<S> {
             map.add(index?);
         }
         let map = Arc::new(map);
-        *self.map.lock().unwrap() = Some(map.clone());
+        *self.map.lock().unwrap() = Some((map.clone(), Instant::now()));
         Ok(map)
     }
 
@@ -207,19 +216,23 @@ impl<S: ReadStorage> Packed<S> {
         Ok(index)
     }
 
-    /// Where an object is packed: in the map as loaded, or (`reload`) after listing again.
-    fn locate(&self, oid: &Oid, reload: bool) -> Result<Option<PackedAt>, StorageError> {
-        let map = if reload { self.reload()? } else { self.map()? };
-        Ok(map.locate(oid))
-    }
-
-    /// Where an object key is packed, if it is an object key of a packed object and no
-    /// loose copy answers first.
+    /// Where an object key's object is packed, asked after the key was not found
+    /// loose: loose objects are read without listing packs, so a remote (or an older
+    /// server) that has no packs never has to answer for them.
     fn packed_object(&self, key: &str) -> Result<Option<PackedAt>, StorageError> {
-        match object_key_oid(key) {
-            Some(oid) => self.locate(&oid, false),
-            None => Ok(None),
-        }
+        let Some(oid) = object_key_oid(key) else {
+            return Ok(None);
+        };
+        let loaded = self.map.lock().unwrap().clone();
+        let map = match loaded {
+            Some((map, listed)) => match map.locate(&oid) {
+                Some(at) => return Ok(Some(at)),
+                None if listed.elapsed() < RELIST_AFTER => return Ok(None),
+                None => self.reload()?,
+            },
+            None => self.reload()?,
+        };
+        Ok(map.locate(&oid))
     }
 
     /// Every pack index the remote holds (for gc).
@@ -234,28 +247,15 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
     }
 
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
-        if let Some(at) = self.packed_object(key)? {
-            if at.len > max {
-                return Err(too_long(self, key, max));
-            }
-            return self
-                .inner
-                .copy_range_into(&at.pack, at.offset..at.offset + at.len, out);
+        if let Some(copied) = self.inner.copy_into(key, out, max)? {
+            return Ok(Some(copied));
         }
-        match self.inner.copy_into(key, out, max)? {
-            Some(copied) => Ok(Some(copied)),
-            None => match object_key_oid(key) {
-                // Packed since the map was loaded?
-                Some(oid) => match self.locate(&oid, true)? {
-                    Some(at) if at.len > max => Err(too_long(self, key, max)),
-                    Some(at) => {
-                        self.inner
-                            .copy_range_into(&at.pack, at.offset..at.offset + at.len, out)
-                    }
-                    None => Ok(None),
-                },
-                None => Ok(None),
-            },
+        match self.packed_object(key)? {
+            Some(at) if at.len > max => Err(too_long(self, key, max)),
+            Some(at) => self
+                .inner
+                .copy_range_into(&at.pack, at.offset..at.offset + at.len, out),
+            None => Ok(None),
         }
     }
 
@@ -265,49 +265,54 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
         range: std::ops::Range<u64>,
         out: &mut dyn Write,
     ) -> Result<Option<u64>, StorageError> {
-        if let Some(at) = self.packed_object(key)? {
-            if range.end > at.len {
-                return Err(crate::storage::short_range(
-                    self,
-                    key,
-                    range.end - range.start,
-                    at.len.saturating_sub(range.start),
-                ));
-            }
-            let start = at.offset + range.start;
-            return self
-                .inner
-                .copy_range_into(&at.pack, start..at.offset + range.end, out);
+        if let Some(copied) = self.inner.copy_range_into(key, range.clone(), out)? {
+            return Ok(Some(copied));
         }
-        self.inner.copy_range_into(key, range, out)
+        let Some(at) = self.packed_object(key)? else {
+            return Ok(None);
+        };
+        if range.end > at.len {
+            return Err(crate::storage::short_range(
+                self,
+                key,
+                range.end - range.start,
+                at.len.saturating_sub(range.start),
+            ));
+        }
+        self.inner.copy_range_into(
+            &at.pack,
+            at.offset + range.start..at.offset + range.end,
+            out,
+        )
     }
 
     fn hash(&self, key: &str) -> Result<Option<Oid>, StorageError> {
-        if self.packed_object(key)?.is_some() {
-            // An object key names its oid; reading it checks the bytes.
-            return Ok(object_key_oid(key));
+        if let Some(hash) = self.inner.hash(key)? {
+            return Ok(Some(hash));
         }
-        self.inner.hash(key)
+        // An object key names its oid; reading it checks the bytes.
+        Ok(self.packed_object(key)?.and_then(|_| object_key_oid(key)))
     }
 
     fn last_modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
-        if let Some(oid) = object_key_oid(key) {
-            if let Some((pack, _, _)) = self.map()?.objects.get(&oid) {
-                return self.inner.last_modified(&pack_key(pack));
-            }
+        if let Some(time) = self.inner.last_modified(key)? {
+            return Ok(Some(time));
         }
-        self.inner.last_modified(key)
+        match self.packed_object(key)? {
+            Some(at) => self.inner.last_modified(&at.pack),
+            None => Ok(None),
+        }
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
-        Ok(self.packed_object(key)?.is_some() || self.inner.exists(key)?)
+        Ok(self.inner.exists(key)? || self.packed_object(key)?.is_some())
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        if let Some(at) = self.packed_object(key)? {
-            return Ok(Some(at.len));
+        if let Some(size) = self.inner.size(key)? {
+            return Ok(Some(size));
         }
-        self.inner.size(key)
+        Ok(self.packed_object(key)?.map(|at| at.len))
     }
 
     fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
@@ -315,14 +320,14 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
     }
 
     fn describe_key(&self, key: &str) -> Result<Option<KeyInfo>, StorageError> {
-        if let Some(at) = self.packed_object(key)? {
-            return Ok(Some(KeyInfo {
-                size: Some(at.len),
-                hash: object_key_oid(key),
-                ..KeyInfo::default()
-            }));
+        if let Some(info) = self.inner.describe_key(key)? {
+            return Ok(Some(info));
         }
-        self.inner.describe_key(key)
+        Ok(self.packed_object(key)?.map(|at| KeyInfo {
+            size: Some(at.len),
+            hash: object_key_oid(key),
+            ..KeyInfo::default()
+        }))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
@@ -476,14 +481,16 @@ impl<S: WriteStorage> Packed<S> {
             };
             self.upload_pack(temp.path(), &index).map(|()| {
                 let mut guard = self.map.lock().unwrap();
-                let mut map = PackMap::default();
-                if let Some(old) = guard.as_ref() {
+                // Our own pack joins a map already listed (when is unchanged); with no
+                // map yet, the first read lists and finds it.
+                if let Some((old, listed)) = guard.as_ref() {
+                    let mut map = PackMap::default();
                     for index in old.indexes.values() {
                         map.add(index.clone());
                     }
+                    map.add(Arc::new(index));
+                    *guard = Some((Arc::new(map), *listed));
                 }
-                map.add(Arc::new(index));
-                *guard = Some(Arc::new(map));
             })
         };
         progress.bytes_done(bytes_in);
@@ -505,10 +512,9 @@ impl<S: WriteStorage> Packed<S> {
         index: &PackIndex,
     ) -> Result<(), StorageError> {
         let pack_key = pack_key(&index.pack);
-        match with_retries(|| self.inner.put_if_absent(&pack_key, pack_file)) {
-            Ok(()) | Err(StorageError::LostRace { .. }) => {}
-            Err(err) => return Err(err),
-        }
+        // Unconditional: a pack is named by the hash of its bytes, so a pack already
+        // there holds the same bytes (and S3 cannot make a multipart upload conditional).
+        with_retries(|| self.inner.put(&pack_key, pack_file))?;
         let bytes = index.encode();
         let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
         let local = |source| local_error(&dir, source);
@@ -597,7 +603,8 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
     }
 
     fn put_if_absent(&self, key: &str, src: &Path) -> Result<(), StorageError> {
-        if self.packed_object(key)?.is_some() {
+        // Best effort: a pack listing that fails only risks a second, loose copy.
+        if let Ok(Some(_)) = self.packed_object(key) {
             return Err(StorageError::LostRace {
                 storage: self.describe(),
                 key: key.into(),

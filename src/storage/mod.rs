@@ -380,6 +380,8 @@ pub struct StorageOptions {
     /// Where pack indexes read from the remote are kept between runs (`None`: only in
     /// memory).
     pub pack_index_dir: Option<PathBuf>,
+    /// Whether pushes write packs (`None`: the backend's default, packs on S3 and HTTP).
+    pub packs: Option<bool>,
 }
 
 /// Network timeouts: a remote is untrusted, and a server that accepts and never answers
@@ -505,13 +507,17 @@ pub fn folder_of(url: &str, base_dir: Option<&Path>) -> Result<Option<PathBuf>, 
 pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage, StorageError> {
     use crate::packs::{PackWrites, Packed};
     let index_dir = options.pack_index_dir.clone();
+    let writes = |default: bool| match options.packs.unwrap_or(default) {
+        true => PackWrites::Packs,
+        false => PackWrites::Loose,
+    };
     if let Some(folder) = folder_of(url, options.base_dir.as_deref())? {
         // A folder reads packs another backend's pushes left, and writes loose objects.
-        let storage = Packed::new(FolderStorage::new(folder), PackWrites::Loose, index_dir);
+        let storage = Packed::new(FolderStorage::new(folder), writes(false), index_dir);
         return Ok(opened(storage, options.read_only));
     }
     if url.starts_with("s3://") {
-        let storage = Packed::new(S3Storage::new(url, options)?, PackWrites::Packs, index_dir);
+        let storage = Packed::new(S3Storage::new(url, options)?, writes(true), index_dir);
         return Ok(opened(storage, options.read_only));
     }
     let mut storage = HttpStorage::with_timeouts(url, options.token.clone(), options.timeouts)?;
@@ -519,7 +525,7 @@ pub fn open_storage(url: &str, options: &StorageOptions) -> Result<OpenedStorage
         storage.set_token_var(var);
     }
     Ok(opened(
-        Packed::new(storage, PackWrites::Packs, index_dir),
+        Packed::new(storage, writes(true), index_dir),
         options.read_only,
     ))
 }

@@ -10,12 +10,12 @@
 //! completion that `object_store` exposes), which is harmless for content-addressed
 //! objects, whose racing writers upload the same bytes.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, ErrorKind, Read};
 use std::path::Path;
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -73,6 +73,9 @@ pub struct S3Storage {
     /// Where credentials come from when no `AWS_*` variable gives them (the instance
     /// metadata service), to explain its failures as missing credentials.
     metadata_endpoint: Option<String>,
+    /// When each object key seen by the last shard listings was written, so a push
+    /// that found its objects there refreshes only the old ones without a HEAD each.
+    listed_times: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -214,6 +217,7 @@ impl S3Storage {
             anonymous: options.anonymous,
             runtime: Some(runtime),
             bucket_checked: OnceLock::new(),
+            listed_times: Mutex::new(HashMap::new()),
             http,
             bucket: bucket.to_string(),
             bucket_url,
@@ -280,6 +284,21 @@ impl S3Storage {
                     .metadata_endpoint
                     .as_ref()
                     .is_some_and(|endpoint| message.contains(endpoint.as_str()));
+                // A listing's refusal reaches us as a generic error with the XML inside.
+                let refused = [
+                    "SignatureDoesNotMatch",
+                    "InvalidAccessKeyId",
+                    "403 Forbidden",
+                ]
+                .iter()
+                .any(|code| message.contains(code));
+                if refused && !from_metadata {
+                    return self.io(
+                        key,
+                        ErrorKind::PermissionDenied,
+                        format!("{message}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"),
+                    );
+                }
                 if from_metadata {
                     return self.io(
                         key,
@@ -1161,7 +1180,11 @@ impl S3Storage {
                     let mut keys = Vec::new();
                     let mut listing = store.list(Some(&location));
                     while let Some(meta) = listing.next().await {
-                        keys.push(meta?.location.to_string());
+                        let meta = meta?;
+                        keys.push((
+                            meta.location.to_string(),
+                            SystemTime::from(meta.last_modified),
+                        ));
                     }
                     Ok::<_, object_store::Error>(keys)
                 }
@@ -1177,11 +1200,18 @@ impl S3Storage {
             format!("{}/", self.prefix)
         };
         match listed {
-            Ok(pages) => Ok(pages
-                .into_iter()
-                .flatten()
-                .filter_map(|key| key.strip_prefix(&strip).map(str::to_string))
-                .collect()),
+            Ok(pages) => {
+                let mut times = self.listed_times.lock().unwrap();
+                Ok(pages
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(key, time)| {
+                        let key = key.strip_prefix(&strip)?.to_string();
+                        times.insert(key.clone(), time);
+                        Some(key)
+                    })
+                    .collect())
+            }
             Err(err) if is_missing_bucket(&err) => Err(self.io(
                 "objects/",
                 ErrorKind::NotFound,
@@ -1199,13 +1229,13 @@ impl WriteStorage for S3Storage {
             let Some(oid) = super::object_key_oid(key) else {
                 return Ok(());
             };
-            match self.head(key)? {
-                Some(head)
-                    if head
-                        .last_modified
-                        .elapsed()
-                        .is_ok_and(|age| age >= REFRESH_AFTER) =>
-                {
+            let listed = self.listed_times.lock().unwrap().get(key).copied();
+            let written = match listed {
+                Some(time) => Some(time),
+                None => self.head(key)?.map(|head| head.last_modified),
+            };
+            match written {
+                Some(time) if time.elapsed().is_ok_and(|age| age >= REFRESH_AFTER) => {
                     self.copy_in_place(key, &oid)
                 }
                 _ => Ok(()),

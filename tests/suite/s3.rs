@@ -685,6 +685,17 @@ fn through(proxy: &FaultProxy, server: &S3Server) -> TestEnv {
     env
 }
 
+/// `through`, with pushes writing loose objects (`packs = false`), as before packs.
+fn through_loose(proxy: &FaultProxy, server: &S3Server) -> TestEnv {
+    let env = through(proxy, server);
+    let config = env.read(".czcache.toml");
+    env.write(
+        ".czcache.toml",
+        [config, b"packs = false\n".to_vec()].concat(),
+    );
+    env
+}
+
 fn czc_get(env: &TestEnv, key: &str) -> std::process::Output {
     env.czc().args(["get", key]).output().unwrap()
 }
@@ -796,7 +807,7 @@ fn rm_if_match_is_refused_when_the_store_reports_no_etag() {
 fn a_push_survives_connection_resets_on_small_puts() {
     let server = S3Server::start(&["team"]);
     let proxy = FaultProxy::start(&server.endpoint);
-    let env = through(&proxy, &server);
+    let env = through_loose(&proxy, &server);
     for n in 0..4u64 {
         env.write(&format!("f{n}.bin"), bytes(50 + n, 2000));
     }
@@ -822,10 +833,53 @@ fn a_push_survives_connection_resets_on_small_puts() {
 }
 
 #[test]
-fn a_pull_rides_out_cut_bodies_and_5xx_and_refuses_a_flipped_byte() {
+fn a_push_of_packs_survives_connection_resets_and_the_objects_read_back() {
     let server = S3Server::start(&["team"]);
     let proxy = FaultProxy::start(&server.endpoint);
     let env = through(&proxy, &server);
+    for n in 0..4u64 {
+        env.write(&format!("f{n}.bin"), bytes(50 + n, 2000));
+    }
+    env.czc()
+        .args(["save", "f0.bin", "f1.bin", "f2.bin", "f3.bin"])
+        .assert()
+        .success();
+    proxy.inject("PUT", ".pack", 1, Fault::ResetBefore);
+    proxy.inject("PUT", ".pack", 1, Fault::ResetAfter);
+    proxy.inject("PUT", ".idx", 1, Fault::ResetBefore);
+    let out = env.czc().arg("push").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.applied().len(), 3, "{:?}", proxy.applied());
+    assert_eq!(proxy.count("PUT", "/team/czc/objects/"), 0, "all packed");
+    // A fresh clone reads every object out of the pack.
+    fs::remove_dir_all(&env.cache).unwrap();
+    for n in 0..4u64 {
+        fs::remove_file(env.path(&format!("f{n}.bin"))).unwrap();
+    }
+    env.czc().arg("pull").assert().success();
+    for n in 0..4u64 {
+        assert_eq!(env.read(&format!("f{n}.bin")), bytes(50 + n, 2000));
+    }
+}
+
+#[test]
+fn a_pull_rides_out_cut_bodies_and_5xx_and_refuses_a_flipped_byte() {
+    pull_rides_out_faults(false, "/team/czc/objects/");
+}
+
+#[test]
+fn a_pull_of_packed_objects_rides_out_cut_bodies_and_5xx_and_refuses_a_flipped_byte() {
+    pull_rides_out_faults(true, ".pack");
+}
+
+fn pull_rides_out_faults(packs: bool, faulted: &str) {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = if packs {
+        through(&proxy, &server)
+    } else {
+        through_loose(&proxy, &server)
+    };
     env.write("data/a.bin", bytes(61, 200_000));
     env.write("data/b.bin", bytes(62, 200_000));
     env.czc().args(["save", "data"]).assert().success();
@@ -835,8 +889,8 @@ fn a_pull_rides_out_cut_bodies_and_5xx_and_refuses_a_flipped_byte() {
         fs::remove_dir_all(env.path("data")).unwrap();
     };
     reset(&env);
-    proxy.inject("GET", "/team/czc/objects/", 1, Fault::CutBody);
-    proxy.inject("GET", "/team/czc/objects/", 1, Fault::StatusBefore(503));
+    proxy.inject("GET", faulted, 1, Fault::CutBody);
+    proxy.inject("GET", faulted, 1, Fault::StatusBefore(503));
     let out = env.czc().arg("pull").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(proxy.applied().len(), 2, "{:?}", proxy.applied());
@@ -845,7 +899,8 @@ fn a_pull_rides_out_cut_bodies_and_5xx_and_refuses_a_flipped_byte() {
 
     // A flipped byte is refused, named, and nothing damaged reaches the tree or cache.
     reset(&env);
-    proxy.inject("GET", "/team/czc/objects/", 1, Fault::FlipByte);
+    // A pack read that fails its hash is read again object by object: flip them all.
+    proxy.inject("GET", faulted, if packs { 100 } else { 1 }, Fault::FlipByte);
     let out = env.czc().arg("pull").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     for path in ["data/a.bin", "data/b.bin"] {
@@ -862,6 +917,7 @@ fn a_pull_rides_out_cut_bodies_and_5xx_and_refuses_a_flipped_byte() {
         .filter(|entry| entry.file_name().to_string_lossy().starts_with(".czc-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    proxy.clear();
     env.czc().arg("pull").assert().success();
     assert_eq!(env.read("data/a.bin"), bytes(61, 200_000));
 }
@@ -1017,7 +1073,7 @@ fn a_lying_multipart_listing_aborts_nothing_and_fails_no_push() {
 fn a_push_that_finds_an_old_object_there_restarts_its_grace_period() {
     let server = S3Server::start(&["team"]);
     let first = with_credentials(TestEnv::new(), &server);
-    first.write(".czcache.toml", s3_config(&server));
+    first.write(".czcache.toml", s3_config(&server) + "packs = false\n");
     let content = bytes(95, 5000);
     first.write("f.bin", &content);
     first.czc().args(["save", "f.bin"]).assert().success();
@@ -1033,7 +1089,7 @@ fn a_push_that_finds_an_old_object_there_restarts_its_grace_period() {
         .unwrap();
     // Another clone saves the same bytes: its push finds the object there.
     let second = with_credentials(TestEnv::new(), &server);
-    second.write(".czcache.toml", s3_config(&server));
+    second.write(".czcache.toml", s3_config(&server) + "packs = false\n");
     second.write("g.bin", &content);
     second.czc().args(["save", "g.bin"]).assert().success();
     second
@@ -1053,6 +1109,51 @@ fn a_push_that_finds_an_old_object_there_restarts_its_grace_period() {
     // Its metadata (the hash czc reads back) survived the copy in place.
     let storage = signed(&server, "s3://team/czc");
     assert_eq!(storage.hash(&oid.object_key()).unwrap(), Some(oid));
+}
+
+#[test]
+fn a_push_that_finds_objects_in_an_old_pack_marks_the_pack_seen() {
+    let server = S3Server::start(&["team"]);
+    let first = with_credentials(TestEnv::new(), &server);
+    first.write(".czcache.toml", s3_config(&server));
+    let content = bytes(96, 5000);
+    first.write("f.bin", &content);
+    first.czc().args(["save", "f.bin"]).assert().success();
+    first.czc().arg("push").assert().success();
+    let packs = server.root.join("team/czc/packs");
+    let pack = fs::read_dir(&packs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "pack"))
+        .expect("a pack");
+    let seen = pack.with_extension("seen");
+    assert!(!seen.exists(), "a new pack needs no mark");
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86400);
+    fs::File::options()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let second = with_credentials(TestEnv::new(), &server);
+    second.write(".czcache.toml", s3_config(&server));
+    second.write("g.bin", &content);
+    second.czc().args(["save", "g.bin"]).assert().success();
+    second
+        .czc()
+        .arg("push")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 already there"));
+    assert!(seen.exists(), "the old pack is marked wanted again");
+    // The pack itself is left as it was: packs never change.
+    let age = fs::metadata(&pack)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .elapsed()
+        .unwrap();
+    assert!(age > Duration::from_secs(86400));
 }
 
 #[test]
