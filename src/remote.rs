@@ -504,6 +504,38 @@ fn fetch_packed_first(
             }
             todo.retain(|(oid, _)| !fetched.contains(oid));
         }
+        // Big objects held as chunks and a recipe, one at a time (each reads its
+        // chunks in parallel).
+        let mut assembled = std::collections::HashSet::new();
+        for oid in &unpacked {
+            let recipe = match remote.storage.recipe(oid) {
+                Ok(Some(recipe)) if sizes.get(oid).is_none_or(|size| *size == recipe.size) => {
+                    recipe
+                }
+                Ok(_) => continue,
+                Err(err) => {
+                    cache.warn(&format!("remote {} failed for {oid}: {err}", remote.name));
+                    continue;
+                }
+            };
+            match pool.install(|| {
+                crate::packs::fetch::fetch_chunked(cache, remote.storage.as_ref(), &recipe)
+            }) {
+                Ok(item) => {
+                    assembled.insert(*oid);
+                    staged.push(item);
+                    cache.report_files(1);
+                }
+                Err(err) => cache.warn(&format!(
+                    "remote {} could not assemble {oid} from its chunks: {err}",
+                    remote.name
+                )),
+            }
+        }
+        if !assembled.is_empty() {
+            todo.retain(|(oid, _)| !assembled.contains(oid));
+            unpacked.retain(|oid| !assembled.contains(oid));
+        }
         if position == last || unpacked.is_empty() {
             break;
         }

@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::oid::Oid;
+use crate::packs::{PackWrites, Packed};
 use crate::storage::{FolderStorage, LocalStorage, OpenedStorage, ReadStorage, StorageError};
 
 /// How the server runs.
@@ -110,11 +111,24 @@ impl Backend {
 
 struct AppState {
     backend: Backend,
+    /// A folder backend's reader that also finds objects in the folder's packs (what
+    /// clients pushing packs through `/keys/packs/` left), for clients that ask for
+    /// them by `/objects/` (older czc, curl).
+    folder_reader: Option<Arc<Packed<FolderStorage>>>,
     tokens: HashSet<String>,
     public_read: bool,
     max_upload: u64,
     uploads: PathBuf,
     body_idle_timeout: std::time::Duration,
+}
+
+impl AppState {
+    fn reader(&self) -> Arc<dyn ReadStorage> {
+        match &self.folder_reader {
+            Some(reader) => reader.clone(),
+            None => self.backend.reader(),
+        }
+    }
 }
 
 /// Reads bearer tokens: one per line; blank lines and `#` comments are skipped.
@@ -162,8 +176,17 @@ pub fn serve(
     crate::fsutil::sweep_dead_private_dirs(&options.staging);
     let uploads_dir = crate::fsutil::claim_private_dir(&options.staging).map_err(staging_io)?;
     let uploads = uploads_dir.path().to_path_buf();
+    let folder_reader = match &backend {
+        Backend::Folder { storage, .. } => Some(Arc::new(Packed::new(
+            storage.clone(),
+            PackWrites::Loose,
+            None,
+        ))),
+        Backend::Other(_) => None,
+    };
     let state = Arc::new(AppState {
         backend,
+        folder_reader,
         tokens: options.tokens.iter().cloned().collect(),
         public_read: options.public_read,
         max_upload: options.max_upload,
@@ -359,34 +382,74 @@ async fn blocking<T: Send + 'static>(
         .map_err(|err| status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
 }
 
-/// The object's bytes as a local file: the folder's own file, or a temp copy.
-async fn local_copy(
-    state: &Arc<AppState>,
-    oid: Oid,
-) -> Result<Option<(tokio::fs::File, u64)>, Response> {
-    local_copy_of(state, oid.object_key()).await
+/// Bytes to serve: `len` bytes of `file` from `offset` (a loose file from 0, a packed
+/// object from its place in the pack).
+struct Served {
+    file: tokio::fs::File,
+    offset: u64,
+    len: u64,
+}
+
+/// The object's bytes as a local file: the folder's own file, its place in one of the
+/// folder's packs, or a temp copy.
+async fn local_copy(state: &Arc<AppState>, oid: Oid) -> Result<Option<Served>, Response> {
+    if let Some(found) = local_copy_of(state, oid.object_key()).await? {
+        return Ok(Some(found));
+    }
+    let (Backend::Folder { storage, .. }, Some(reader)) = (&state.backend, &state.folder_reader)
+    else {
+        return Ok(None);
+    };
+    let (storage, reader) = (storage.clone(), reader.clone());
+    let located = blocking(move || reader.locate_object(&oid))
+        .await?
+        .map_err(storage_error)?;
+    let Some(at) = located else {
+        return Ok(None);
+    };
+    let path = storage.path(&at.pack).map_err(storage_error)?;
+    match open_sized(&path).await? {
+        // The index was checked against the pack's size when read; a pack cut since
+        // must not serve another object's bytes.
+        Some((file, size)) if at.offset + at.len <= size => Ok(Some(Served {
+            file,
+            offset: at.offset,
+            len: at.len,
+        })),
+        Some(_) => Err(status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{} is shorter than its index says", at.pack),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A file and its length; `None` if it is not there.
+async fn open_sized(path: &Path) -> Result<Option<(tokio::fs::File, u64)>, Response> {
+    match tokio::fs::File::open(path).await {
+        Ok(file) => {
+            let len = file
+                .metadata()
+                .await
+                .map_err(|e| status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .len();
+            Ok(Some((file, len)))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+    }
 }
 
 /// A key's bytes as a local file: the folder's own file, or a temp copy.
-async fn local_copy_of(
-    state: &Arc<AppState>,
-    key: String,
-) -> Result<Option<(tokio::fs::File, u64)>, Response> {
+async fn local_copy_of(state: &Arc<AppState>, key: String) -> Result<Option<Served>, Response> {
     match &state.backend {
         Backend::Folder { storage, .. } => {
             let path = storage.path(&key).map_err(storage_error)?;
-            match tokio::fs::File::open(&path).await {
-                Ok(file) => {
-                    let len = file
-                        .metadata()
-                        .await
-                        .map_err(|e| status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-                        .len();
-                    Ok(Some((file, len)))
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(err) => Err(status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
-            }
+            Ok(open_sized(&path).await?.map(|(file, len)| Served {
+                file,
+                offset: 0,
+                len,
+            }))
         }
         Backend::Other(opened) => {
             let reader = opened.reader();
@@ -416,7 +479,11 @@ async fn local_copy_of(
                 None => Ok(None),
                 Some(file) => {
                     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    Ok(Some((tokio::fs::File::from_std(file), len)))
+                    Ok(Some(Served {
+                        file: tokio::fs::File::from_std(file),
+                        offset: 0,
+                        len,
+                    }))
                 }
             }
         }
@@ -424,7 +491,7 @@ async fn local_copy_of(
 }
 
 async fn last_modified(state: &Arc<AppState>, oid: Oid) -> Option<HeaderValue> {
-    let reader = state.backend.reader();
+    let reader = state.reader();
     let key = oid.object_key();
     let time = blocking(move || reader.last_modified(&key))
         .await
@@ -458,7 +525,7 @@ async fn head_object(
         // Opening the file answers "absent" too: one lookup.
         Backend::Folder { .. } => local_copy(&state, oid)
             .await
-            .map(|found| found.map(|(_, len)| len)),
+            .map(|found| found.map(|served| served.len)),
         // Elsewhere ask for the size alone (an S3 HEAD), never download.
         Backend::Other(opened) => {
             let reader = opened.reader();
@@ -509,13 +576,13 @@ async fn get_object(
         Ok(oid) => oid,
         Err(response) => return response,
     };
-    let (file, len) = match local_copy(&state, oid).await {
+    let served = match local_copy(&state, oid).await {
         Ok(Some(found)) => found,
         Ok(None) => return status(StatusCode::NOT_FOUND, "no such object"),
         Err(response) => return response,
     };
     let modified = last_modified(&state, oid).await;
-    ranged_body(file, len, &headers, |response, count| {
+    ranged_body(served, &headers, |response, count| {
         object_headers(response, oid, count, modified)
     })
     .await
@@ -524,11 +591,15 @@ async fn get_object(
 /// The response for a file's bytes: all of them, or the one `Range` the request asks
 /// for (206, 416 for a range the file does not have).
 async fn ranged_body(
-    mut file: tokio::fs::File,
-    len: u64,
+    served: Served,
     headers: &HeaderMap,
     describe: impl FnOnce(&mut Response, u64),
 ) -> Response {
+    let Served {
+        mut file,
+        offset,
+        len,
+    } = served;
     let range = headers
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok());
@@ -546,8 +617,8 @@ async fn ranged_body(
         },
     };
     let count = if len == 0 { 0 } else { end - start + 1 };
-    if start > 0 {
-        if let Err(err) = file.seek(std::io::SeekFrom::Start(start)).await {
+    if offset + start > 0 {
+        if let Err(err) = file.seek(std::io::SeekFrom::Start(offset + start)).await {
             return status(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
         }
     }
@@ -615,7 +686,7 @@ async fn put_object(
     let key = oid.object_key();
     // Conditional forms: objects are immutable, so a match means "it is already this".
     let exists = {
-        let reader = state.backend.reader();
+        let reader = state.reader();
         let key = key.clone();
         match blocking(move || reader.exists(&key)).await {
             Ok(Ok(exists)) => exists,
@@ -779,7 +850,7 @@ async fn head_key(
         Err(response) => return response,
     };
     let want_oid = headers.contains_key("x-czc-want-oid");
-    let reader = state.backend.reader();
+    let reader = state.reader();
     let described = blocking(move || -> Result<_, StorageError> {
         let Some(info) = reader.describe_key(&key)? else {
             return Ok(None);
@@ -818,7 +889,7 @@ async fn get_key(
         Err(response) => return response,
     };
     let info = {
-        let reader = state.backend.reader();
+        let reader = state.reader();
         let key = key.clone();
         match blocking(move || reader.describe_key(&key)).await {
             Ok(Ok(Some(info))) => info,
@@ -827,12 +898,12 @@ async fn get_key(
             Err(response) => return response,
         }
     };
-    let (file, len) = match local_copy_of(&state, key).await {
+    let served = match local_copy_of(&state, key).await {
         Ok(Some(found)) => found,
         Ok(None) => return status(StatusCode::NOT_FOUND, "no such key"),
         Err(response) => return response,
     };
-    ranged_body(file, len, &headers, |response, _| {
+    ranged_body(served, &headers, |response, _| {
         key_headers(response, &info, None)
     })
     .await
@@ -1009,7 +1080,7 @@ async fn batch(
             Err(err) => return status(StatusCode::BAD_REQUEST, err.to_string()),
         }
     }
-    let reader = state.backend.reader();
+    let reader = state.reader();
     match blocking(move || reader.exists_many(&keys)).await {
         Ok(Ok(present)) => axum::Json(BatchResponse { present }).into_response(),
         Ok(Err(err)) => storage_error(err),

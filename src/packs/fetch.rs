@@ -4,9 +4,11 @@
 //! their oid) is left to the caller's one-object path, which reports it properly.
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::recipe::Recipe;
 use crate::cache::{LocalCache, Staged};
 use crate::oid::Oid;
 use crate::storage::{PackedAt, ReadStorage};
@@ -94,6 +96,38 @@ pub fn fetch_packed(
         out[index] = Some(staged);
     }
     out
+}
+
+/// A writer that hashes what passes through it.
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// The oid of everything written.
+    pub(crate) fn finish(self) -> Oid {
+        Oid::from_hash(self.hasher.finalize())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 struct Piece {
@@ -189,6 +223,252 @@ impl Write for Splitter<'_> {
                 .is_some_and(|&(_, start, len, _)| len == 0 && start <= self.pos)
         {
             self.open()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a chunked object could not be assembled (the caller reports it and tries the
+/// next remote).
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkedError {
+    #[error("its chunk {0} is in no pack of the remote")]
+    MissingChunk(Oid),
+    #[error("chunk {chunk} arrived corrupt")]
+    CorruptChunk { chunk: Oid },
+    #[error("the assembled object hashes to {found}")]
+    WrongObject { found: Oid },
+    #[error("{0}")]
+    Storage(#[source] crate::storage::StorageError),
+    #[error("{path}: {source}")]
+    Local {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Downloads a chunked object into the cache's staging: every chunk it lacks read by
+/// coalesced ranges in parallel, written at its place and hashed, then the whole file
+/// hashed against the oid before anything sees it. The file grows in
+/// `<cache>/partial/<oid>`, so a pull killed midway resumes: the chunks already there
+/// (rehashed, not trusted) are not read again.
+pub fn fetch_chunked(
+    cache: &LocalCache,
+    storage: &dyn ReadStorage,
+    recipe: &Recipe,
+) -> Result<Staged, ChunkedError> {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let placed = recipe.placed();
+    let chunk_oids: Vec<Oid> = placed.iter().map(|(oid, _)| *oid).collect();
+    let locations = storage
+        .pack_locations(&chunk_oids)
+        .map_err(ChunkedError::Storage)?;
+    let mut wanted: Vec<(Oid, PackedAt)> = Vec::with_capacity(placed.len());
+    for ((chunk, range), at) in placed.iter().zip(locations) {
+        match at {
+            Some(at) if at.len == range.end - range.start => wanted.push((*chunk, at)),
+            _ => return Err(ChunkedError::MissingChunk(*chunk)),
+        }
+    }
+    let dir = cache.root().join("partial");
+    let local = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ChunkedError::Local { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(local(&dir))?;
+    let path = dir.join(recipe.oid.hex());
+    // One process grows a partial file at a time; another pulling the same object
+    // meanwhile waits for nobody and downloads into a file of its own.
+    let lock_path = dir.join(format!("{}.lock", recipe.oid.hex()));
+    let lock = crate::fsutil::FileLock::try_acquire(&lock_path, crate::fsutil::LockMode::Exclusive)
+        .map_err(local(&lock_path))?;
+    // `temp`: a private temp file (deleted if this fails); none: the partial file,
+    // which stays for the next try.
+    let (file, path, temp, resumed) = match &lock {
+        Some(_) => {
+            let resumed = std::fs::metadata(&path).is_ok_and(|m| m.len() == recipe.size);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(local(&path))?;
+            (file, path, None, resumed)
+        }
+        None => {
+            let temp = cache.new_temp().map_err(|err| ChunkedError::Local {
+                path: dir.clone(),
+                source: io::Error::other(err.to_string()),
+            })?;
+            let (file, temp_path) = temp.into_parts();
+            (file, temp_path.to_path_buf(), Some(temp_path), false)
+        }
+    };
+    file.set_len(recipe.size).map_err(local(&path))?;
+    // What an earlier, killed pull left: chunks whose bytes already hash right.
+    let have: Vec<bool> = if resumed {
+        placed
+            .par_iter()
+            .map(|(chunk, range)| {
+                let mut bytes = vec![0; (range.end - range.start) as usize];
+                file.read_exact_at(&mut bytes, range.start).is_ok()
+                    && Oid::of_bytes(&bytes) == *chunk
+            })
+            .collect()
+    } else {
+        vec![false; placed.len()]
+    };
+    let reused: u64 = placed
+        .iter()
+        .zip(&have)
+        .filter(|(_, have)| **have)
+        .map(|((_, range), _)| range.end - range.start)
+        .sum();
+    cache.report(reused);
+    // Each chunk once (a chunk repeated in the object is written at every place).
+    let mut places: std::collections::HashMap<Oid, Vec<u64>> = std::collections::HashMap::new();
+    let mut to_read: Vec<(Oid, PackedAt)> = Vec::new();
+    for (((chunk, range), at), have) in placed.iter().zip(wanted).zip(&have) {
+        if *have {
+            continue;
+        }
+        let spots = places.entry(*chunk).or_default();
+        if spots.is_empty() {
+            to_read.push(at);
+        }
+        spots.push(range.start);
+    }
+    let reads = plan(&to_read);
+    let failures: Vec<ChunkedError> = reads
+        .par_iter()
+        .filter_map(|read| {
+            let mut placer = Placer {
+                file: &file,
+                pieces: &read.pieces,
+                places: &places,
+                pos: 0,
+                next: 0,
+                hasher: None,
+                buffer: Vec::new(),
+                bad: None,
+            };
+            let copied = crate::storage::with_retries(|| {
+                placer.restart();
+                storage.copy_range_into(&read.pack, read.start..read.end, &mut placer)
+            });
+            match copied {
+                Err(err) => Some(ChunkedError::Storage(err)),
+                Ok(None) => Some(ChunkedError::MissingChunk(read.pieces[0].3)),
+                Ok(Some(_)) => match placer.bad {
+                    Some(chunk) => Some(ChunkedError::CorruptChunk { chunk }),
+                    None if placer.next < read.pieces.len() => {
+                        Some(ChunkedError::MissingChunk(read.pieces[placer.next].3))
+                    }
+                    None => {
+                        cache.report(read.pieces.iter().map(|p| p.2).sum());
+                        None
+                    }
+                },
+            }
+        })
+        .collect();
+    if let Some(failure) = failures.into_iter().next() {
+        // The good chunks stay in the partial file for the next try.
+        return Err(failure);
+    }
+    file.sync_data().map_err(local(&path))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap_rayon(&path).map_err(local(&path))?;
+    let found = Oid::from_hash(hasher.finalize());
+    if found != recipe.oid {
+        let _ = std::fs::remove_file(&path);
+        return Err(ChunkedError::WrongObject { found });
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(0o444))
+        .map_err(local(&path))?;
+    let temp = match temp {
+        Some(temp) => temp,
+        None => tempfile::TempPath::try_from_path(&path).map_err(local(&path))?,
+    };
+    let staged = Staged::new(temp, recipe.oid, recipe.size);
+    if lock.is_some() {
+        let _ = std::fs::remove_file(&lock_path);
+    }
+    Ok(staged)
+}
+
+/// A writer that places the chunks of a ranged read at their spots in the object's
+/// file, hashing each; a chunk that does not hash right is noted, not placed twice.
+struct Placer<'a> {
+    file: &'a std::fs::File,
+    pieces: &'a [(usize, u64, u64, Oid)],
+    places: &'a std::collections::HashMap<Oid, Vec<u64>>,
+    pos: u64,
+    next: usize,
+    /// The open piece: its hasher, and bytes not yet written.
+    hasher: Option<blake3::Hasher>,
+    buffer: Vec<u8>,
+    bad: Option<Oid>,
+}
+
+impl Placer<'_> {
+    fn restart(&mut self) {
+        self.pos = 0;
+        self.next = 0;
+        self.hasher = None;
+        self.buffer.clear();
+        self.bad = None;
+    }
+
+    /// A piece is complete in `buffer`: check it, then write it at each place.
+    fn finish(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let (_, _, _, chunk) = self.pieces[self.next];
+        self.next += 1;
+        let found = Oid::from_hash(self.hasher.take().expect("open").finalize());
+        if found != chunk {
+            self.bad = self.bad.or(Some(chunk));
+        } else {
+            for spot in self.places.get(&chunk).into_iter().flatten() {
+                self.file.write_all_at(&self.buffer, *spot)?;
+            }
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+impl Write for Placer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let Some(&(_, start, len, _)) = self.pieces.get(self.next) else {
+                return Ok(buf.len()); // past the last piece
+            };
+            if self.hasher.is_none() {
+                if self.pos < start {
+                    let skip = (start - self.pos).min(rest.len() as u64) as usize;
+                    self.pos += skip as u64;
+                    rest = &rest[skip..];
+                    continue;
+                }
+                self.hasher = Some(blake3::Hasher::new());
+            }
+            let left = len - self.buffer.len() as u64;
+            let take = left.min(rest.len() as u64) as usize;
+            self.hasher.as_mut().expect("open").update(&rest[..take]);
+            self.buffer.extend_from_slice(&rest[..take]);
+            self.pos += take as u64;
+            rest = &rest[take..];
+            if self.buffer.len() as u64 == len {
+                self.finish()?;
+            }
         }
         Ok(buf.len())
     }

@@ -11,8 +11,9 @@
 
 pub mod fetch;
 pub mod format;
+pub mod recipe;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::storage::{
     WriteStorage,
 };
 use format::{PackEntry, PackIndex, INDEX_MAX_BYTES, PACK_MAGIC};
+use recipe::{recipe_key, recipe_of_key, Recipe, CHUNKED_MIN, RECIPE_MAX_BYTES};
 
 /// Packs are cut at about this size: big enough that 100,000 small files are a few
 /// dozen uploads, small enough that a killed push loses little and a pack uploads in
@@ -36,6 +38,9 @@ pub const PACK_OBJECT_MAX: u64 = 16 << 20;
 /// A push that finds objects in a pack older than this marks the pack as wanted again,
 /// restarting the grace period `gc --remote` counts from.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(3600);
+/// Threads hashing and packing the chunks of a big object, each uploading its own
+/// packs: this many uploads are in flight at once.
+const CHUNK_WORKERS: usize = 4;
 
 /// The key of a pack.
 pub fn pack_key(pack: &Oid) -> String {
@@ -67,11 +72,13 @@ pub enum PackWrites {
     Loose,
 }
 
-/// Which packs a remote holds and what is in them.
-#[derive(Debug, Default)]
+/// Which packs a remote holds and what is in them, and which objects it holds as
+/// chunks and a recipe.
+#[derive(Debug, Default, Clone)]
 struct PackMap {
     indexes: HashMap<Oid, Arc<PackIndex>>,
     objects: HashMap<Oid, (Oid, u64, u64)>,
+    recipes: HashSet<Oid>,
 }
 
 impl PackMap {
@@ -161,6 +168,10 @@ impl<S: ReadStorage> Packed<S> {
         for index in read {
             map.add(index?);
         }
+        map.recipes = with_retries(|| self.inner.list("recipes/"))?
+            .iter()
+            .filter_map(|key| recipe_of_key(key))
+            .collect();
         let map = Arc::new(map);
         *self.map.lock().unwrap() = Some((map.clone(), Instant::now()));
         Ok(map)
@@ -178,32 +189,9 @@ impl<S: ReadStorage> Packed<S> {
                 return Ok(index);
             }
         }
-        let mut temp = tempfile::tempfile().map_err(|source| StorageError::Io {
-            storage: "temp".into(),
-            key: key.clone(),
-            source,
-        })?;
-        let got = with_retries(|| {
-            io::Seek::rewind(&mut temp)
-                .and_then(|_| temp.set_len(0))
-                .map_err(|source| StorageError::Io {
-                    storage: "temp".into(),
-                    key: key.clone(),
-                    source,
-                })?;
-            self.inner.copy_into(&key, &mut temp, INDEX_MAX_BYTES)
-        })?;
-        if got.is_none() {
+        let Some(bytes) = self.read_small(&key, INDEX_MAX_BYTES)? else {
             return Err(self.bad_data(&key, "listed but gone (deleted by a gc meanwhile?)".into()));
-        }
-        let mut bytes = Vec::new();
-        io::Seek::rewind(&mut temp)
-            .and_then(|_| temp.read_to_end(&mut bytes))
-            .map_err(|source| StorageError::Io {
-                storage: "temp".into(),
-                key: key.clone(),
-                source,
-            })?;
+        };
         let index = PackIndex::decode(&what, &bytes, pack)
             .map_err(|err| self.bad_data(&key, err.reason))?;
         if let Some(path) = kept {
@@ -216,23 +204,138 @@ impl<S: ReadStorage> Packed<S> {
         Ok(index)
     }
 
-    /// Where an object key's object is packed, asked after the key was not found
-    /// loose: loose objects are read without listing packs, so a remote (or an older
-    /// server) that has no packs never has to answer for them.
-    fn packed_object(&self, key: &str) -> Result<Option<PackedAt>, StorageError> {
-        let Some(oid) = object_key_oid(key) else {
-            return Ok(None);
-        };
+    /// What `find` says of the pack map, asked after a key was not found loose: loose
+    /// objects are read without listing packs, so a remote (or an older server) that
+    /// has no packs never has to answer for them. A miss on a map listed a while ago
+    /// lists again.
+    fn look_up<T>(&self, find: impl Fn(&PackMap) -> Option<T>) -> Result<Option<T>, StorageError> {
         let loaded = self.map.lock().unwrap().clone();
         let map = match loaded {
-            Some((map, listed)) => match map.locate(&oid) {
-                Some(at) => return Ok(Some(at)),
+            Some((map, listed)) => match find(&map) {
+                Some(found) => return Ok(Some(found)),
                 None if listed.elapsed() < RELIST_AFTER => return Ok(None),
                 None => self.reload()?,
             },
             None => self.reload()?,
         };
-        Ok(map.locate(&oid))
+        Ok(find(&map))
+    }
+
+    /// Where an object key's object is packed (see [`Packed::look_up`]).
+    fn packed_object(&self, key: &str) -> Result<Option<PackedAt>, StorageError> {
+        match object_key_oid(key) {
+            Some(oid) => self.look_up(|map| map.locate(&oid)),
+            None => Ok(None),
+        }
+    }
+
+    /// The recipe of an object key's object, if the remote holds it chunked.
+    fn chunked_object(&self, key: &str) -> Result<Option<Recipe>, StorageError> {
+        let Some(oid) = object_key_oid(key) else {
+            return Ok(None);
+        };
+        if self
+            .look_up(|map| map.recipes.contains(&oid).then_some(()))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.read_recipe(&oid)
+    }
+
+    /// Reads (and checks) an object's recipe: the local copy when there is a good one,
+    /// else the remote's, bounded.
+    fn read_recipe(&self, oid: &Oid) -> Result<Option<Recipe>, StorageError> {
+        let key = recipe_key(oid);
+        let what = format!("{}: {key}", self.inner.describe());
+        let kept = self
+            .index_dir
+            .as_ref()
+            .map(|dir| dir.join("recipes").join(oid.hex()));
+        if let Some(bytes) = kept.as_ref().and_then(|path| std::fs::read(path).ok()) {
+            if let Ok(recipe) = Recipe::decode(&what, &bytes, oid) {
+                return Ok(Some(recipe));
+            }
+        }
+        let Some(bytes) = self.read_small(&key, RECIPE_MAX_BYTES)? else {
+            return Ok(None);
+        };
+        let recipe =
+            Recipe::decode(&what, &bytes, oid).map_err(|err| self.bad_data(&key, err.reason))?;
+        if let Some(path) = kept {
+            // Best effort: without it the recipe is read again next time.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = crate::fsutil::write_atomic(&path, &bytes);
+        }
+        Ok(Some(recipe))
+    }
+
+    /// A small remote key's bytes (an index, a recipe), at most `max` of them.
+    fn read_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let temp_error = |source| StorageError::Io {
+            storage: "temp".into(),
+            key: key.into(),
+            source,
+        };
+        let mut temp = tempfile::tempfile().map_err(temp_error)?;
+        let got = with_retries(|| {
+            io::Seek::rewind(&mut temp)
+                .and_then(|_| temp.set_len(0))
+                .map_err(temp_error)?;
+            self.inner.copy_into(key, &mut temp, max)
+        })?;
+        if got.is_none() {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        io::Seek::rewind(&mut temp)
+            .and_then(|_| temp.read_to_end(&mut bytes))
+            .map_err(temp_error)?;
+        Ok(Some(bytes))
+    }
+
+    /// Writes a chunked object into `out` chunk by chunk, each chunk hashed (the caller
+    /// hashes the whole). For a plain read; `czc pull` assembles in parallel and resumes.
+    fn assemble_into(
+        &self,
+        key: &str,
+        recipe: &Recipe,
+        out: &mut dyn Write,
+    ) -> Result<u64, StorageError> {
+        let map = self.map()?;
+        for (chunk, range) in recipe.placed() {
+            let Some(at) = map
+                .locate(&chunk)
+                .or(self.look_up(|map| map.locate(&chunk))?)
+            else {
+                return Err(self.bad_data(key, format!("its chunk {chunk} is in no pack")));
+            };
+            if at.len != range.end - range.start {
+                return Err(self.bad_data(
+                    key,
+                    format!("its chunk {chunk} has the wrong length in {}", at.pack),
+                ));
+            }
+            let mut checked = fetch::HashingWriter::new(&mut *out);
+            self.inner
+                .copy_range_into(&at.pack, at.offset..at.offset + at.len, &mut checked)?
+                .ok_or_else(|| self.bad_data(key, format!("{} is gone", at.pack)))?;
+            if checked.finish() != chunk {
+                return Err(self.bad_data(
+                    key,
+                    format!("its chunk {chunk} arrived corrupt from {}", at.pack),
+                ));
+            }
+        }
+        Ok(recipe.size)
+    }
+
+    /// Where an object is packed (listing `packs/` again if the map is old): for a
+    /// server answering `/objects/` from packs.
+    pub fn locate_object(&self, oid: &Oid) -> Result<Option<PackedAt>, StorageError> {
+        self.packed_object(&oid.object_key())
     }
 
     /// Every pack index the remote holds (for gc).
@@ -255,7 +358,17 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
             Some(at) => self
                 .inner
                 .copy_range_into(&at.pack, at.offset..at.offset + at.len, out),
-            None => Ok(None),
+            None => match self.chunked_object(key)? {
+                Some(recipe) if recipe.size > max => Err(too_long(self, key, max)),
+                Some(recipe) => {
+                    let mut out = io::BufWriter::with_capacity(1 << 20, out);
+                    let size = self.assemble_into(key, &recipe, &mut out)?;
+                    out.flush()
+                        .map_err(|source| local_error(Path::new(key), source))?;
+                    Ok(Some(size))
+                }
+                None => Ok(None),
+            },
         }
     }
 
@@ -305,14 +418,23 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
-        Ok(self.inner.exists(key)? || self.packed_object(key)?.is_some())
+        Ok(self.inner.exists(key)?
+            || self.packed_object(key)?.is_some()
+            || object_key_oid(key)
+                .map(|oid| self.look_up(|map| map.recipes.contains(&oid).then_some(())))
+                .transpose()?
+                .flatten()
+                .is_some())
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         if let Some(size) = self.inner.size(key)? {
             return Ok(Some(size));
         }
-        Ok(self.packed_object(key)?.map(|at| at.len))
+        if let Some(at) = self.packed_object(key)? {
+            return Ok(Some(at.len));
+        }
+        Ok(self.chunked_object(key)?.map(|recipe| recipe.size))
     }
 
     fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
@@ -323,8 +445,12 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
         if let Some(info) = self.inner.describe_key(key)? {
             return Ok(Some(info));
         }
-        Ok(self.packed_object(key)?.map(|at| KeyInfo {
-            size: Some(at.len),
+        let size = match self.packed_object(key)? {
+            Some(at) => Some(at.len),
+            None => self.chunked_object(key)?.map(|recipe| recipe.size),
+        };
+        Ok(size.map(|size| KeyInfo {
+            size: Some(size),
             hash: object_key_oid(key),
             ..KeyInfo::default()
         }))
@@ -337,6 +463,7 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
             keys.extend(
                 map.objects
                     .keys()
+                    .chain(&map.recipes)
                     .map(Oid::object_key)
                     .filter(|key| key.starts_with(prefix)),
             );
@@ -354,7 +481,10 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
         };
         let mut found: Vec<bool> = keys
             .iter()
-            .map(|key| object_key_oid(key).is_some_and(|oid| map.objects.contains_key(&oid)))
+            .map(|key| {
+                object_key_oid(key)
+                    .is_some_and(|oid| map.objects.contains_key(&oid) || map.recipes.contains(&oid))
+            })
             .collect();
         // Only what no pack holds is asked of the storage itself.
         let rest: Vec<String> = keys
@@ -376,6 +506,13 @@ impl<S: ReadStorage> ReadStorage for Packed<S> {
         let map = self.map()?;
         Ok(oids.iter().map(|oid| map.locate(oid)).collect())
     }
+
+    fn recipe(&self, oid: &Oid) -> Result<Option<Recipe>, StorageError> {
+        if !self.map()?.recipes.contains(oid) {
+            return Ok(None);
+        }
+        self.read_recipe(oid)
+    }
 }
 
 /// Why an object could not go into a pack (reported for that object only).
@@ -384,6 +521,89 @@ fn local_error(path: &Path, source: io::Error) -> StorageError {
         storage: "local".into(),
         key: path.display().to_string(),
         source,
+    }
+}
+
+/// A pack being written to a temp file: objects appended, hashed as they go.
+struct PackBuilder {
+    temp: tempfile::NamedTempFile,
+    out: io::BufWriter<File>,
+    hasher: blake3::Hasher,
+    offset: u64,
+    entries: HashMap<Oid, PackEntry>,
+}
+
+impl PackBuilder {
+    fn new(dir: &Path) -> Result<PackBuilder, StorageError> {
+        let _ = std::fs::create_dir_all(dir);
+        let temp = tempfile::Builder::new()
+            .prefix(".czc-pack-")
+            .tempfile_in(dir)
+            .map_err(|source| local_error(dir, source))?;
+        let file = temp
+            .as_file()
+            .try_clone()
+            .map_err(|source| local_error(temp.path(), source))?;
+        let mut builder = PackBuilder {
+            out: io::BufWriter::with_capacity(1 << 20, file),
+            temp,
+            hasher: blake3::Hasher::new(),
+            offset: 0,
+            entries: HashMap::new(),
+        };
+        builder.write(PACK_MAGIC)?;
+        Ok(builder)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.hasher.update(bytes);
+        self.offset += bytes.len() as u64;
+        self.out
+            .write_all(bytes)
+            .map_err(|source| local_error(self.temp.path(), source))
+    }
+
+    /// Appends an object (once: a repeat is already in).
+    fn add(&mut self, oid: Oid, bytes: &[u8]) -> Result<(), StorageError> {
+        if self.entries.contains_key(&oid) {
+            return Ok(());
+        }
+        let offset = self.offset;
+        self.write(bytes)?;
+        self.entries.insert(
+            oid,
+            PackEntry {
+                oid,
+                offset,
+                len: bytes.len() as u64,
+            },
+        );
+        Ok(())
+    }
+
+    /// Uploads the pack and its index (nothing if it holds no object).
+    fn upload<S: WriteStorage>(mut self, packed: &Packed<S>) -> Result<(), StorageError> {
+        self.out
+            .flush()
+            .map_err(|source| local_error(self.temp.path(), source))?;
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let mut entries: Vec<PackEntry> = self.entries.into_values().collect();
+        entries.sort_by_key(|entry| entry.oid);
+        let index = PackIndex {
+            pack: Oid::from_hash(self.hasher.finalize()),
+            pack_size: self.offset,
+            entries,
+        };
+        packed.upload_pack(self.temp.path(), &index)?;
+        let mut guard = packed.map.lock().unwrap();
+        // Our own pack joins a map already listed (when is unchanged); with no map
+        // yet, the first read lists and finds it.
+        if let Some((map, _)) = guard.as_mut() {
+            Arc::make_mut(map).add(Arc::new(index));
+        }
+        Ok(())
     }
 }
 
@@ -396,33 +616,15 @@ impl<S: WriteStorage> Packed<S> {
         items: &[&(String, PathBuf)],
         progress: &dyn Progress,
     ) -> Vec<Result<(), StorageError>> {
+        let all_fail = |err: StorageError| items.iter().map(|_| Err(clone_error(&err))).collect();
+        let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mut builder = match PackBuilder::new(&dir) {
+            Ok(builder) => builder,
+            Err(err) => return all_fail(err),
+        };
         let mut results: Vec<Option<Result<(), StorageError>>> =
             (0..items.len()).map(|_| None).collect();
-        let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let _ = std::fs::create_dir_all(&dir);
-        let temp = match tempfile::Builder::new()
-            .prefix(".czc-pack-")
-            .tempfile_in(&dir)
-        {
-            Ok(temp) => temp,
-            Err(source) => {
-                let err = local_error(&dir, source);
-                return items.iter().map(|_| Err(clone_error(&err))).collect();
-            }
-        };
-        let mut out = io::BufWriter::with_capacity(1 << 20, temp.as_file());
-        let mut hasher = blake3::Hasher::new();
-        let mut offset = PACK_MAGIC.len() as u64;
-        let mut entries: HashMap<Oid, PackEntry> = HashMap::new();
         let mut bytes_in = 0u64;
-        let mut write = |bytes: &[u8], out: &mut io::BufWriter<&File>| {
-            hasher.update(bytes);
-            out.write_all(bytes)
-        };
-        if let Err(source) = write(PACK_MAGIC, &mut out) {
-            let err = local_error(temp.path(), source);
-            return items.iter().map(|_| Err(clone_error(&err))).collect();
-        }
         let mut buf = Vec::new();
         for (slot, (key, src)) in results.iter_mut().zip(items) {
             let Some(oid) = object_key_oid(key) else {
@@ -446,53 +648,11 @@ impl<S: WriteStorage> Packed<S> {
                 continue;
             }
             bytes_in += buf.len() as u64;
-            if entries.contains_key(&oid) {
-                continue;
+            if let Err(err) = builder.add(oid, &buf) {
+                return all_fail(err);
             }
-            if let Err(source) = write(&buf, &mut out) {
-                let err = local_error(temp.path(), source);
-                return items.iter().map(|_| Err(clone_error(&err))).collect();
-            }
-            entries.insert(
-                oid,
-                PackEntry {
-                    oid,
-                    offset,
-                    len: buf.len() as u64,
-                },
-            );
-            offset += buf.len() as u64;
         }
-        if let Err(source) = out.flush() {
-            let err = local_error(temp.path(), source);
-            return items.iter().map(|_| Err(clone_error(&err))).collect();
-        }
-        drop(out);
-        let uploaded = if entries.is_empty() {
-            Ok(())
-        } else {
-            let pack = Oid::from_hash(hasher.finalize());
-            let mut entries: Vec<PackEntry> = entries.into_values().collect();
-            entries.sort_by_key(|entry| entry.oid);
-            let index = PackIndex {
-                pack,
-                pack_size: offset,
-                entries,
-            };
-            self.upload_pack(temp.path(), &index).map(|()| {
-                let mut guard = self.map.lock().unwrap();
-                // Our own pack joins a map already listed (when is unchanged); with no
-                // map yet, the first read lists and finds it.
-                if let Some((old, listed)) = guard.as_ref() {
-                    let mut map = PackMap::default();
-                    for index in old.indexes.values() {
-                        map.add(index.clone());
-                    }
-                    map.add(Arc::new(index));
-                    *guard = Some((Arc::new(map), *listed));
-                }
-            })
-        };
+        let uploaded = builder.upload(self);
         progress.bytes_done(bytes_in);
         progress.files_done(items.len() as u64);
         results
@@ -503,6 +663,133 @@ impl<S: WriteStorage> Packed<S> {
                 (None, Err(err)) => Err(clone_error(err)),
             })
             .collect()
+    }
+
+    /// Pushes a big object as chunks and a recipe: only the chunks the remote lacks
+    /// are uploaded (in packs, several at once), the recipe last, so a recipe never
+    /// names a chunk that is not there. A push killed midway resumes: the packs that
+    /// made it hold their chunks, and the next push finds them.
+    fn push_chunked(
+        &self,
+        key: &str,
+        src: &Path,
+        progress: &dyn Progress,
+    ) -> Result<(), StorageError> {
+        use std::sync::mpsc;
+        let Some(oid) = object_key_oid(key) else {
+            return Err(StorageError::BadKey {
+                storage: self.describe(),
+                key: key.into(),
+                reason: "only objects are chunked",
+            });
+        };
+        let local = |source| local_error(src, source);
+        let there = self.reload()?;
+        let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let claimed: Mutex<HashSet<Oid>> = Mutex::new(HashSet::new());
+        let (send, receive) = mpsc::sync_channel::<(usize, Vec<u8>)>(CHUNK_WORKERS);
+        let receive = Mutex::new(receive);
+        let (whole, chunks) = std::thread::scope(|scope| {
+            // The whole file's hash (it must be the oid) beside the chunking.
+            let whole = scope.spawn(|| {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update_mmap_rayon(src)?;
+                Ok::<Oid, io::Error>(Oid::from_hash(hasher.finalize()))
+            });
+            // Cut on this thread; chunks are hashed and packed by the workers, each
+            // filling its own pack and uploading it when full.
+            let workers: Vec<_> = (0..CHUNK_WORKERS)
+                .map(|_| {
+                    let (receive, claimed, there, dir) = (&receive, &claimed, &there, &dir);
+                    scope.spawn(move || -> Result<Vec<(usize, Oid, u64)>, StorageError> {
+                        let mut placed = Vec::new();
+                        let mut builder: Option<PackBuilder> = None;
+                        loop {
+                            let next = receive.lock().unwrap().recv();
+                            let Ok((index, data)) = next else { break };
+                            let chunk = Oid::of_bytes(&data);
+                            placed.push((index, chunk, data.len() as u64));
+                            let wanted = !there.objects.contains_key(&chunk)
+                                && claimed.lock().unwrap().insert(chunk);
+                            if !wanted {
+                                continue;
+                            }
+                            let pack = match builder.as_mut() {
+                                Some(pack) => pack,
+                                None => builder.insert(PackBuilder::new(dir)?),
+                            };
+                            pack.add(chunk, &data)?;
+                            if pack.offset >= PACK_TARGET {
+                                let full = builder.take().expect("a pack");
+                                let bytes = full.offset;
+                                full.upload(self)?;
+                                progress.bytes_done(bytes);
+                            }
+                        }
+                        if let Some(last) = builder {
+                            let bytes = last.offset;
+                            last.upload(self)?;
+                            progress.bytes_done(bytes);
+                        }
+                        Ok(placed)
+                    })
+                })
+                .collect();
+            let cut = (|| -> io::Result<()> {
+                let file = io::BufReader::with_capacity(4 << 20, File::open(src)?);
+                let chunker = fastcdc::v2020::StreamCDC::new(
+                    file,
+                    recipe::CHUNK_MIN,
+                    recipe::CHUNK_AVG,
+                    recipe::CHUNK_MAX,
+                );
+                for (index, chunk) in chunker.enumerate() {
+                    let chunk = chunk.map_err(|err| match err {
+                        fastcdc::v2020::Error::IoError(err) => err,
+                        other => io::Error::other(other.to_string()),
+                    })?;
+                    if send.send((index, chunk.data)).is_err() {
+                        break; // a worker failed; its error is reported below
+                    }
+                }
+                Ok(())
+            })();
+            drop(send);
+            let mut chunks = Vec::new();
+            let mut failed = None;
+            for worker in workers {
+                match worker.join().expect("a chunk worker panicked") {
+                    Ok(placed) => chunks.extend(placed),
+                    Err(err) => failed = failed.or(Some(err)),
+                }
+            }
+            let whole = whole.join().expect("the hasher panicked");
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            cut.map_err(local)?;
+            chunks.sort_unstable_by_key(|(index, _, _)| *index);
+            Ok((whole.map_err(local)?, chunks))
+        })?;
+        crate::storage::check_object_bytes(key, &whole, src).map_err(local)?;
+        let recipe = Recipe {
+            oid,
+            size: chunks.iter().map(|(_, _, len)| len).sum(),
+            chunks: chunks
+                .iter()
+                .map(|(_, chunk, len)| (*chunk, *len))
+                .collect(),
+        };
+        let bytes = recipe.encode();
+        let kept = tempfile::NamedTempFile::new_in(&dir)
+            .and_then(|mut temp| temp.write_all(&bytes).map(|()| temp))
+            .map_err(|source| local_error(&dir, source))?;
+        with_retries(|| self.inner.put(&recipe_key(&oid), kept.path()))?;
+        if let Some((map, _)) = self.map.lock().unwrap().as_mut() {
+            Arc::make_mut(map).recipes.insert(oid);
+        }
+        progress.files_done(1);
+        Ok(())
     }
 
     /// Uploads a built pack, then its index (and keeps the index locally).
@@ -693,7 +980,14 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
             groups.last_mut().unwrap().push(index);
             group_bytes += sizes[index];
         }
-        let loose: Vec<usize> = (0..items.len()).filter(|i| !packable(*i)).collect();
+        let chunked = |index: usize| {
+            object_key_oid(&items[index].0).is_some()
+                && sizes[index] >= CHUNKED_MIN
+                && sizes[index] != u64::MAX
+        };
+        let loose: Vec<usize> = (0..items.len())
+            .filter(|i| !packable(*i) && !chunked(*i))
+            .collect();
         let loose_items: Vec<(String, PathBuf)> = loose.iter().map(|i| items[*i].clone()).collect();
         let mut results: Vec<Option<Result<(), StorageError>>> =
             (0..items.len()).map(|_| None).collect();
@@ -714,6 +1008,11 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
             .zip(self.inner.put_many_if_absent(&loose_items, progress))
         {
             results[*index] = Some(result);
+        }
+        // One at a time: each fills the link with its own parallel pack uploads.
+        for index in (0..items.len()).filter(|i| chunked(*i)) {
+            let (key, path) = &items[index];
+            results[index] = Some(self.push_chunked(key, path, progress));
         }
         results
             .into_iter()

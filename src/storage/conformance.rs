@@ -515,9 +515,12 @@ pub fn pack_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
     let lie = write_file(scratch.path(), "lie", &lying.encode());
     raw.put(&index_key, &lie).unwrap();
     let (cache, report) = fetch_all("cache3", Arc::new(packed("e")));
-    assert_eq!(report.failed, 2, "{report:?}");
-    assert!(!cache.contains(&lying.entries[0].oid));
-    assert!(!cache.contains(&lying.entries[1].oid));
+    // Both fail, unless the storage answers them by object key from packs it indexed
+    // itself (czc serve over a folder): then the right bytes arrive that way.
+    assert!(report.failed == 2 || report.failed == 0, "{report:?}");
+    for entry in &lying.entries[..2] {
+        assert_eq!(cache.contains(&entry.oid), report.failed == 0);
+    }
     assert!(cache.verify().unwrap().corrupt.is_empty());
     // A damaged index (bad checksum) is refused by name.
     let damaged = write_file(

@@ -196,6 +196,10 @@ pub trait ReadStorage: Send + Sync {
     fn pack_locations(&self, oids: &[Oid]) -> Result<Vec<Option<PackedAt>>, StorageError> {
         Ok(vec![None; oids.len()])
     }
+    /// The recipe of an object this storage holds as chunks (`None`: not chunked here).
+    fn recipe(&self, _oid: &Oid) -> Result<Option<crate::packs::recipe::Recipe>, StorageError> {
+        Ok(None)
+    }
     /// Every key that starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
     /// Whether each key exists, in one batch where the backend can: by default one
@@ -344,6 +348,9 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     }
     fn pack_locations(&self, oids: &[Oid]) -> Result<Vec<Option<PackedAt>>, StorageError> {
         self.0.pack_locations(oids)
+    }
+    fn recipe(&self, oid: &Oid) -> Result<Option<crate::packs::recipe::Recipe>, StorageError> {
+        self.0.recipe(oid)
     }
 }
 

@@ -1192,3 +1192,154 @@ fn the_cache_suites_pass_over_s3_and_a_plain_s3_url_needs_no_remote() {
     assert!(path.trim().ends_with("cells.h5ad"), "{path}");
     assert_eq!(fs::read(path.trim()).unwrap(), b"second, longer version");
 }
+
+/// A big file whose middle can be rewritten: random bytes, `seed` picks them.
+fn big_file(seed: u64, mib: usize) -> Vec<u8> {
+    bytes(seed, mib << 20)
+}
+
+#[test]
+fn a_big_object_goes_up_as_chunks_and_an_edit_sends_only_the_chunks_it_touched() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    let mut content = big_file(110, 40);
+    env.write("model.bin", &content);
+    env.czc().args(["save", "model.bin"]).assert().success();
+    env.czc().arg("push").assert().success();
+    let oid = Oid::of_bytes(&content);
+    let root = server.root.join("team/czc");
+    assert!(root.join("recipes").join(oid.hex()).exists(), "a recipe");
+    assert!(!root.join(oid.object_key()).exists(), "not loose");
+    let (first_up, _) = proxy.bytes("PUT", "/packs/");
+    assert!(first_up >= 40 << 20, "{first_up}");
+
+    // 1 MiB rewritten in the middle: a few chunks go up, not 40 MiB.
+    for byte in &mut content[20 << 20..21 << 20] {
+        *byte = byte.wrapping_add(1);
+    }
+    env.write("model.bin", &content);
+    env.czc().args(["save", "model.bin"]).assert().success();
+    env.czc().arg("push").assert().success();
+    let (both_up, _) = proxy.bytes("PUT", "/packs/");
+    let second_up = both_up - first_up;
+    assert!(second_up <= 9 << 20, "the edit sent {second_up} bytes");
+    assert!(second_up >= 1 << 20, "the edit sent {second_up} bytes");
+
+    // A fresh clone assembles it, and both versions read back byte for byte.
+    fs::remove_dir_all(&env.cache).unwrap();
+    fs::remove_file(env.path("model.bin")).unwrap();
+    env.czc().arg("pull").assert().success();
+    assert!(env.read("model.bin") == content, "assembled right");
+    let storage = czcache::storage::open_storage("s3://team/czc", &options(&server, false))
+        .unwrap()
+        .reader();
+    let old = Oid::of_bytes(&big_file(110, 40));
+    let out = env.dir.path().join("old.bin");
+    assert_eq!(
+        storage.copy_to(&old.object_key(), &out).unwrap(),
+        Some(40 << 20)
+    );
+    assert!(fs::read(&out).unwrap() == big_file(110, 40));
+    assert_eq!(storage.size(&old.object_key()).unwrap(), Some(40 << 20));
+    assert!(storage.exists(&old.object_key()).unwrap());
+}
+
+#[test]
+fn an_interrupted_push_or_pull_of_a_big_object_resumes_without_resending() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    let content = big_file(111, 40);
+    env.write("model.bin", &content);
+    env.czc().args(["save", "model.bin"]).assert().success();
+    // The push dies before its recipe lands: its packs are there, the object is not.
+    proxy.inject("PUT", "/recipes/", 20, Fault::StatusBefore(503));
+    let out = env.czc().arg("push").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    proxy.clear();
+    let (sent, _) = proxy.bytes("PUT", "/packs/");
+    assert!(sent >= 40 << 20);
+    env.czc().arg("push").assert().success();
+    let (again, _) = proxy.bytes("PUT", "/packs/");
+    assert!(again - sent < 1 << 20, "resent {} bytes", again - sent);
+
+    // A pull that died with half the chunks in place reads only the rest.
+    fs::remove_dir_all(&env.cache).unwrap();
+    fs::remove_file(env.path("model.bin")).unwrap();
+    let oid = Oid::of_bytes(&content);
+    let partial = env.cache.join("partial");
+    fs::create_dir_all(&partial).unwrap();
+    let mut half = content.clone();
+    for byte in &mut half[20 << 20..] {
+        *byte = 0;
+    }
+    // And one damaged byte in the first half: rehashed, found wrong, read again.
+    half[1000] ^= 1;
+    fs::write(partial.join(oid.hex()), &half).unwrap();
+    let (_, before) = proxy.bytes("GET", ".pack");
+    env.czc().arg("pull").assert().success();
+    let (_, after) = proxy.bytes("GET", ".pack");
+    let read = after - before;
+    assert!(read < 26 << 20, "read {read} bytes of 40 MiB");
+    assert!(read >= 20 << 20, "read {read} bytes");
+    assert!(env.read("model.bin") == content);
+    assert!(
+        !partial.join(oid.hex()).exists(),
+        "the partial file became the object"
+    );
+}
+
+#[test]
+fn a_lying_recipe_or_a_missing_chunk_fails_by_name_and_admits_nothing() {
+    use czcache::packs::recipe::Recipe;
+    let server = S3Server::start(&["team"]);
+    let env = with_credentials(TestEnv::new(), &server);
+    env.write(".czcache.toml", s3_config(&server));
+    let content = big_file(112, 20);
+    env.write("model.bin", &content);
+    env.czc().args(["save", "model.bin"]).assert().success();
+    env.czc().arg("push").assert().success();
+    let oid = Oid::of_bytes(&content);
+    let recipe_path = server.root.join("team/czc/recipes").join(oid.hex());
+    let good = fs::read(&recipe_path).unwrap();
+    let recipe = Recipe::decode("r", &good, &oid).unwrap();
+    let fresh = |env: &TestEnv| {
+        let _ = fs::remove_dir_all(&env.cache);
+        let _ = fs::remove_file(env.path("model.bin"));
+    };
+
+    // Chunks swapped (each exists, lengths add up): the whole-file hash refuses it.
+    let mut swapped = recipe.clone();
+    swapped.chunks.swap(0, 1);
+    fs::write(&recipe_path, swapped.encode()).unwrap();
+    fresh(&env);
+    let out = env.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!env.path("model.bin").exists());
+    assert!(stderr(&out).contains(&oid.to_string()), "{}", stderr(&out));
+
+    // A damaged recipe is refused, naming its key.
+    fs::write(&recipe_path, &good[..good.len() - 3]).unwrap();
+    fresh(&env);
+    let out = env.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("recipes/"), "{}", stderr(&out));
+
+    // A chunk no pack holds: named.
+    let mut missing = recipe.clone();
+    let gone = Oid::of_bytes(b"a chunk nobody uploaded");
+    missing.chunks[2].0 = gone;
+    fs::write(&recipe_path, missing.encode()).unwrap();
+    fresh(&env);
+    let out = env.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&gone.to_string()), "{}", stderr(&out));
+    assert!(!env.path("model.bin").exists());
+
+    // Put right, it pulls.
+    fs::write(&recipe_path, &good).unwrap();
+    fresh(&env);
+    env.czc().arg("pull").assert().success();
+    assert!(env.read("model.bin") == content);
+}

@@ -146,6 +146,86 @@ fn the_shared_storage_conformance_suites_pass_over_http() {
 }
 
 #[test]
+fn czc_serve_answers_objects_that_clients_pushed_in_packs() {
+    use czcache::packs::{PackWrites, Packed};
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let packing = Packed::new(server.client(Some(TOKEN)), PackWrites::Packs, None);
+    let items: Vec<(String, std::path::PathBuf, Vec<u8>)> = (0..20u64)
+        .map(|n| {
+            let content = bytes(200 + n, 3000 + n as usize);
+            let path = dir.path().join(format!("o{n}"));
+            fs::write(&path, &content).unwrap();
+            (Oid::of_bytes(&content).object_key(), path, content)
+        })
+        .collect();
+    let pairs: Vec<(String, std::path::PathBuf)> = items
+        .iter()
+        .map(|(k, p, _)| (k.clone(), p.clone()))
+        .collect();
+    let results = packing.put_many_if_absent(&pairs, &czcache::report::Counter::default());
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(!server.folder.join("objects").exists(), "all packed");
+
+    // A client that knows nothing of packs (an older czc, curl) gets each object by
+    // `/objects/`, whole or by range, and the server's existence answers count them.
+    let plain = server.client(Some(TOKEN));
+    let (key, _, content) = &items[7];
+    let out = dir.path().join("out");
+    assert_eq!(
+        plain.copy_to(key, &out).unwrap(),
+        Some(content.len() as u64)
+    );
+    assert_eq!(&fs::read(&out).unwrap(), content);
+    assert_eq!(plain.size(key).unwrap(), Some(content.len() as u64));
+    let keys: Vec<String> = items.iter().map(|(k, _, _)| k.clone()).collect();
+    assert!(plain.exists_many(&keys).unwrap().iter().all(|found| *found));
+    let answer = reqwest::blocking::Client::new()
+        .get(format!("{}/{key}", server.url))
+        .bearer_auth(TOKEN)
+        .header("range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 206);
+    assert_eq!(
+        answer.headers()["content-range"],
+        format!("bytes 100-199/{}", content.len()).as_str()
+    );
+    assert_eq!(answer.bytes().unwrap().to_vec(), content[100..200].to_vec());
+
+    // A pack cut short on the server's disk serves no other object's bytes.
+    let pack = fs::read_dir(server.folder.join("packs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "pack"))
+        .unwrap();
+    let (last, _, _) = items
+        .iter()
+        .max_by_key(|(k, _, _)| {
+            packing
+                .pack_locations(&[czcache::storage::object_key_oid(k).unwrap()])
+                .unwrap()[0]
+                .as_ref()
+                .unwrap()
+                .offset
+        })
+        .unwrap();
+    let size = fs::metadata(&pack).unwrap().len();
+    fs::File::options()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(size - 10)
+        .unwrap();
+    let answer = reqwest::blocking::Client::new()
+        .get(format!("{}/{last}", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 500);
+}
+
+#[test]
 fn keys_over_czc_serve_are_checked_and_kept_inside_the_served_folder() {
     let server = Server::start(&[]);
     let remote = server.client(Some(TOKEN));

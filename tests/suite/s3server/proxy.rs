@@ -54,6 +54,8 @@ struct State {
     rules: Vec<Rule>,
     seen: Vec<String>,
     applied: Vec<String>,
+    /// Per request line: bytes sent up (request body) and down (response body).
+    moved: Vec<(String, u64, u64)>,
 }
 
 /// A running proxy; stopped when dropped.
@@ -113,6 +115,19 @@ impl FaultProxy {
     /// The requests a fault was applied to, as `METHOD /path?query: fault`.
     pub fn applied(&self) -> Vec<String> {
         self.state.lock().unwrap().applied.clone()
+    }
+
+    /// Bytes that went up (request bodies) and down (response bodies) in requests
+    /// that matched `method` and contained `target_contains`.
+    pub fn bytes(&self, method: &str, target_contains: &str) -> (u64, u64) {
+        let prefix = format!("{method} ");
+        self.state
+            .lock()
+            .unwrap()
+            .moved
+            .iter()
+            .filter(|(line, _, _)| line.starts_with(&prefix) && line.contains(target_contains))
+            .fold((0, 0), |(up, down), (_, u, d)| (up + u, down + d))
     }
 
     /// How many requests matched `method` and contained `target_contains`.
@@ -244,6 +259,7 @@ async fn forward(
     };
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map_err(|_| Reset)?.to_bytes();
+    let up = body.len() as u64;
     match &fault {
         Some(Fault::StatusBefore(status)) => return Ok(status_answer(*status)),
         Some(Fault::ResetBefore) => return Err(Reset),
@@ -264,6 +280,11 @@ async fn forward(
     let status = answer.status();
     let headers = answer.headers().clone();
     let mut body = answer.bytes().await.map_err(|_| Reset)?.to_vec();
+    state
+        .lock()
+        .unwrap()
+        .moved
+        .push((line.clone(), up, body.len() as u64));
     match &fault {
         Some(Fault::StatusAfter(status)) => return Ok(status_answer(*status)),
         Some(Fault::ResetAfter) => return Err(Reset),
