@@ -29,8 +29,10 @@ class _Link:
     def __init__(self, rate):
         self.rate = rate
         self.free_at = 0.0
+        self.bytes = 0  # every byte that crossed this direction (benchmarks read it)
 
     def schedule(self, arrived, delay, size):
+        self.bytes += size
         deliver = arrived + delay
         if self.rate:
             start = max(deliver, self.free_at)

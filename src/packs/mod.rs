@@ -40,7 +40,7 @@ pub const PACK_OBJECT_MAX: u64 = 16 << 20;
 pub const REFRESH_AFTER: Duration = Duration::from_secs(3600);
 /// Threads hashing and packing the chunks of a big object, each uploading its own
 /// packs: this many uploads are in flight at once.
-const CHUNK_WORKERS: usize = 4;
+const CHUNK_WORKERS: usize = 2;
 
 /// The key of a pack.
 pub fn pack_key(pack: &Oid) -> String {
@@ -952,7 +952,12 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
         prefixes: &[String],
         older_than: Duration,
     ) -> Result<usize, StorageError> {
-        self.inner.sweep_stale_uploads(prefixes, older_than)
+        let mut prefixes = prefixes.to_vec();
+        if self.writes == PackWrites::Packs {
+            // Packs are the big uploads here: a killed push's multipart pieces are there.
+            prefixes.push("packs/".into());
+        }
+        self.inner.sweep_stale_uploads(&prefixes, older_than)
     }
 
     fn put_many_if_absent(

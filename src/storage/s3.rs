@@ -1253,7 +1253,18 @@ impl WriteStorage for S3Storage {
             return Ok(0);
         }
         let mut swept = 0;
-        for prefix in prefixes {
+        // One listing per top folder (`objects/`, `packs/`), not one per shard: each
+        // listing is a round trip, and the uploads it finds are filtered by age anyway.
+        let mut tops: Vec<String> = prefixes
+            .iter()
+            .map(|prefix| match prefix.split_once('/') {
+                Some((top, _)) => format!("{top}/"),
+                None => prefix.clone(),
+            })
+            .collect();
+        tops.sort();
+        tops.dedup();
+        for prefix in &tops {
             let full = if self.prefix.is_empty() {
                 prefix.clone()
             } else {

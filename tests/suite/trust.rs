@@ -669,6 +669,19 @@ fn timeouts_are_configurable_per_remote_and_bad_values_are_named() {
         "{}",
         stderr(&out)
     );
+    // `packs` is a boolean: anything else is named with its file.
+    env.write(
+        ".czcache.toml",
+        format!("[remotes.lab]\nurl = \"{}\"\npacks = \"yes\"\n", server.url),
+    );
+    let out = within(&env, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(".czcache.toml") && err.contains("\"yes\""),
+        "{err}"
+    );
 }
 
 // ---- A1: nothing is lost in a cache that several projects share ----
