@@ -146,6 +146,9 @@ pub struct LocalCache {
     /// Staging subfolders already created.
     staging_shards: Mutex<std::collections::HashSet<PathBuf>>,
     reflink_unsupported: AtomicBool,
+    /// Objects this process hashed on their way in and then admitted: placing them in
+    /// the working tree needs no second hash of the same bytes.
+    just_verified: Mutex<std::collections::HashSet<Oid>>,
     misses: AtomicU64,
     /// Hears of every byte copied in or out (the caller's current task).
     progress: Arc<dyn Progress>,
@@ -292,6 +295,7 @@ impl LocalCache {
             staging: Mutex::new(None),
             staging_shards: Mutex::new(Default::default()),
             reflink_unsupported: AtomicBool::new(false),
+            just_verified: Mutex::new(Default::default()),
             misses: AtomicU64::new(0),
             progress: Arc::new(Silent),
             reporter: crate::report::process_reporter(),
@@ -589,6 +593,7 @@ impl LocalCache {
         let mut admitted = Vec::with_capacity(staged.len());
         let mut entries = Vec::with_capacity(staged.len());
         let mut folders_made = std::collections::HashSet::new();
+        let mut verified = Vec::new();
         for item in staged {
             let dest = self.object_path(&item.oid);
             let parent = fsutil::parent_dir(&dest);
@@ -600,6 +605,7 @@ impl LocalCache {
             let added = fsutil::rename_no_replace(&item.temp, &dest).at(&dest)?;
             if added {
                 let _ = item.temp.keep();
+                verified.push(item.oid);
             }
             entries.push(Entry {
                 oid: item.oid,
@@ -615,6 +621,10 @@ impl LocalCache {
                 added,
             });
         }
+        self.just_verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(verified);
         if durable {
             self.sync_renames(&admitted)?;
             // Best effort: only `cache info` reads it.
@@ -1044,6 +1054,18 @@ impl LocalCache {
         let src_size = src_file.metadata().at(&src)?.len();
         let dir = fsutil::parent_dir(dest);
         let mode = if executable { 0o555 } else { 0o444 };
+        let trusted = self
+            .just_verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(oid);
+        let verify = |path: &Path| {
+            if trusted {
+                Ok(true)
+            } else {
+                verify_file(path, oid)
+            }
+        };
         let temp = temp_path_in(temp_dir);
         let mut used = None;
         for kind in &self.links {
@@ -1054,7 +1076,7 @@ impl LocalCache {
                     }
                     match reflink_copy::reflink(&src, &temp) {
                         Ok(()) => fs::set_permissions(&temp, fs::Permissions::from_mode(mode))
-                            .and_then(|()| verify_file(&temp, oid)),
+                            .and_then(|()| verify(&temp)),
                         Err(_) => {
                             // This filesystem cannot; don't ask again for every file.
                             let _ = fs::remove_file(&temp);
@@ -1069,10 +1091,13 @@ impl LocalCache {
                         continue;
                     }
                     match fs::hard_link(&src, &temp) {
-                        Ok(()) => verify_file(&temp, oid),
+                        Ok(()) => verify(&temp),
                         // EXDEV across filesystems, EMLINK, EPERM: try the next kind.
                         Err(_) => continue,
                     }
+                }
+                LinkKind::Copy if trusted => {
+                    copy_plain(&mut src_file, &temp, src_size, mode, &|n| self.report(n))
                 }
                 LinkKind::Copy => copy_verified(&mut src_file, &temp, src_size, mode, oid, &|n| {
                     self.report(n)
@@ -1536,6 +1561,28 @@ fn temp_path_in(dir: &Path) -> PathBuf {
 /// Whether a file's bytes hash to `oid`.
 fn verify_file(path: &Path, oid: &Oid) -> io::Result<bool> {
     Ok(oid::hash_file(path)?.0 == *oid)
+}
+
+/// Copies `src` (bytes this process has just verified) to a new file `dest` with
+/// `mode`, in the kernel (copy_file_range), without hashing them again.
+fn copy_plain(
+    src_file: &mut File,
+    dest: &Path,
+    size: u64,
+    mode: u32,
+    report: &(dyn Fn(u64) + Sync),
+) -> io::Result<bool> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(dest)?;
+    let copied = io::copy(src_file, &mut out)?;
+    if !umask_keeps_mode(&out, mode)? {
+        out.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    report(copied);
+    Ok(copied == size)
 }
 
 /// Copies `src` to a new file `dest` with `mode`, hashing the bytes placed.
