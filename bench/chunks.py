@@ -186,7 +186,8 @@ def main():
     print(f"| pull into an empty cache | czc | {fmt_s(full_pull[0])} | {full_pull[2] / MIB:.0f} MiB down | — | |")
     print(f"| peak heap (RssAnon) first push / pull | czc | {first_rss(rows) / 1024:.1f} / "
           f"{full_pull[3] / 1024:.1f} MiB | — | — | < 200 MiB |")
-    for path in leftovers:
+    # A few big files: cheap to delete, and they would fill the disk run after run.
+    for path in leftovers + [work]:
         shutil.rmtree(path, ignore_errors=True)
 
 

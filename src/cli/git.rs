@@ -142,6 +142,13 @@ pub fn cmd_gc(cli: &Cli, flags: GcFlags) -> Result<i32, Error> {
             outln!("{verb} {oid}");
         }
     }
+    let packs = match (report.packs_deleted, report.packs_rewritten) {
+        (0, 0) => String::new(),
+        (deleted, rewritten) => format!(
+            " ({deleted} pack{} deleted, {rewritten} repacked)",
+            plural(deleted)
+        ),
+    };
     let kept_also = if report.lost_races > 0 {
         format!(", {} changed meanwhile and left alone", report.lost_races)
     } else if report.unpushed_kept > 0 {
@@ -150,7 +157,7 @@ pub fn cmd_gc(cli: &Cli, flags: GcFlags) -> Result<i32, Error> {
         String::new()
     };
     outln!(
-        "{verb} {} object{} ({}) from {}; kept {} referenced, {} younger than the grace period{kept_also}",
+        "{verb} {} object{} ({}) from {}{packs}; kept {} referenced, {} younger than the grace period{kept_also}",
         report.deleted.len(),
         plural(report.deleted.len()),
         format_size(report.freed),

@@ -61,6 +61,9 @@ pub struct GcReport {
     pub skipped: Vec<String>,
     /// Leftovers of interrupted uploads removed (`gc --remote`).
     pub stale_uploads_swept: usize,
+    /// Packs deleted whole, and packs rewritten with only their live objects.
+    pub packs_deleted: usize,
+    pub packs_rewritten: usize,
 }
 
 /// Every object the kept history and the working tree reference. Any marker or
@@ -167,7 +170,7 @@ fn gc_remote(
         .iter()
         .filter_map(|key| object_key_oid(key))
         .collect();
-    // Packed objects stay until repacking lands: a pack is deleted whole or not at all.
+    // Packed objects are collected pack by pack below, not one by one.
     let packed: std::collections::HashSet<_> = listed_oids
         .iter()
         .zip(storage.pack_locations(&listed_oids)?)
@@ -202,6 +205,13 @@ fn gc_remote(
         report.deleted.push(oid);
         report.freed += size;
     }
+    // Packed and chunked objects: whole packs go, mostly dead ones are rewritten.
+    let packs = storage.gc_packs(&|oid| keep.contains(oid), grace, dry_run)?;
+    report.deleted.extend(packs.deleted);
+    report.freed += packs.freed;
+    report.kept_young += packs.kept_young;
+    report.packs_deleted = packs.packs_deleted;
+    report.packs_rewritten = packs.packs_rewritten;
     Ok(report)
 }
 

@@ -772,6 +772,16 @@ impl<S: WriteStorage> Packed<S> {
             Ok((whole.map_err(local)?, chunks))
         })?;
         crate::storage::check_object_bytes(key, &whole, src).map_err(local)?;
+        // Chunks found in old packs restart those packs' grace periods, as objects
+        // found there do: a gc elsewhere must not drop what this recipe will name.
+        let found: Vec<String> = chunks
+            .iter()
+            .filter(|(_, chunk, _)| there.objects.contains_key(chunk))
+            .map(|(_, chunk, _)| chunk.object_key())
+            .collect();
+        if !found.is_empty() {
+            self.refresh(&found)?;
+        }
         let recipe = Recipe {
             oid,
             size: chunks.iter().map(|(_, _, len)| len).sum(),
@@ -832,7 +842,57 @@ impl<S: WriteStorage> Packed<S> {
         let seen = self.inner.last_modified(&seen_key(pack))?;
         Ok(written.max(seen))
     }
+
+    /// Whether a pack is past `grace`, asked again right before it is changed: a push
+    /// that came to need its objects meanwhile has marked it seen.
+    fn pack_is_old(&self, pack: &Oid, grace: Duration) -> Result<bool, StorageError> {
+        Ok(self
+            .pack_age_start(pack)?
+            .and_then(|time| time.elapsed().ok())
+            .is_some_and(|age| age >= grace))
+    }
+
+    /// Reads a pack's `keep` entries (each hashed) into a new pack and uploads it.
+    fn rewrite_pack(&self, index: &PackIndex, keep: &[PackEntry]) -> Result<(), StorageError> {
+        let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mut builder = PackBuilder::new(&dir)?;
+        let key = pack_key(&index.pack);
+        for entry in keep {
+            let mut bytes = Vec::with_capacity(entry.len as usize);
+            with_retries(|| {
+                bytes.clear();
+                self.inner
+                    .copy_range_into(&key, entry.offset..entry.offset + entry.len, &mut bytes)
+            })?
+            .ok_or_else(|| self.bad_data(&key, "gone while being repacked".into()))?;
+            if Oid::of_bytes(&bytes) != entry.oid {
+                // Never carry damaged bytes into a new pack; the old one stays.
+                return Err(self.bad_data(
+                    &key,
+                    format!("holds corrupt bytes for {}; not repacked", entry.oid),
+                ));
+            }
+            builder.add(entry.oid, &bytes)?;
+        }
+        builder.upload(self)
+    }
 }
+
+/// What `gc --remote` did to packs and recipes.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PackGcReport {
+    /// Objects dropped: packed objects no longer in any pack, chunked objects whose
+    /// recipe was deleted.
+    pub deleted: Vec<Oid>,
+    pub freed: u64,
+    pub packs_deleted: usize,
+    pub packs_rewritten: usize,
+    /// Dead but inside the grace period (packs and recipes).
+    pub kept_young: usize,
+}
+
+/// A pack is rewritten when less than this share of its bytes is still live.
+const REPACK_BELOW_LIVE: f64 = 0.5;
 
 /// Storage errors are not `Clone` (they hold an `io::Error`); a group's failure is
 /// reported for each of its objects.
@@ -927,12 +987,41 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
             .collect();
         packs.sort();
         packs.dedup();
+        let chunked: Vec<Oid> = keys
+            .iter()
+            .filter_map(|key| object_key_oid(key))
+            .filter(|oid| map.recipes.contains(oid))
+            .collect();
         let loose: Vec<String> = keys
             .iter()
-            .filter(|key| object_key_oid(key).is_none_or(|oid| !map.objects.contains_key(&oid)))
+            .filter(|key| {
+                object_key_oid(key).is_none_or(|oid| {
+                    !map.objects.contains_key(&oid) && !map.recipes.contains(&oid)
+                })
+            })
             .cloned()
             .collect();
         self.inner.refresh(&loose)?;
+        // A recipe found wanted again is written again (same bytes), so its grace
+        // period, and with it its chunks', counts from now.
+        for oid in chunked {
+            let key = recipe_key(&oid);
+            let old = self
+                .inner
+                .last_modified(&key)?
+                .and_then(|time| time.elapsed().ok())
+                .is_some_and(|age| age >= REFRESH_AFTER);
+            if !old {
+                continue;
+            }
+            if let Some(recipe) = self.read_recipe(&oid)? {
+                let mut temp = tempfile::NamedTempFile::new()
+                    .map_err(|source| local_error(Path::new("temp"), source))?;
+                temp.write_all(&recipe.encode())
+                    .map_err(|source| local_error(temp.path(), source))?;
+                with_retries(|| self.inner.put(&key, temp.path()))?;
+            }
+        }
         for pack in packs {
             let old = self
                 .pack_age_start(&pack)?
@@ -958,6 +1047,119 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
             prefixes.push("packs/".into());
         }
         self.inner.sweep_stale_uploads(&prefixes, older_than)
+    }
+
+    fn gc_packs(
+        &self,
+        live: &(dyn Fn(&Oid) -> bool + Sync),
+        grace: Duration,
+        dry_run: bool,
+    ) -> Result<PackGcReport, StorageError> {
+        let mut report = PackGcReport::default();
+        let map = self.reload()?;
+        let old = |time: Option<SystemTime>| {
+            time.and_then(|time| time.elapsed().ok())
+                .is_some_and(|age| age >= grace)
+        };
+        // Recipes: a dead one past grace goes (its chunks die with it unless another
+        // recipe that stays names them); every recipe that stays keeps its chunks.
+        let mut live_chunks: HashSet<Oid> = HashSet::new();
+        let mut recipes: Vec<Oid> = map.recipes.iter().copied().collect();
+        recipes.sort();
+        for object in recipes {
+            let key = recipe_key(&object);
+            if !live(&object) && old(self.inner.last_modified(&key)?) {
+                let size = self.read_recipe(&object).ok().flatten().map(|r| r.size);
+                if !dry_run {
+                    self.inner.delete(&key)?;
+                    if let Some(dir) = &self.index_dir {
+                        let _ = std::fs::remove_file(dir.join("recipes").join(object.hex()));
+                    }
+                }
+                report.deleted.push(object);
+                report.freed += size.unwrap_or(0);
+                continue;
+            }
+            if !live(&object) {
+                report.kept_young += 1;
+            }
+            if let Some(recipe) = self.read_recipe(&object)? {
+                live_chunks.extend(recipe.chunks.iter().map(|(chunk, _)| *chunk));
+            }
+        }
+        // Packs: past grace, all dead -> deleted; mostly dead -> rewritten.
+        let mut packs: Vec<Arc<PackIndex>> = map.indexes.values().cloned().collect();
+        packs.sort_by_key(|index| index.pack);
+        for index in packs {
+            let wanted = |oid: &Oid| live(oid) || live_chunks.contains(oid);
+            let keep: Vec<PackEntry> = index
+                .entries
+                .iter()
+                .filter(|entry| wanted(&entry.oid))
+                .copied()
+                .collect();
+            let live_bytes: u64 = keep.iter().map(|entry| entry.len).sum();
+            let all_bytes: u64 = index.entries.iter().map(|entry| entry.len).sum();
+            let rewrite =
+                !keep.is_empty() && (live_bytes as f64) < REPACK_BELOW_LIVE * all_bytes as f64;
+            if !keep.is_empty() && !rewrite {
+                continue;
+            }
+            if !self.pack_is_old(&index.pack, grace)? {
+                report.kept_young += 1;
+                continue;
+            }
+            // Dropped: entries not live that no other pack also holds.
+            let dropped: Vec<&PackEntry> = index
+                .entries
+                .iter()
+                .filter(|entry| !wanted(&entry.oid))
+                .filter(|entry| {
+                    map.objects
+                        .get(&entry.oid)
+                        .is_none_or(|(pack, _, _)| *pack == index.pack)
+                })
+                .collect();
+            if !dry_run {
+                if rewrite {
+                    // The new pack is up before the old goes: a gc killed in between
+                    // leaves the objects twice, never nowhere.
+                    self.rewrite_pack(&index, &keep)?;
+                }
+                if !self.pack_is_old(&index.pack, grace)? {
+                    report.kept_young += 1;
+                    continue;
+                }
+                self.delete_pack(&index.pack)?;
+            }
+            if rewrite {
+                report.packs_rewritten += 1;
+            } else {
+                report.packs_deleted += 1;
+            }
+            report.deleted.extend(dropped.iter().map(|entry| entry.oid));
+            report.freed += dropped.iter().map(|entry| entry.len).sum::<u64>();
+        }
+        // What a killed gc or push left: packs without an index, past grace.
+        let listed = with_retries(|| self.inner.list("packs/"))?;
+        let indexed: HashSet<Oid> = listed
+            .iter()
+            .filter_map(|key| pack_of_key(key, "idx"))
+            .collect();
+        for pack in listed.iter().filter_map(|key| pack_of_key(key, "pack")) {
+            if indexed.contains(&pack) || !self.pack_is_old(&pack, grace)? {
+                continue;
+            }
+            if !dry_run {
+                self.inner.delete(&pack_key(&pack))?;
+                let _ = self.inner.delete(&seen_key(&pack));
+            }
+            report.packs_deleted += 1;
+        }
+        if !dry_run {
+            *self.map.lock().unwrap() = None;
+        }
+        Ok(report)
     }
 
     fn put_many_if_absent(

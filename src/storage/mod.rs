@@ -258,6 +258,18 @@ pub trait WriteStorage: ReadStorage {
         let _ = (prefixes, older_than);
         Ok(0)
     }
+    /// `gc --remote` of what packs and recipes hold: recipes of objects `live` rejects
+    /// and packs whose every entry is dead are deleted, packs mostly dead are rewritten
+    /// with their live entries, all only past `grace`. Default: nothing packed.
+    fn gc_packs(
+        &self,
+        live: &(dyn Fn(&Oid) -> bool + Sync),
+        grace: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<crate::packs::PackGcReport, StorageError> {
+        let _ = (live, grace, dry_run);
+        Ok(crate::packs::PackGcReport::default())
+    }
     fn put_many_if_absent(
         &self,
         items: &[(String, PathBuf)],

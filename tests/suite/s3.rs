@@ -1343,3 +1343,141 @@ fn a_lying_recipe_or_a_missing_chunk_fails_by_name_and_admits_nothing() {
     env.czc().arg("pull").assert().success();
     assert!(env.read("model.bin") == content);
 }
+
+/// Sets every file under `dir` (recursively) two days into the past.
+fn age_files(dir: &std::path::Path) {
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86400);
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            fs::File::options()
+                .write(true)
+                .open(entry.path())
+                .unwrap()
+                .set_modified(two_days_ago)
+                .unwrap();
+        }
+    }
+}
+
+fn files_in(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.to_string_lossy().ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn gc_remote_deletes_dead_packs_and_recipes_repacks_mostly_dead_ones_and_a_killed_gc_loses_nothing()
+{
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    // One pack: a small live object beside three big dead ones.
+    env.write("live.bin", bytes(120, 3000));
+    for n in 0..3u64 {
+        env.write(&format!("dead{n}.bin"), bytes(121 + n, 200_000));
+    }
+    env.czc()
+        .args(["save", "live.bin", "dead0.bin", "dead1.bin", "dead2.bin"])
+        .assert()
+        .success();
+    env.czc().arg("push").assert().success();
+    // A second pack, all dead; and a chunked object, dead.
+    env.write("gone.bin", bytes(125, 50_000));
+    env.write("model.bin", big_file(126, 20));
+    env.czc()
+        .args(["save", "gone.bin", "model.bin"])
+        .assert()
+        .success();
+    env.czc().arg("push").assert().success();
+    let root = server.root.join("team/czc");
+    let packs = root.join("packs");
+    assert!(
+        files_in(&packs, ".pack").len() >= 3,
+        "{:?}",
+        files_in(&packs, "")
+    );
+    assert_eq!(files_in(&root.join("recipes"), "").len(), 1);
+    for dead in [
+        "dead0.bin",
+        "dead1.bin",
+        "dead2.bin",
+        "gone.bin",
+        "model.bin",
+    ] {
+        fs::remove_file(env.path(&format!("{dead}.czc"))).unwrap();
+    }
+
+    // Within the grace period nothing goes.
+    env.czc()
+        .args(["gc", "--remote", "team"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("deleted 0 objects"));
+    let before = files_in(&packs, ".pack").len();
+    assert!(before >= 3);
+
+    // Past it: a gc that fails after writing the repacked pack, before the old one goes.
+    age_files(&root);
+    proxy.inject("HEAD", ".idx", 10, Fault::StatusBefore(500));
+    let out = env
+        .czc()
+        .args(["gc", "--remote", "team", "--keep-younger-than", "1h"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    proxy.clear();
+    // Nothing live is lost: a fresh clone still gets live.bin.
+    let clone = through(&proxy, &server);
+    clone.write("live.bin.czc", env.read("live.bin.czc"));
+    clone.czc().arg("pull").assert().success();
+    assert_eq!(clone.read("live.bin"), bytes(120, 3000));
+
+    // Run again: it finishes, and leaves exactly the live object's new pack.
+    let out = env
+        .czc()
+        .args(["gc", "--remote", "team", "--keep-younger-than", "1h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        files_in(&packs, ".pack").len(),
+        1,
+        "{:?}",
+        files_in(&packs, "")
+    );
+    assert_eq!(files_in(&packs, ".idx").len(), 1);
+    assert!(
+        files_in(&root.join("recipes"), "").is_empty(),
+        "the dead recipe went"
+    );
+    let pack = &files_in(&packs, ".pack")[0];
+    assert!(
+        fs::metadata(pack).unwrap().len() < 10_000,
+        "only live.bin is left"
+    );
+    let fresh = through(&proxy, &server);
+    fresh.write("live.bin.czc", env.read("live.bin.czc"));
+    fresh.czc().arg("pull").assert().success();
+    assert_eq!(fresh.read("live.bin"), bytes(120, 3000));
+    // A pack with no index (a push killed between the two), past grace, is swept;
+    // the live pack stays.
+    let orphan = packs.join(format!("{}.pack", Oid::of_bytes(b"orphan").hex()));
+    fs::write(&orphan, b"CZCPACK1 half an upload").unwrap();
+    age_files(&packs);
+    env.czc()
+        .args(["gc", "--remote", "team", "--keep-younger-than", "1h"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("deleted 0 objects"));
+    assert!(!orphan.exists());
+    assert_eq!(files_in(&packs, ".pack").len(), 1);
+    let fresh = through(&proxy, &server);
+    fresh.write("live.bin.czc", env.read("live.bin.czc"));
+    fresh.czc().arg("pull").assert().success();
+}
