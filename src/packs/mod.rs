@@ -41,6 +41,8 @@ pub const REFRESH_AFTER: Duration = Duration::from_secs(3600);
 /// Threads hashing and packing the chunks of a big object, each uploading its own
 /// packs: this many uploads are in flight at once.
 const CHUNK_WORKERS: usize = 2;
+/// Pack indexes fetched at once when a remote's packs are listed.
+const INDEX_READS: usize = 16;
 
 /// The key of a pack.
 pub fn pack_key(pack: &Oid) -> String {
@@ -148,8 +150,13 @@ impl<S: ReadStorage> Packed<S> {
     /// Lists `packs/` and reads the indexes not known yet (from the local copies when
     /// there are, else from the remote); packs gone from the listing are forgotten.
     fn reload(&self) -> Result<Arc<PackMap>, StorageError> {
-        use rayon::prelude::*;
-        let listed: Vec<Oid> = with_retries(|| self.inner.list("packs/"))?
+        // The two listings at once: each is a round trip.
+        let (packs, recipes) = std::thread::scope(|scope| {
+            let recipes = scope.spawn(|| with_retries(|| self.inner.list("recipes/")));
+            let packs = with_retries(|| self.inner.list("packs/"));
+            (packs, recipes.join().expect("a listing thread panicked"))
+        });
+        let listed: Vec<Oid> = packs?
             .iter()
             .filter_map(|key| pack_of_key(key, "idx"))
             .collect();
@@ -157,18 +164,40 @@ impl<S: ReadStorage> Packed<S> {
             Some((map, _)) => map,
             None => Arc::default(),
         };
-        let read: Vec<Result<Arc<PackIndex>, StorageError>> = listed
-            .par_iter()
-            .map(|pack| match known.indexes.get(pack) {
-                Some(index) => Ok(index.clone()),
-                None => self.read_index(pack).map(Arc::new),
-            })
-            .collect();
+        // Indexes not kept locally are fetched INDEX_READS at a time (round trips, not
+        // CPU: the rayon pool of a 2-core machine would fetch two at a time).
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let read: Vec<Result<Arc<PackIndex>, StorageError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..INDEX_READS.min(listed.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut got = Vec::new();
+                        loop {
+                            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(pack) = listed.get(at) else { break };
+                            got.push(match known.indexes.get(pack) {
+                                Some(index) => Ok(index.clone()),
+                                None => self.read_index(pack).map(Arc::new),
+                            });
+                        }
+                        got
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("an index reader panicked"))
+                .collect()
+        });
+        let mut indexes = read.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // In pack order, so which copy of an object packed twice is read does not
+        // depend on which reader finished first.
+        indexes.sort_by_key(|index| index.pack);
         let mut map = PackMap::default();
-        for index in read {
-            map.add(index?);
+        for index in indexes {
+            map.add(index);
         }
-        map.recipes = with_retries(|| self.inner.list("recipes/"))?
+        map.recipes = recipes?
             .iter()
             .filter_map(|key| recipe_of_key(key))
             .collect();
@@ -1006,9 +1035,11 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
         // period, and with it its chunks', counts from now.
         for oid in chunked {
             let key = recipe_key(&oid);
-            let old = self
-                .inner
-                .last_modified(&key)?
+            let written = match self.inner.listed_time(&key) {
+                Some(time) => Some(time),
+                None => self.inner.last_modified(&key)?,
+            };
+            let old = written
                 .and_then(|time| time.elapsed().ok())
                 .is_some_and(|age| age >= REFRESH_AFTER);
             if !old {
@@ -1023,8 +1054,16 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
             }
         }
         for pack in packs {
-            let old = self
-                .pack_age_start(&pack)?
+            // From the listing that loaded the map when it says (one round trip for all
+            // packs), else asked.
+            let started = match self.inner.listed_time(&pack_key(&pack)) {
+                Some(written) => {
+                    let seen = self.inner.listed_time(&seen_key(&pack));
+                    Some(written.max(seen.unwrap_or(written)))
+                }
+                None => self.pack_age_start(&pack)?,
+            };
+            let old = started
                 .and_then(|time| time.elapsed().ok())
                 .is_some_and(|age| age >= REFRESH_AFTER);
             if old {

@@ -196,6 +196,12 @@ pub trait ReadStorage: Send + Sync {
     fn pack_locations(&self, oids: &[Oid]) -> Result<Vec<Option<PackedAt>>, StorageError> {
         Ok(vec![None; oids.len()])
     }
+    /// When `key` was written, as the last listing that saw it said (`None`: no listing
+    /// of this handle saw it, or the backend keeps no such times). Saves a HEAD per key
+    /// where a listing just answered; never used where only a fresh answer will do.
+    fn listed_time(&self, _key: &str) -> Option<std::time::SystemTime> {
+        None
+    }
     /// The recipe of an object this storage holds as chunks (`None`: not chunked here).
     fn recipe(&self, _oid: &Oid) -> Result<Option<crate::packs::recipe::Recipe>, StorageError> {
         Ok(None)
@@ -677,6 +683,12 @@ mod tests {
     fn pack_suite_over_a_folder() {
         let dir = tempfile::tempdir().unwrap();
         super::conformance::pack_suite(&|| FolderStorage::new(dir.path()));
+    }
+
+    #[test]
+    fn chunk_suite_over_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        super::conformance::chunk_suite(&|| FolderStorage::new(dir.path()));
     }
 
     #[test]

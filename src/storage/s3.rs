@@ -815,7 +815,11 @@ impl ReadStorage for S3Storage {
             let mut keys = Vec::new();
             let mut listing = store.list(base.as_ref());
             while let Some(meta) = listing.next().await {
-                keys.push(meta?.location.to_string());
+                let meta = meta?;
+                keys.push((
+                    meta.location.to_string(),
+                    SystemTime::from(meta.last_modified),
+                ));
             }
             Ok::<_, object_store::Error>(keys)
         });
@@ -835,13 +839,22 @@ impl ReadStorage for S3Storage {
         } else {
             format!("{}/", self.prefix)
         };
+        let mut times = self.listed_times.lock().unwrap();
         let mut keys: Vec<String> = keys
             .into_iter()
-            .filter_map(|k| k.strip_prefix(&strip).map(str::to_string))
+            .filter_map(|(key, time)| {
+                let key = key.strip_prefix(&strip)?.to_string();
+                times.insert(key.clone(), time);
+                Some(key)
+            })
             .filter(|k| k.starts_with(prefix))
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    fn listed_time(&self, key: &str) -> Option<SystemTime> {
+        self.listed_times.lock().unwrap().get(key).copied()
     }
 }
 

@@ -57,6 +57,7 @@ fn object_and_keyed_suites_pass_over_s3() {
     // The prefix is honoured: the keys live under it in the bucket.
     assert!(server.root.join("team/keyed/nested/runs/ra/ce").is_file());
     conformance::pack_suite(&|| signed(&server, "s3://team/pack-suite"));
+    conformance::chunk_suite(&|| signed(&server, "s3://team/chunk-suite"));
     // A bucket with no prefix works the same.
     let bare = S3Server::start(&["bare"]);
     conformance::object_write_suite(&signed(&bare, "s3://bare"));

@@ -143,6 +143,7 @@ fn the_shared_storage_conformance_suites_pass_over_http() {
     czcache::storage::conformance::keyed_write_suite(&remote);
     czcache::storage::conformance::keyed_race_suite(&remote);
     czcache::storage::conformance::pack_suite(&|| server.client(Some(TOKEN)));
+    czcache::storage::conformance::chunk_suite(&|| server.client(Some(TOKEN)));
 }
 
 #[test]
