@@ -164,6 +164,9 @@ def main():
             rows.append(("DVC", dfirst, dsecond))
     finally:
         server.stop()
+        if sys.exc_info()[0] is not None:
+            # A failed run still gives back its disk (a few big files, cheap to delete).
+            shutil.rmtree(work, ignore_errors=True)
 
     net = f"{args.rtt:g} ms round trip" + (f", {args.mbit:g} Mbit/s" if args.mbit else "")
     print()

@@ -717,7 +717,9 @@ impl<S: WriteStorage> Packed<S> {
         let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
         let claimed: Mutex<HashSet<Oid>> = Mutex::new(HashSet::new());
         let (send, receive) = mpsc::sync_channel::<(usize, Vec<u8>)>(CHUNK_WORKERS);
-        let receive = Mutex::new(receive);
+        // Shared by the workers and dropped with the last of them, so the cutter's
+        // send fails (and it stops) if every worker has stopped on an error.
+        let receive = Arc::new(Mutex::new(receive));
         let (whole, chunks) = std::thread::scope(|scope| {
             // The whole file's hash (it must be the oid) beside the chunking.
             let whole = scope.spawn(|| {
@@ -729,7 +731,8 @@ impl<S: WriteStorage> Packed<S> {
             // filling its own pack and uploading it when full.
             let workers: Vec<_> = (0..CHUNK_WORKERS)
                 .map(|_| {
-                    let (receive, claimed, there, dir) = (&receive, &claimed, &there, &dir);
+                    let receive = receive.clone();
+                    let (claimed, there, dir) = (&claimed, &there, &dir);
                     scope.spawn(move || -> Result<Vec<(usize, Oid, u64)>, StorageError> {
                         let mut placed = Vec::new();
                         let mut builder: Option<PackBuilder> = None;
@@ -764,6 +767,7 @@ impl<S: WriteStorage> Packed<S> {
                     })
                 })
                 .collect();
+            drop(receive); // the workers hold it now
             let cut = (|| -> io::Result<()> {
                 let file = io::BufReader::with_capacity(4 << 20, File::open(src)?);
                 let chunker = fastcdc::v2020::StreamCDC::new(
@@ -840,7 +844,15 @@ impl<S: WriteStorage> Packed<S> {
         let pack_key = pack_key(&index.pack);
         // Unconditional: a pack is named by the hash of its bytes, so a pack already
         // there holds the same bytes (and S3 cannot make a multipart upload conditional).
-        with_retries(|| self.inner.put(&pack_key, pack_file))?;
+        if let Err(err) = with_retries(|| self.inner.put(&pack_key, pack_file)) {
+            // A retried completion of a multipart upload that had in fact completed is
+            // refused by some servers. A pack is named by its bytes: one of the right
+            // size there now is this pack (and every read of it is hashed anyway).
+            match self.inner.size(&pack_key) {
+                Ok(Some(size)) if size == index.pack_size => {}
+                _ => return Err(err),
+            }
+        }
         let bytes = index.encode();
         let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
         let local = |source| local_error(&dir, source);

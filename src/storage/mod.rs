@@ -686,6 +686,43 @@ mod tests {
     }
 
     #[test]
+    fn a_chunked_push_whose_uploads_all_fail_returns_the_error_and_does_not_hang() {
+        use crate::packs::{PackWrites, Packed};
+        let dir = tempfile::tempdir().unwrap();
+        // A remote root under a regular file: every write fails (even for root).
+        let blocker = dir.path().join("a-file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let storage = Packed::new(
+            FolderStorage::new(blocker.join("remote")),
+            PackWrites::Packs,
+            Some(dir.path().join("indexes")),
+        );
+        let size = crate::packs::recipe::CHUNKED_MIN as usize + (8 << 20);
+        let mut state = 1u64;
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        let src = dir.path().join("big");
+        std::fs::write(&src, &bytes).unwrap();
+        let key = Oid::of_bytes(&bytes).object_key();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let results =
+                storage.put_many_if_absent(&[(key, src)], &crate::report::Counter::default());
+            let _ = done.send(results.into_iter().map(|r| r.is_err()).collect::<Vec<_>>());
+        });
+        let failed = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the push returned");
+        assert_eq!(failed, vec![true]);
+    }
+
+    #[test]
     fn chunk_suite_over_a_folder() {
         let dir = tempfile::tempdir().unwrap();
         super::conformance::chunk_suite(&|| FolderStorage::new(dir.path()));

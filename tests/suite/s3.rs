@@ -1482,3 +1482,32 @@ fn gc_remote_deletes_dead_packs_and_recipes_repacks_mostly_dead_ones_and_a_kille
     fresh.write("live.bin.czc", env.read("live.bin.czc"));
     fresh.czc().arg("pull").assert().success();
 }
+
+#[test]
+fn a_pack_whose_completed_upload_was_answered_with_an_error_is_found_there_and_not_lost() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through(&proxy, &server);
+    // Twelve 1 MiB files: one pack over 8 MiB, so a multipart upload.
+    let names: Vec<String> = (0..12).map(|n| format!("f{n}.bin")).collect();
+    for (n, name) in names.iter().enumerate() {
+        env.write(name, bytes(130 + n as u64, 1 << 20));
+    }
+    let mut save = vec!["save"];
+    save.extend(names.iter().map(String::as_str));
+    env.czc().args(&save).assert().success();
+    // The completion lands, but its answer is an error: the retried completion finds
+    // no such upload any more.
+    proxy.inject("POST", "?uploadId=", 1, Fault::StatusAfter(500));
+    let out = env.czc().arg("push").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.applied().len(), 1, "{:?}", proxy.applied());
+    fs::remove_dir_all(&env.cache).unwrap();
+    for name in &names {
+        fs::remove_file(env.path(name)).unwrap();
+    }
+    env.czc().arg("pull").assert().success();
+    for (n, name) in names.iter().enumerate() {
+        assert_eq!(env.read(name), bytes(130 + n as u64, 1 << 20));
+    }
+}
