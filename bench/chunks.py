@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from remote import ACCESS_KEY, SECRET_KEY, S3Server, ensure_remote_tools  # noqa: E402
-from run import fmt_s, git_env, sh, write_random  # noqa: E402
+from run import fmt_s, git_env, sh, wait_sampling_rss, write_random  # noqa: E402
 
 MIB = 1 << 20
 
@@ -36,16 +36,7 @@ def run_measured(cmd, cwd, env, proxy):
     up, down = proxy.up.bytes, proxy.down.bytes
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    status = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    peak = max(peak, int(line.split()[1]))
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            pass
-        time.sleep(0.005)
+    peak = wait_sampling_rss(proc, 0.005)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"benchmark step failed: {cmd}: {proc.stderr.read().decode()}")

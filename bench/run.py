@@ -78,9 +78,8 @@ def timed_pair(mine, reference, runs=3):
     return statistics.median(a), statistics.median(b)
 
 
-def peak_rss_anon(cmd, cwd, env):
-    """Runs `cmd`, sampling /proc/<pid>/status; returns the peak RssAnon in KiB."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+def wait_sampling_rss(proc, every):
+    """Waits for `proc`, sampling /proc/<pid>/status every `every` s; the peak RssAnon in KiB."""
     peak = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
@@ -90,7 +89,14 @@ def peak_rss_anon(cmd, cwd, env):
                     peak = max(peak, int(line.split()[1]))
         except (FileNotFoundError, ProcessLookupError, ValueError):
             pass
-        time.sleep(0.001)
+        time.sleep(every)
+    return peak
+
+
+def peak_rss_anon(cmd, cwd, env):
+    """Runs `cmd`, sampling /proc/<pid>/status; returns the peak RssAnon in KiB."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    peak = wait_sampling_rss(proc, 0.001)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark step failed: {cmd}")
     return peak

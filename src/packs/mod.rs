@@ -208,29 +208,42 @@ impl<S: ReadStorage> Packed<S> {
 
     fn read_index(&self, pack: &Oid) -> Result<PackIndex, StorageError> {
         let key = index_key(pack);
+        let kept = format!("{}.idx", pack.hex());
+        self.read_kept(&key, &kept, INDEX_MAX_BYTES, |what, bytes| {
+            PackIndex::decode(what, bytes, pack)
+        })?
+        .ok_or_else(|| self.bad_data(&key, "listed but gone (deleted by a gc meanwhile?)".into()))
+    }
+
+    /// A remote key that never changes (an index, a recipe), decoded: from its copy
+    /// `kept` under the index folder when that copy decodes, else read from the remote
+    /// (at most `max` bytes), decoded, and kept for next time.
+    fn read_kept<T>(
+        &self,
+        key: &str,
+        kept: &str,
+        max: u64,
+        decode: impl Fn(&str, &[u8]) -> Result<T, format::FormatError>,
+    ) -> Result<Option<T>, StorageError> {
         let what = format!("{}: {key}", self.inner.describe());
-        let kept = self
-            .index_dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{}.idx", pack.hex())));
+        let kept = self.index_dir.as_ref().map(|dir| dir.join(kept));
         if let Some(bytes) = kept.as_ref().and_then(|path| std::fs::read(path).ok()) {
-            if let Ok(index) = PackIndex::decode(&what, &bytes, pack) {
-                return Ok(index);
+            if let Ok(decoded) = decode(&what, &bytes) {
+                return Ok(Some(decoded));
             }
         }
-        let Some(bytes) = self.read_small(&key, INDEX_MAX_BYTES)? else {
-            return Err(self.bad_data(&key, "listed but gone (deleted by a gc meanwhile?)".into()));
+        let Some(bytes) = self.read_small(key, max)? else {
+            return Ok(None);
         };
-        let index = PackIndex::decode(&what, &bytes, pack)
-            .map_err(|err| self.bad_data(&key, err.reason))?;
+        let decoded = decode(&what, &bytes).map_err(|err| self.bad_data(key, err.reason))?;
         if let Some(path) = kept {
-            // Best effort: without it the index is read again next time.
+            // Best effort: without it the key is read again next time.
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
             let _ = crate::fsutil::write_atomic(&path, &bytes);
         }
-        Ok(index)
+        Ok(Some(decoded))
     }
 
     /// What `find` says of the pack map, asked after a key was not found loose: loose
@@ -275,30 +288,10 @@ impl<S: ReadStorage> Packed<S> {
     /// Reads (and checks) an object's recipe: the local copy when there is a good one,
     /// else the remote's, bounded.
     fn read_recipe(&self, oid: &Oid) -> Result<Option<Recipe>, StorageError> {
-        let key = recipe_key(oid);
-        let what = format!("{}: {key}", self.inner.describe());
-        let kept = self
-            .index_dir
-            .as_ref()
-            .map(|dir| dir.join("recipes").join(oid.hex()));
-        if let Some(bytes) = kept.as_ref().and_then(|path| std::fs::read(path).ok()) {
-            if let Ok(recipe) = Recipe::decode(&what, &bytes, oid) {
-                return Ok(Some(recipe));
-            }
-        }
-        let Some(bytes) = self.read_small(&key, RECIPE_MAX_BYTES)? else {
-            return Ok(None);
-        };
-        let recipe =
-            Recipe::decode(&what, &bytes, oid).map_err(|err| self.bad_data(&key, err.reason))?;
-        if let Some(path) = kept {
-            // Best effort: without it the recipe is read again next time.
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let _ = crate::fsutil::write_atomic(&path, &bytes);
-        }
-        Ok(Some(recipe))
+        let kept = format!("recipes/{}", oid.hex());
+        self.read_kept(&recipe_key(oid), &kept, RECIPE_MAX_BYTES, |what, bytes| {
+            Recipe::decode(what, bytes, oid)
+        })
     }
 
     /// A small remote key's bytes (an index, a recipe), at most `max` of them.

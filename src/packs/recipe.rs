@@ -139,18 +139,7 @@ pub fn cut(data: &[u8]) -> Vec<Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
+    use crate::storage::conformance::noise;
 
     fn recipe_of(data: &[u8]) -> Recipe {
         let chunks = cut(data)

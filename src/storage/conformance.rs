@@ -16,6 +16,48 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// `len` pseudo-random bytes, the same for the same `seed` (content-defined chunking
+/// needs content to cut).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Fetches `wanted` from `storage` (the only remote of a chain) into a new cache in
+/// `dir`: what a pull does.
+fn fetch_into_new_cache(
+    dir: &Path,
+    storage: std::sync::Arc<dyn ReadStorage>,
+    wanted: &[(Oid, PathBuf)],
+) -> (crate::cache::LocalCache, crate::remote::TransferReport) {
+    use crate::cache::{LocalCache, NamedRemote, RemoteChain};
+    use crate::config::{CacheConfig, IndexKind, LinkKind, ReadPolicy};
+    let cache = LocalCache::open(&CacheConfig {
+        dir: dir.to_path_buf(),
+        size_limit: 1 << 30,
+        index: IndexKind::Csv,
+        link: vec![LinkKind::Copy],
+    })
+    .expect("cache");
+    let chain = RemoteChain::new(
+        vec![NamedRemote {
+            name: "remote".into(),
+            storage,
+        }],
+        ReadPolicy::First,
+    );
+    let sizes = std::collections::HashMap::new();
+    let report = crate::remote::fetch(&cache, &chain, wanted, &sizes, 4).unwrap();
+    (cache, report)
+}
+
 /// Read checks against a storage that holds exactly one object, `seeded`.
 pub fn object_read_suite(storage: &dyn ReadStorage, seeded: &[u8]) {
     let scratch = tempfile::tempdir().expect("scratch dir");
@@ -350,10 +392,7 @@ pub fn object_batch_suite(storage: &dyn WriteStorage) {
 /// loose object; a fresh handle finds them from the remote's indexes alone; and damaged
 /// packs (truncated, a lying index, a pack gone) lose nothing and admit nothing.
 pub fn pack_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
-    use crate::cache::{LocalCache, NamedRemote, RemoteChain};
-    use crate::config::{CacheConfig, IndexKind, LinkKind, ReadPolicy};
     use crate::packs::{format::PackIndex, PackWrites, Packed};
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     let scratch = tempfile::tempdir().expect("scratch dir");
@@ -432,26 +471,11 @@ pub fn pack_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
 
     // A batch fetch into a cache: packed objects by ranges, the loose one on its own.
     let fetch_all = |dir: &str, storage: Arc<dyn ReadStorage>| {
-        let cache = LocalCache::open(&CacheConfig {
-            dir: scratch.path().join(dir),
-            size_limit: 1 << 30,
-            index: IndexKind::Csv,
-            link: vec![LinkKind::Copy],
-        })
-        .expect("cache");
-        let chain = RemoteChain::new(
-            vec![NamedRemote {
-                name: "packed".into(),
-                storage,
-            }],
-            ReadPolicy::First,
-        );
         let wanted: Vec<(Oid, PathBuf)> = keys[..301]
             .iter()
             .map(|k| (super::object_key_oid(k).unwrap(), PathBuf::from(k)))
             .collect();
-        let report = crate::remote::fetch(&cache, &chain, &wanted, &HashMap::new(), 4).unwrap();
-        (cache, report)
+        fetch_into_new_cache(&scratch.path().join(dir), storage, &wanted)
     };
     let (cache, report) = fetch_all("cache1", Arc::new(packed("c")));
     assert_eq!(
@@ -556,11 +580,8 @@ pub fn pack_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
 /// missing chunk or lying recipe fails without admitting anything. Leaves the storage
 /// empty.
 pub fn chunk_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
-    use crate::cache::{LocalCache, NamedRemote, RemoteChain};
-    use crate::config::{CacheConfig, IndexKind, LinkKind, ReadPolicy};
     use crate::packs::recipe::{recipe_key, Recipe, CHUNKED_MIN};
     use crate::packs::{PackWrites, Packed};
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     let scratch = tempfile::tempdir().expect("scratch dir");
@@ -570,18 +591,6 @@ pub fn chunk_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
             PackWrites::Packs,
             Some(scratch.path().join("indexes").join(dir)),
         )
-    };
-    // Pseudo-random bytes (content-defined chunking needs content).
-    let noise = |len: usize, seed: u64| -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
     };
     let size = (CHUNKED_MIN + (3 << 20)) as usize;
     let mut bytes = noise(size, 7);
@@ -639,23 +648,8 @@ pub fn chunk_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
 
     // A pull assembles both into a cache, each hashed whole.
     let fetch = |dir: &str, storage: Arc<dyn ReadStorage>, oids: &[Oid]| {
-        let cache = LocalCache::open(&CacheConfig {
-            dir: scratch.path().join(dir),
-            size_limit: 1 << 30,
-            index: IndexKind::Csv,
-            link: vec![LinkKind::Copy],
-        })
-        .expect("cache");
-        let chain = RemoteChain::new(
-            vec![NamedRemote {
-                name: "chunked".into(),
-                storage,
-            }],
-            ReadPolicy::First,
-        );
         let wanted: Vec<(Oid, PathBuf)> = oids.iter().map(|o| (*o, PathBuf::from("big"))).collect();
-        let report = crate::remote::fetch(&cache, &chain, &wanted, &HashMap::new(), 4).unwrap();
-        (cache, report)
+        fetch_into_new_cache(&scratch.path().join(dir), storage, &wanted)
     };
     let (cache, report) = fetch("cache1", Arc::new(packed("c")), &[oid, edited]);
     assert_eq!(

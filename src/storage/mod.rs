@@ -698,15 +698,7 @@ mod tests {
             Some(dir.path().join("indexes")),
         );
         let size = crate::packs::recipe::CHUNKED_MIN as usize + (8 << 20);
-        let mut state = 1u64;
-        let bytes: Vec<u8> = (0..size)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect();
+        let bytes = super::conformance::noise(size, 1);
         let src = dir.path().join("big");
         std::fs::write(&src, &bytes).unwrap();
         let key = Oid::of_bytes(&bytes).object_key();
