@@ -9,6 +9,7 @@
 //! Indexes are kept in the local cache (they never change: a pack is named by its
 //! hash) and the set of packs is refreshed by listing `packs/`.
 
+pub mod chunker;
 pub mod fetch;
 pub mod format;
 pub mod recipe;
@@ -26,6 +27,7 @@ use crate::storage::{
     object_key_oid, too_long, with_retries, KeyInfo, PackedAt, ReadStorage, StorageError,
     WriteStorage,
 };
+use chunker::ChunkSpan;
 use format::{PackEntry, PackIndex, INDEX_MAX_BYTES, PACK_MAGIC};
 use recipe::{recipe_key, recipe_of_key, Recipe, CHUNKED_MIN, RECIPE_MAX_BYTES};
 
@@ -709,7 +711,9 @@ impl<S: WriteStorage> Packed<S> {
         let there = self.reload()?;
         let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
         let claimed: Mutex<HashSet<Oid>> = Mutex::new(HashSet::new());
-        let (send, receive) = mpsc::sync_channel::<(usize, Vec<u8>)>(CHUNK_WORKERS);
+        let file = File::open(src).map_err(local)?;
+        let len = file.metadata().map_err(local)?.len();
+        let (send, receive) = mpsc::sync_channel::<ChunkSpan>(4 * CHUNK_WORKERS);
         // Shared by the workers and dropped with the last of them, so the cutter's
         // send fails (and it stops) if every worker has stopped on an error.
         let receive = Arc::new(Mutex::new(receive));
@@ -720,30 +724,33 @@ impl<S: WriteStorage> Packed<S> {
                 hasher.update_mmap_rayon(src)?;
                 Ok::<Oid, io::Error>(Oid::from_hash(hasher.finalize()))
             });
-            // Cut on this thread; chunks are hashed and packed by the workers, each
+            // Chunks the remote lacks are read again (from the page cache), checked
+            // against the hash the cutter gave them, and packed by the workers, each
             // filling its own pack and uploading it when full.
             let workers: Vec<_> = (0..CHUNK_WORKERS)
                 .map(|_| {
                     let receive = receive.clone();
-                    let (claimed, there, dir) = (&claimed, &there, &dir);
-                    scope.spawn(move || -> Result<Vec<(usize, Oid, u64)>, StorageError> {
-                        let mut placed = Vec::new();
+                    let (dir, file) = (&dir, &file);
+                    scope.spawn(move || -> Result<(), StorageError> {
+                        use std::os::unix::fs::FileExt;
                         let mut builder: Option<PackBuilder> = None;
+                        let mut data = Vec::new();
                         loop {
                             let next = receive.lock().unwrap().recv();
-                            let Ok((index, data)) = next else { break };
-                            let chunk = Oid::of_bytes(&data);
-                            placed.push((index, chunk, data.len() as u64));
-                            let wanted = !there.objects.contains_key(&chunk)
-                                && claimed.lock().unwrap().insert(chunk);
-                            if !wanted {
-                                continue;
+                            let Ok(span) = next else { break };
+                            data.resize(span.len as usize, 0);
+                            file.read_exact_at(&mut data, span.offset).map_err(local)?;
+                            if Oid::of_bytes(&data) != span.oid {
+                                return Err(local(io::Error::other(format!(
+                                    "changed while it was pushed (bytes at {} no longer hash to {})",
+                                    span.offset, span.oid
+                                ))));
                             }
                             let pack = match builder.as_mut() {
                                 Some(pack) => pack,
                                 None => builder.insert(PackBuilder::new(dir)?),
                             };
-                            pack.add(chunk, &data)?;
+                            pack.add(span.oid, &data)?;
                             if pack.offset >= PACK_TARGET {
                                 let full = builder.take().expect("a pack");
                                 let bytes = full.offset;
@@ -756,45 +763,40 @@ impl<S: WriteStorage> Packed<S> {
                             last.upload(self)?;
                             progress.bytes_done(bytes);
                         }
-                        Ok(placed)
+                        Ok(())
                     })
                 })
                 .collect();
             drop(receive); // the workers hold it now
-            let cut = (|| -> io::Result<()> {
-                let file = io::BufReader::with_capacity(4 << 20, File::open(src)?);
-                let chunker = fastcdc::v2020::StreamCDC::new(
-                    file,
-                    recipe::CHUNK_MIN,
-                    recipe::CHUNK_AVG,
-                    recipe::CHUNK_MAX,
-                );
-                for (index, chunk) in chunker.enumerate() {
-                    let chunk = chunk.map_err(|err| match err {
-                        fastcdc::v2020::Error::IoError(err) => err,
-                        other => io::Error::other(other.to_string()),
-                    })?;
-                    if send.send((index, chunk.data)).is_err() {
-                        break; // a worker failed; its error is reported below
-                    }
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let mut chunks: Vec<(Oid, u64)> = Vec::new();
+            let cut = chunker::chunk_file(&file, len, threads, |span| {
+                chunks.push((span.oid, span.len));
+                let wanted = !there.objects.contains_key(&span.oid)
+                    && claimed.lock().unwrap().insert(span.oid);
+                if wanted {
+                    send.send(span).map_err(|_| ())?; // a worker failed: reported below
                 }
-                Ok(())
-            })();
+                Ok::<(), ()>(())
+            });
             drop(send);
-            let mut chunks = Vec::new();
             let mut failed = None;
             for worker in workers {
-                match worker.join().expect("a chunk worker panicked") {
-                    Ok(placed) => chunks.extend(placed),
-                    Err(err) => failed = failed.or(Some(err)),
+                if let Err(err) = worker.join().expect("a chunk worker panicked") {
+                    failed = failed.or(Some(err));
                 }
             }
             let whole = whole.join().expect("the hasher panicked");
             if let Some(err) = failed {
                 return Err(err);
             }
-            cut.map_err(local)?;
-            chunks.sort_unstable_by_key(|(index, _, _)| *index);
+            match cut {
+                Err(chunker::ChunkingError::Read(err)) => return Err(local(err)),
+                Err(chunker::ChunkingError::Emit(())) => {
+                    return Err(local(io::Error::other("the chunk workers stopped")))
+                }
+                Ok(()) => {}
+            }
             Ok((whole.map_err(local)?, chunks))
         })?;
         crate::storage::check_object_bytes(key, &whole, src).map_err(local)?;
@@ -802,19 +804,16 @@ impl<S: WriteStorage> Packed<S> {
         // found there do: a gc elsewhere must not drop what this recipe will name.
         let found: Vec<String> = chunks
             .iter()
-            .filter(|(_, chunk, _)| there.objects.contains_key(chunk))
-            .map(|(_, chunk, _)| chunk.object_key())
+            .filter(|(chunk, _)| there.objects.contains_key(chunk))
+            .map(|(chunk, _)| chunk.object_key())
             .collect();
         if !found.is_empty() {
             self.refresh(&found)?;
         }
         let recipe = Recipe {
             oid,
-            size: chunks.iter().map(|(_, _, len)| len).sum(),
-            chunks: chunks
-                .iter()
-                .map(|(_, chunk, len)| (*chunk, *len))
-                .collect(),
+            size: chunks.iter().map(|(_, len)| len).sum(),
+            chunks,
         };
         let bytes = recipe.encode();
         let kept = tempfile::NamedTempFile::new_in(&dir)
