@@ -19,7 +19,7 @@ use super::recipe::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
 use crate::oid::Oid;
 
 /// Bytes each thread cuts at a time; its buffer holds this plus one chunk's maximum.
-pub const SEGMENT: u64 = 32 << 20;
+pub const SEGMENT: u64 = 16 << 20;
 
 /// One chunk of a file: where it sits, and its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
