@@ -519,7 +519,11 @@ impl LocalCache {
         }
         let mut temp = self.new_temp()?;
         let max = expected.unwrap_or(self.size_limit).min(self.size_limit);
-        let Some(size) = storage.copy_into(key, temp.as_file_mut(), max)? else {
+        let copied = match expected {
+            Some(size) if size <= max => storage.copy_sized_into(key, temp.as_file_mut(), size)?,
+            _ => storage.copy_into(key, temp.as_file_mut(), max)?,
+        };
+        let Some(size) = copied else {
             return Ok(None);
         };
         let temp = temp.into_temp_path();

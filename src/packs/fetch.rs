@@ -404,6 +404,25 @@ pub fn fetch_chunked(
     Ok(staged)
 }
 
+/// A writer at a moving offset of a file shared by several writers (`pwrite`).
+pub(crate) struct WriterAt<'a> {
+    pub file: &'a std::fs::File,
+    pub pos: u64,
+}
+
+impl Write for WriterAt<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A writer that places the chunks of a ranged read at their spots in the object's
 /// file, hashing each; a chunk that does not hash right is noted, not placed twice.
 struct Placer<'a> {

@@ -36,6 +36,7 @@ fn fetch_into_new_cache(
     dir: &Path,
     storage: std::sync::Arc<dyn ReadStorage>,
     wanted: &[(Oid, PathBuf)],
+    sizes: &std::collections::HashMap<Oid, u64>,
 ) -> (crate::cache::LocalCache, crate::remote::TransferReport) {
     use crate::cache::{LocalCache, NamedRemote, RemoteChain};
     use crate::config::{CacheConfig, IndexKind, LinkKind, ReadPolicy};
@@ -53,8 +54,7 @@ fn fetch_into_new_cache(
         }],
         ReadPolicy::First,
     );
-    let sizes = std::collections::HashMap::new();
-    let report = crate::remote::fetch(&cache, &chain, wanted, &sizes, 4).unwrap();
+    let report = crate::remote::fetch(&cache, &chain, wanted, sizes, 4).unwrap();
     (cache, report)
 }
 
@@ -475,7 +475,12 @@ pub fn pack_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
             .iter()
             .map(|k| (super::object_key_oid(k).unwrap(), PathBuf::from(k)))
             .collect();
-        fetch_into_new_cache(&scratch.path().join(dir), storage, &wanted)
+        fetch_into_new_cache(
+            &scratch.path().join(dir),
+            storage,
+            &wanted,
+            &Default::default(),
+        )
     };
     let (cache, report) = fetch_all("cache1", Arc::new(packed("c")));
     assert_eq!(
@@ -649,7 +654,12 @@ pub fn chunk_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
     // A pull assembles both into a cache, each hashed whole.
     let fetch = |dir: &str, storage: Arc<dyn ReadStorage>, oids: &[Oid]| {
         let wanted: Vec<(Oid, PathBuf)> = oids.iter().map(|o| (*o, PathBuf::from("big"))).collect();
-        fetch_into_new_cache(&scratch.path().join(dir), storage, &wanted)
+        fetch_into_new_cache(
+            &scratch.path().join(dir),
+            storage,
+            &wanted,
+            &Default::default(),
+        )
     };
     let (cache, report) = fetch("cache1", Arc::new(packed("c")), &[oid, edited]);
     assert_eq!(
@@ -687,6 +697,52 @@ pub fn chunk_suite<S: WriteStorage + 'static>(open: &dyn Fn() -> S) {
         Recipe::decode("r", &std::fs::read(&recipe_path).unwrap(), &oid).unwrap(),
         recipe
     );
+
+    // A big loose object (as older versions and `packs = false` push them) is read in
+    // ranges, several at once, when its size is known; one longer than its marker says,
+    // or with a byte changed, is refused and not admitted.
+    let loose_bytes = noise(
+        2 * crate::packs::fetch::RANGE_MAX as usize + (5 << 20) + 3,
+        11,
+    );
+    let loose = Oid::of_bytes(&loose_bytes);
+    let loose_path = write_file(scratch.path(), "loose", &loose_bytes);
+    raw.put(&loose.object_key(), &loose_path).unwrap();
+    let fetch_sized = |dir: &str, size: u64| {
+        let sizes = std::collections::HashMap::from([(loose, size)]);
+        let wanted = [(loose, PathBuf::from("loose"))];
+        fetch_into_new_cache(
+            &scratch.path().join(dir),
+            Arc::new(packed(dir)),
+            &wanted,
+            &sizes,
+        )
+    };
+    let (cache, report) = fetch_sized("loose1", loose_bytes.len() as u64);
+    assert_eq!(
+        (report.transferred, report.failed),
+        (1, 0),
+        "{:?}",
+        report.failures
+    );
+    assert!(std::fs::read(cache.object_path(&loose)).unwrap() == loose_bytes);
+    if raw.local_file(&loose.object_key()).unwrap().is_none() {
+        // (A folder's file is no download: it is staged whole and hashed.)
+        let (cache, report) = fetch_sized("loose2", loose_bytes.len() as u64 - 1);
+        assert_eq!(report.failed, 1, "{report:?}");
+        assert!(!cache.contains(&loose));
+    }
+    let mut flipped = loose_bytes.clone();
+    flipped[(2 * crate::packs::fetch::RANGE_MAX as usize) + 17] ^= 1;
+    raw.put(
+        &loose.object_key(),
+        &write_file(scratch.path(), "flipped", &flipped),
+    )
+    .unwrap();
+    let (cache, report) = fetch_sized("loose3", loose_bytes.len() as u64);
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert!(!cache.contains(&loose));
+    assert!(raw.delete(&loose.object_key()).unwrap());
 
     // Clean up: recipes, packs and indexes.
     for key in raw.list("recipes/").unwrap() {

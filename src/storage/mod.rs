@@ -126,6 +126,17 @@ pub trait ReadStorage: Send + Sync {
     /// copied, or `None`, having written nothing, if the key does not exist. A remote is
     /// untrusted: past `max` bytes the copy stops with [`StorageError::TooLong`].
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError>;
+    /// Writes an object the caller knows to be `size` bytes into `out` (an empty file),
+    /// refusing more. Storages that read ranges read a big one in parts, several at
+    /// once, so one object fills the link; the default is [`copy_into`](Self::copy_into).
+    fn copy_sized_into(
+        &self,
+        key: &str,
+        out: &mut File,
+        size: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        self.copy_into(key, out, size)
+    }
     /// Copies the key's bytes to `dest` (replacing it atomically). Returns the bytes
     /// copied, or `None` if the key does not exist. Making `dest` durable is the
     /// caller's choice: the local cache syncs a whole batch of downloads at once.
@@ -331,6 +342,14 @@ impl<S: ReadStorage> ReadStorage for ReadOnly<S> {
     }
     fn copy_into(&self, key: &str, out: &mut File, max: u64) -> Result<Option<u64>, StorageError> {
         self.0.copy_into(key, out, max)
+    }
+    fn copy_sized_into(
+        &self,
+        key: &str,
+        out: &mut File,
+        size: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        self.0.copy_sized_into(key, out, size)
     }
     fn copy_range_into(
         &self,
