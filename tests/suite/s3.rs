@@ -924,6 +924,54 @@ fn pull_rides_out_faults(packs: bool, faulted: &str) {
 }
 
 #[test]
+fn a_big_loose_object_is_pulled_in_parallel_ranges_that_ride_out_faults_and_are_checked() {
+    let server = S3Server::start(&["team"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let env = through_loose(&proxy, &server);
+    let size = (40 << 20) + 12_345;
+    let content = bytes(91, size);
+    env.write("model.bin", &content);
+    env.czc().args(["save", "model.bin"]).assert().success();
+    env.czc().arg("push").assert().success();
+    let oid = Oid::of_bytes(&content);
+    let object = format!("/team/czc/objects/{}/{}", &oid.hex()[..2], &oid.hex()[2..]);
+    let reset = |env: &TestEnv| {
+        fs::remove_dir_all(&env.cache).unwrap();
+        let _ = fs::remove_file(env.path("model.bin"));
+    };
+    let object_gets = |proxy: &FaultProxy| {
+        proxy
+            .requests()
+            .iter()
+            .filter(|line| line.starts_with("GET ") && line.contains(&object))
+            .count()
+    };
+
+    // Three 16 MiB ranges (one cut mid-body and read again) instead of one stream.
+    reset(&env);
+    proxy.clear();
+    proxy.inject("GET", &object, 1, Fault::CutBody);
+    let out = env.czc().arg("pull").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(object_gets(&proxy), 4, "{:?}", proxy.requests());
+    assert!(env.read("model.bin") == content);
+
+    // A flipped byte in every range read: the object does not hash to its oid, so
+    // nothing is admitted or placed, and the failure names it.
+    reset(&env);
+    proxy.clear();
+    proxy.inject("GET", &object, 100, Fault::FlipByte);
+    let out = env.czc().arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&oid.to_string()), "{}", stderr(&out));
+    assert!(!env.path("model.bin").exists());
+    assert!(env.cached_objects().is_empty());
+    proxy.clear();
+    env.czc().arg("pull").assert().success();
+    assert!(env.read("model.bin") == content);
+}
+
+#[test]
 fn a_stalled_s3_server_times_out_naming_the_remote() {
     let server = S3Server::start(&["team"]);
     let proxy = FaultProxy::start(&server.endpoint);
