@@ -146,6 +146,8 @@ pub struct LocalCache {
     /// Staging subfolders already created.
     staging_shards: Mutex<std::collections::HashSet<PathBuf>>,
     reflink_unsupported: AtomicBool,
+    /// Unnamed files (`O_TMPFILE`) linked in through `/proc` did not work here.
+    unnamed_unsupported: AtomicBool,
     /// Objects this process hashed on their way in and then admitted: placing them in
     /// the working tree needs no second hash of the same bytes.
     just_verified: Mutex<std::collections::HashSet<Oid>>,
@@ -295,6 +297,7 @@ impl LocalCache {
             staging: Mutex::new(None),
             staging_shards: Mutex::new(Default::default()),
             reflink_unsupported: AtomicBool::new(false),
+            unnamed_unsupported: AtomicBool::new(false),
             just_verified: Mutex::new(Default::default()),
             misses: AtomicU64::new(0),
             progress: Arc::new(Silent),
@@ -1037,6 +1040,70 @@ impl LocalCache {
         self.materialize_via(oid, dest, executable, fsutil::parent_dir(dest))
     }
 
+    /// A copy onto a `dest` that does not exist yet, written as an unnamed file in its
+    /// own folder and linked in once whole: no temp name anywhere, no rename across
+    /// folders (which the kernel serializes per filesystem) and no shared temp folder
+    /// every thread creates in. `None` where that cannot be done (no `O_TMPFILE`, no
+    /// `/proc`, `dest` there after all): the caller writes a temp file and renames it.
+    fn copy_in_place(
+        &self,
+        src_file: &mut File,
+        dest: &Path,
+        size: u64,
+        mode: u32,
+        oid: &Oid,
+        trusted: bool,
+    ) -> Result<Option<LinkKind>> {
+        if self.unnamed_unsupported.load(Ordering::Relaxed) || fs::symlink_metadata(dest).is_ok() {
+            return Ok(None);
+        }
+        let unnamed = NewFile::Unnamed {
+            dir: fsutil::parent_dir(dest),
+            file: std::cell::RefCell::new(None),
+        };
+        let report = |n| self.report(n);
+        let placed = if trusted {
+            copy_plain(src_file, &unnamed, size, mode, &report)
+        } else {
+            copy_verified(src_file, &unnamed, size, mode, oid, &report)
+        };
+        let NewFile::Unnamed { file, .. } = unnamed else {
+            unreachable!()
+        };
+        let file = file.into_inner();
+        match (placed, file) {
+            (Ok(true), Some(file)) => {
+                use std::os::fd::AsRawFd;
+                let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                match rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    rustix::fs::CWD,
+                    dest,
+                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                ) {
+                    Ok(()) => Ok(Some(LinkKind::Copy)),
+                    // Placed by someone meanwhile: the rename route decides, as before.
+                    Err(rustix::io::Errno::EXIST) => Ok(None),
+                    Err(_) => {
+                        self.unnamed_unsupported.store(true, Ordering::Relaxed);
+                        Ok(None)
+                    }
+                }
+            }
+            (Ok(false), _) => Err(self.quarantine(oid)?),
+            (Ok(true), None) => Ok(None),
+            (Err(err), None) => {
+                // The unnamed file could not even be made here (EOPNOTSUPP, EISDIR on
+                // kernels or filesystems without it): don't try again for every file.
+                let _ = err;
+                self.unnamed_unsupported.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            (Err(err), Some(_)) => Err(err).at(dest),
+        }
+    }
+
     /// [`LocalCache::materialize_in_existing_dir`] writing the copy in `temp_dir` first
     /// (a project's private folder, which git never sees and the next run sweeps if this
     /// process is killed), then renaming it onto `dest`; across filesystems, beside `dest`.
@@ -1100,12 +1167,21 @@ impl LocalCache {
                         Err(_) => continue,
                     }
                 }
-                LinkKind::Copy if trusted => {
-                    copy_plain(&mut src_file, &temp, src_size, mode, &|n| self.report(n))
+                LinkKind::Copy => {
+                    if let Some(placed) =
+                        self.copy_in_place(&mut src_file, dest, src_size, mode, oid, trusted)?
+                    {
+                        return Ok(placed);
+                    }
+                    let temp = NewFile::Path(&temp);
+                    if trusted {
+                        copy_plain(&mut src_file, &temp, src_size, mode, &|n| self.report(n))
+                    } else {
+                        copy_verified(&mut src_file, &temp, src_size, mode, oid, &|n| {
+                            self.report(n)
+                        })
+                    }
                 }
-                LinkKind::Copy => copy_verified(&mut src_file, &temp, src_size, mode, oid, &|n| {
-                    self.report(n)
-                }),
             };
             match placed {
                 Ok(true) => {
@@ -1567,20 +1643,58 @@ fn verify_file(path: &Path, oid: &Oid) -> io::Result<bool> {
     Ok(oid::hash_file(path)?.0 == *oid)
 }
 
+/// Where a copy is written: a new file at a temp path (renamed onto its place after),
+/// or an unnamed file in the destination's folder (`O_TMPFILE`), linked in once whole.
+enum NewFile<'a> {
+    Path(&'a Path),
+    Unnamed {
+        dir: &'a Path,
+        file: std::cell::RefCell<Option<File>>,
+    },
+}
+
+impl NewFile<'_> {
+    fn create(&self, mode: u32) -> io::Result<File> {
+        match self {
+            NewFile::Path(path) => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path),
+            NewFile::Unnamed { dir, file } => {
+                let fd = rustix::fs::open(
+                    *dir,
+                    rustix::fs::OFlags::TMPFILE
+                        | rustix::fs::OFlags::WRONLY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::from_raw_mode(mode),
+                )?;
+                let created = File::from(fd);
+                *file.borrow_mut() = Some(created.try_clone()?);
+                Ok(created)
+            }
+        }
+    }
+
+    /// The name to give in messages.
+    fn name(&self) -> &Path {
+        match self {
+            NewFile::Path(path) => path,
+            NewFile::Unnamed { dir, .. } => dir,
+        }
+    }
+}
+
 /// Copies `src` (bytes this process has just verified) to a new file `dest` with
 /// `mode`, in the kernel (copy_file_range), without hashing them again.
 fn copy_plain(
     src_file: &mut File,
-    dest: &Path,
+    dest: &NewFile,
     size: u64,
     mode: u32,
     report: &(dyn Fn(u64) + Sync),
 ) -> io::Result<bool> {
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(dest)?;
+    let mut out = dest.create(mode)?;
     let copied = io::copy(src_file, &mut out)?;
     if !umask_keeps_mode(&out, mode)? {
         out.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -1592,7 +1706,7 @@ fn copy_plain(
 /// Copies `src` to a new file `dest` with `mode`, hashing the bytes placed.
 fn copy_verified(
     src_file: &mut File,
-    dest: &Path,
+    dest: &NewFile,
     size: u64,
     mode: u32,
     oid: &Oid,
@@ -1605,11 +1719,7 @@ fn copy_verified(
         if Oid::of_bytes(&bytes) != *oid {
             return Ok(false);
         }
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(dest)?;
+        let mut out = dest.create(mode)?;
         out.write_all(&bytes)?;
         if !umask_keeps_mode(&out, mode)? {
             out.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -1617,14 +1727,10 @@ fn copy_verified(
         report(size);
         return Ok(true);
     }
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(dest)?;
+    let out = dest.create(mode)?;
     // Workspace copies are not fsynced (like git's checkout): the cache holds the
     // durable bytes, and a copy lost in a crash is placed again.
-    let (placed, _) = fsutil::copy_hash_flush(src_file, &out, dest, size, false, report)?;
+    let (placed, _) = fsutil::copy_hash_flush(src_file, &out, dest.name(), size, false, report)?;
     if !umask_keeps_mode(&out, mode)? {
         out.set_permissions(fs::Permissions::from_mode(mode))?;
     }
@@ -1667,6 +1773,62 @@ mod tests {
         let path = dir.join(name);
         fs::write(&path, bytes).unwrap();
         path
+    }
+
+    #[test]
+    fn a_copy_onto_a_new_path_leaves_no_temp_and_one_onto_an_old_file_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let big = crate::storage::conformance::noise((MMAP_THRESHOLD + 3) as usize, 5);
+        let objects = [
+            cache
+                .admit_file(&file(dir.path(), "small", b"small bytes"))
+                .unwrap(),
+            cache.admit_file(&file(dir.path(), "big", &big)).unwrap(),
+        ];
+        let temps = dir.path().join("temps");
+        fs::create_dir(&temps).unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        for (n, object) in objects.iter().enumerate() {
+            for executable in [false, true] {
+                let dest = tree.join(format!("f{n}-{executable}"));
+                cache
+                    .materialize_via(&object.oid, &dest, executable, &temps)
+                    .unwrap();
+                let meta = fs::metadata(&dest).unwrap();
+                let mode = if executable { 0o555 } else { 0o444 };
+                assert_eq!(meta.permissions().mode() & 0o777, mode);
+                assert_eq!(oid::hash_file(&dest).unwrap().0, object.oid);
+            }
+        }
+        assert_eq!(fs::read_dir(&temps).unwrap().count(), 0, "no temp left");
+        assert!(
+            !cache.unnamed_unsupported.load(Ordering::Relaxed),
+            "new files went in as unnamed files linked in place"
+        );
+        assert_eq!(fs::read_dir(&tree).unwrap().count(), 4);
+        // An older file in the way is replaced whole (through a temp and a rename).
+        let dest = tree.join("f0-false");
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&dest, b"an older version").unwrap();
+        cache
+            .materialize_via(&objects[1].oid, &dest, false, &temps)
+            .unwrap();
+        assert!(fs::read(&dest).unwrap() == big);
+        assert_eq!(fs::read_dir(&temps).unwrap().count(), 0);
+        // A damaged object is refused on this route too (by a handle that has not just
+        // hashed it itself): nothing placed, quarantined.
+        let cache = open(dir.path(), 1 << 30);
+        let damaged = cache.object_path(&objects[0].oid);
+        fs::set_permissions(&damaged, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&damaged, b"SMALL BYTES").unwrap();
+        let dest = tree.join("damaged");
+        assert!(cache
+            .materialize_via(&objects[0].oid, &dest, false, &temps)
+            .is_err());
+        assert!(!dest.exists());
+        assert!(!cache.contains(&objects[0].oid));
     }
 
     #[test]
