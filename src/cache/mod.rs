@@ -1676,11 +1676,12 @@ impl NewFile<'_> {
         }
     }
 
-    /// The name to give in messages.
-    fn name(&self) -> &Path {
+    /// A path that opens `created` (this file) again, for reading it back.
+    fn reopen_path(&self, created: &File) -> PathBuf {
+        use std::os::fd::AsRawFd;
         match self {
-            NewFile::Path(path) => path,
-            NewFile::Unnamed { dir, .. } => dir,
+            NewFile::Path(path) => path.to_path_buf(),
+            NewFile::Unnamed { .. } => format!("/proc/self/fd/{}", created.as_raw_fd()).into(),
         }
     }
 }
@@ -1730,7 +1731,8 @@ fn copy_verified(
     let out = dest.create(mode)?;
     // Workspace copies are not fsynced (like git's checkout): the cache holds the
     // durable bytes, and a copy lost in a crash is placed again.
-    let (placed, _) = fsutil::copy_hash_flush(src_file, &out, dest.name(), size, false, report)?;
+    let (placed, _) =
+        fsutil::copy_hash_flush(src_file, &out, &dest.reopen_path(&out), size, false, report)?;
     if !umask_keeps_mode(&out, mode)? {
         out.set_permissions(fs::Permissions::from_mode(mode))?;
     }
@@ -1829,6 +1831,13 @@ mod tests {
             .is_err());
         assert!(!dest.exists());
         assert!(!cache.contains(&objects[0].oid));
+        // A big object this handle has not hashed is hashed from the unnamed copy.
+        let dest = tree.join("verified-big");
+        cache
+            .materialize_via(&objects[1].oid, &dest, false, &temps)
+            .unwrap();
+        assert!(fs::read(&dest).unwrap() == big);
+        assert_eq!(fs::read_dir(&temps).unwrap().count(), 0);
     }
 
     #[test]

@@ -358,13 +358,31 @@ fn a_checkout_killed_mid_file_leaves_nothing_git_sees_and_the_next_run_sweeps() 
         .unwrap();
     let start = std::time::Instant::now();
     let mut killed_mid_copy = false;
+    // The copy is written either as a temp file under .git/czc-tmp or as an unnamed
+    // file (O_TMPFILE) in data/, seen only through the process's open descriptors.
+    let unnamed_in_data = |pid: u32| -> u64 {
+        let data = env.path("data");
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|target| {
+                    target.starts_with(&data) && target.to_string_lossy().ends_with("(deleted)")
+                })
+            })
+            .filter_map(|fd| fs::metadata(fd.path()).ok())
+            .map(|m| m.len())
+            .sum()
+    };
     while start.elapsed() < std::time::Duration::from_secs(30) {
         let written: u64 = files_under(&scratch)
             .iter()
             .filter(|p| p.extension().is_none_or(|e| e != "lock"))
             .filter_map(|p| fs::metadata(p).ok())
             .map(|m| m.len())
-            .sum();
+            .sum::<u64>()
+            + unnamed_in_data(child.id());
         if written > 0 && written < size {
             child.kill().unwrap();
             killed_mid_copy = true;
