@@ -184,15 +184,32 @@ pub fn pull(ctx: &Context, paths: &[PathBuf], remote: Option<&str>) -> Result<Pu
     }
     fetched.failed = fetched.failed.saturating_sub(recovered.len());
     fetched.failures = still_failed;
-    // Objects the fetch could not get were reported once already.
-    checkout
+    // Objects the fetch could not get were reported once already (checkout, trying
+    // the chain again on its miss, fails them the same way).
+    // A folder's manifest the fetch could not get fails twice (reading the marker, then
+    // fetching the objects): the first, which names the folder, is kept.
+    let mut reported = std::collections::HashSet::new();
+    fetched
         .failures
-        .retain(|err| !matches!(err, Error::NotCached { .. }));
+        .retain(|err| missing_object(err).is_none_or(|oid| reported.insert(oid)));
+    checkout.failures.retain(|err| match err {
+        Error::NotCached { .. } => false,
+        _ => missing_object(err).is_none_or(|oid| !reported.contains(&oid)),
+    });
     Ok(PullReport {
         fetched,
         checkout,
         recovered: recovered.len(),
     })
+}
+
+/// The object a failure is about when it is one no remote could give.
+fn missing_object(err: &Error) -> Option<Oid> {
+    match err {
+        Error::NotInRemotes { oid, .. } | Error::NotCached { oid, .. } => Some(*oid),
+        Error::ManifestLost { source, .. } => missing_object(source),
+        _ => None,
+    }
 }
 
 /// `czc fetch --rev/--branches/--all-commits`: downloads what those commits reference.

@@ -187,6 +187,16 @@ fn a_missing_object_names_every_remote_tried() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("team: not found"));
     assert!(!other.path("data/model.bin").exists());
+    // A pull (fetch, then checkout, which tries the chain again) names each missing
+    // object once: the file's and the folder's manifest.
+    let out = other.czc().args(["pull"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.contains("data/model.bin.czc") && err.contains("data/set.czc"),
+        "{err}"
+    );
 }
 
 #[test]
