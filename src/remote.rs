@@ -369,36 +369,36 @@ pub fn push(
             .collect();
         let _ = storage.refresh(&there);
     }
+    drop(keys);
     let results: Vec<Result<Option<u64>>> = pool(jobs)?.install(|| {
         // Never spread a corrupt copy: every backend hashes what it receives and refuses
         // bytes that do not match the object key (a folder while copying, S3 for the
         // metadata it stores, czc serve on arrival), so no separate pass reads it here.
-        let verified: Vec<Result<(String, PathBuf, u64)>> = todo
+        let located: Vec<Result<(PathBuf, u64)>> = todo
             .par_iter()
-            .map(|(oid, for_path)| {
-                let (path, size) = cache.object_file(oid, for_path)?;
-                Ok((oid.object_key(), path, size))
-            })
+            .map(|(oid, for_path)| cache.object_file(oid, for_path))
             .collect();
-        let uploads: Vec<(String, PathBuf)> = verified
-            .iter()
-            .filter_map(|item| item.as_ref().ok())
-            .map(|(key, path, _)| (key.clone(), path.clone()))
-            .collect();
-        let bytes = verified
-            .iter()
-            .filter_map(|item| item.as_ref().ok())
-            .map(|(_, _, size)| size)
-            .sum();
-        cache.progress().add_work(uploads.len() as u64, bytes);
-        let mut uploaded = storage
-            .put_many_if_absent(&uploads, cache.progress())
-            .into_iter();
-        verified
+        // The uploads own the paths; per object only its size (or why not) stays here.
+        let mut uploads: Vec<(String, PathBuf)> = Vec::with_capacity(located.len());
+        let sizes: Vec<Result<u64>> = located
             .into_iter()
             .zip(&todo)
-            .map(|(item, (oid, for_path))| {
-                let (_, _, size) = item?;
+            .map(|(item, (oid, _))| {
+                let (path, size) = item?;
+                uploads.push((oid.object_key(), path));
+                Ok(size)
+            })
+            .collect();
+        let bytes = sizes.iter().filter_map(|size| size.as_ref().ok()).sum();
+        cache.progress().add_work(uploads.len() as u64, bytes);
+        let uploaded = storage.put_many_if_absent(&uploads, cache.progress());
+        drop(uploads);
+        let mut uploaded = uploaded.into_iter();
+        sizes
+            .into_iter()
+            .zip(&todo)
+            .map(|(size, (oid, for_path))| {
+                let size = size?;
                 match uploaded.next().expect("one result per upload") {
                     Ok(()) => Ok(Some(size)),
                     // Someone else pushed it meanwhile: the remote has it.

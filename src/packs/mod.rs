@@ -34,7 +34,7 @@ use recipe::{recipe_key, recipe_of_key, Recipe, CHUNKED_MIN, RECIPE_MAX_BYTES};
 /// Packs are cut at about this size: big enough that 100,000 small files are a few
 /// dozen uploads, small enough that a killed push loses little and a pack uploads in
 /// one request.
-pub const PACK_TARGET: u64 = 32 << 20;
+pub const PACK_TARGET: u64 = 16 << 20;
 /// Objects from this size up are not packed (they are worth a request of their own).
 pub const PACK_OBJECT_MAX: u64 = 16 << 20;
 /// A push that finds objects in a pack older than this marks the pack as wanted again,
@@ -43,6 +43,8 @@ pub const REFRESH_AFTER: Duration = Duration::from_secs(3600);
 /// Threads hashing and packing the chunks of a big object, each uploading its own
 /// packs: this many uploads are in flight at once.
 const CHUNK_WORKERS: usize = 2;
+/// Packs built (in memory) and uploaded at once by a push of small objects.
+const PACKS_AT_ONCE: usize = 3;
 /// Pack indexes fetched at once when a remote's packs are listed.
 const INDEX_READS: usize = 16;
 
@@ -595,52 +597,41 @@ fn local_error(path: &Path, source: io::Error) -> StorageError {
     }
 }
 
-/// A pack being written to a temp file: objects appended, hashed as they go.
+/// A pack being built in memory (at most [`PACK_TARGET`] plus one object): objects
+/// appended, hashed as they go, then sent in one request.
 struct PackBuilder {
-    temp: tempfile::NamedTempFile,
-    out: io::BufWriter<File>,
+    bytes: Vec<u8>,
     hasher: blake3::Hasher,
-    offset: u64,
     entries: HashMap<Oid, PackEntry>,
 }
 
 impl PackBuilder {
-    fn new(dir: &Path) -> Result<PackBuilder, StorageError> {
-        let _ = std::fs::create_dir_all(dir);
-        let temp = tempfile::Builder::new()
-            .prefix(".czc-pack-")
-            .tempfile_in(dir)
-            .map_err(|source| local_error(dir, source))?;
-        let file = temp
-            .as_file()
-            .try_clone()
-            .map_err(|source| local_error(temp.path(), source))?;
+    fn new() -> PackBuilder {
         let mut builder = PackBuilder {
-            out: io::BufWriter::with_capacity(1 << 20, file),
-            temp,
+            bytes: Vec::with_capacity(PACK_TARGET as usize + (1 << 20)),
             hasher: blake3::Hasher::new(),
-            offset: 0,
             entries: HashMap::new(),
         };
-        builder.write(PACK_MAGIC)?;
-        Ok(builder)
+        builder.write(PACK_MAGIC);
+        builder
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+    fn offset(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
         self.hasher.update(bytes);
-        self.offset += bytes.len() as u64;
-        self.out
-            .write_all(bytes)
-            .map_err(|source| local_error(self.temp.path(), source))
+        self.bytes.extend_from_slice(bytes);
     }
 
     /// Appends an object (once: a repeat is already in).
-    fn add(&mut self, oid: Oid, bytes: &[u8]) -> Result<(), StorageError> {
+    fn add(&mut self, oid: Oid, bytes: &[u8]) {
         if self.entries.contains_key(&oid) {
-            return Ok(());
+            return;
         }
-        let offset = self.offset;
-        self.write(bytes)?;
+        let offset = self.offset();
+        self.write(bytes);
         self.entries.insert(
             oid,
             PackEntry {
@@ -649,14 +640,10 @@ impl PackBuilder {
                 len: bytes.len() as u64,
             },
         );
-        Ok(())
     }
 
     /// Uploads the pack and its index (nothing if it holds no object).
-    fn upload<S: WriteStorage>(mut self, packed: &Packed<S>) -> Result<(), StorageError> {
-        self.out
-            .flush()
-            .map_err(|source| local_error(self.temp.path(), source))?;
+    fn upload<S: WriteStorage>(self, packed: &Packed<S>) -> Result<(), StorageError> {
         if self.entries.is_empty() {
             return Ok(());
         }
@@ -664,10 +651,10 @@ impl PackBuilder {
         entries.sort_by_key(|entry| entry.oid);
         let index = PackIndex {
             pack: Oid::from_hash(self.hasher.finalize()),
-            pack_size: self.offset,
+            pack_size: self.bytes.len() as u64,
             entries,
         };
-        packed.upload_pack(self.temp.path(), &index)?;
+        packed.upload_pack(bytes::Bytes::from(self.bytes), &index)?;
         let mut guard = packed.map.lock().unwrap();
         // Our own pack joins a map already listed (when is unchanged); with no map
         // yet, the first read lists and finds it.
@@ -687,12 +674,7 @@ impl<S: WriteStorage> Packed<S> {
         items: &[&(String, PathBuf)],
         progress: &dyn Progress,
     ) -> Vec<Result<(), StorageError>> {
-        let all_fail = |err: StorageError| items.iter().map(|_| Err(clone_error(&err))).collect();
-        let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let mut builder = match PackBuilder::new(&dir) {
-            Ok(builder) => builder,
-            Err(err) => return all_fail(err),
-        };
+        let mut builder = PackBuilder::new();
         let mut results: Vec<Option<Result<(), StorageError>>> =
             (0..items.len()).map(|_| None).collect();
         let mut bytes_in = 0u64;
@@ -719,9 +701,7 @@ impl<S: WriteStorage> Packed<S> {
                 continue;
             }
             bytes_in += buf.len() as u64;
-            if let Err(err) = builder.add(oid, &buf) {
-                return all_fail(err);
-            }
+            builder.add(oid, &buf);
         }
         let uploaded = builder.upload(self);
         progress.bytes_done(bytes_in);
@@ -777,7 +757,7 @@ impl<S: WriteStorage> Packed<S> {
             let workers: Vec<_> = (0..CHUNK_WORKERS)
                 .map(|_| {
                     let receive = receive.clone();
-                    let (dir, file) = (&dir, &file);
+                    let file = &file;
                     scope.spawn(move || -> Result<(), StorageError> {
                         use std::os::unix::fs::FileExt;
                         let mut builder: Option<PackBuilder> = None;
@@ -795,18 +775,18 @@ impl<S: WriteStorage> Packed<S> {
                             }
                             let pack = match builder.as_mut() {
                                 Some(pack) => pack,
-                                None => builder.insert(PackBuilder::new(dir)?),
+                                None => builder.insert(PackBuilder::new()),
                             };
-                            pack.add(span.oid, &data)?;
-                            if pack.offset >= PACK_TARGET {
+                            pack.add(span.oid, &data);
+                            if pack.offset() >= PACK_TARGET {
                                 let full = builder.take().expect("a pack");
-                                let bytes = full.offset;
+                                let bytes = full.offset();
                                 full.upload(self)?;
                                 progress.bytes_done(bytes);
                             }
                         }
                         if let Some(last) = builder {
-                            let bytes = last.offset;
+                            let bytes = last.offset();
                             last.upload(self)?;
                             progress.bytes_done(bytes);
                         }
@@ -877,16 +857,17 @@ impl<S: WriteStorage> Packed<S> {
     /// Uploads a built pack, then its index (and keeps the index locally).
     pub(crate) fn upload_pack(
         &self,
-        pack_file: &Path,
+        pack: bytes::Bytes,
         index: &PackIndex,
     ) -> Result<(), StorageError> {
         let pack_key = pack_key(&index.pack);
-        // Unconditional: a pack is named by the hash of its bytes, so a pack already
-        // there holds the same bytes (and S3 cannot make a multipart upload conditional).
-        if let Err(err) = with_retries(|| self.inner.put(&pack_key, pack_file)) {
-            // A retried completion of a multipart upload that had in fact completed is
-            // refused by some servers. A pack is named by its bytes: one of the right
-            // size there now is this pack (and every read of it is hashed anyway).
+        // Unconditional and in one request: a pack is named by the hash of its bytes, so
+        // a pack already there holds the same bytes; one request (not a multipart upload
+        // of parts, then a completion that makes the store copy them again) per pack.
+        if let Err(err) = with_retries(|| self.inner.put_bytes(&pack_key, pack.clone())) {
+            // A retried write that had in fact landed may be refused by some servers. A
+            // pack is named by its bytes: one of the right size there now is this pack
+            // (and every read of it is hashed anyway).
             match self.inner.size(&pack_key) {
                 Ok(Some(size)) if size == index.pack_size => {}
                 _ => return Err(err),
@@ -934,8 +915,7 @@ impl<S: WriteStorage> Packed<S> {
 
     /// Reads a pack's `keep` entries (each hashed) into a new pack and uploads it.
     fn rewrite_pack(&self, index: &PackIndex, keep: &[PackEntry]) -> Result<(), StorageError> {
-        let dir = self.index_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let mut builder = PackBuilder::new(&dir)?;
+        let mut builder = PackBuilder::new();
         let key = pack_key(&index.pack);
         for entry in keep {
             let mut bytes = Vec::with_capacity(entry.len as usize);
@@ -952,7 +932,7 @@ impl<S: WriteStorage> Packed<S> {
                     format!("holds corrupt bytes for {}; not repacked", entry.oid),
                 ));
             }
-            builder.add(entry.oid, &bytes)?;
+            builder.add(entry.oid, &bytes);
         }
         builder.upload(self)
     }
@@ -1007,6 +987,10 @@ fn clone_error(err: &StorageError) -> StorageError {
 impl<S: WriteStorage> WriteStorage for Packed<S> {
     fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
         self.inner.put(key, src)
+    }
+
+    fn put_bytes(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        self.inner.put_bytes(key, bytes)
     }
 
     fn delete(&self, key: &str) -> Result<bool, StorageError> {
@@ -1288,13 +1272,29 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
         let loose_items: Vec<(String, PathBuf)> = loose.iter().map(|i| items[*i].clone()).collect();
         let mut results: Vec<Option<Result<(), StorageError>>> =
             (0..items.len()).map(|_| None).collect();
-        let packed: Vec<Vec<Result<(), StorageError>>> = groups
-            .par_iter()
-            .map(|group| {
-                let members: Vec<&(String, PathBuf)> = group.iter().map(|i| &items[*i]).collect();
-                self.push_pack(&members, progress)
-            })
-            .collect();
+        // Each pack is built in memory: at most PACKS_AT_ONCE of them, however many
+        // threads the caller's pool has.
+        let build_all = || -> Vec<Vec<Result<(), StorageError>>> {
+            groups
+                .par_iter()
+                .map(|group| {
+                    let members: Vec<&(String, PathBuf)> =
+                        group.iter().map(|i| &items[*i]).collect();
+                    self.push_pack(&members, progress)
+                })
+                .collect()
+        };
+        let packed = if rayon::current_num_threads() > PACKS_AT_ONCE {
+            match rayon::ThreadPoolBuilder::new()
+                .num_threads(PACKS_AT_ONCE)
+                .build()
+            {
+                Ok(pool) => pool.install(build_all),
+                Err(_) => build_all(),
+            }
+        } else {
+            build_all()
+        };
         for (group, outcome) in groups.iter().zip(packed) {
             for (index, result) in group.iter().zip(outcome) {
                 results[*index] = Some(result);

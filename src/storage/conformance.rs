@@ -113,7 +113,19 @@ pub fn object_write_suite(storage: &dyn WriteStorage) {
         "an upload under the wrong object key is refused: {refused:?}"
     );
     assert!(!storage.exists(&wrong_key).unwrap());
+    // So are bytes sent from memory.
+    let refused = storage.put_bytes(&wrong_key, bytes::Bytes::from_static(bytes));
+    assert!(
+        matches!(refused, Err(StorageError::Io { .. })),
+        "bytes from memory under the wrong object key are refused: {refused:?}"
+    );
+    assert!(!storage.exists(&wrong_key).unwrap());
     storage.put_if_absent(&key, &src).unwrap();
+    object_read_suite(storage, bytes);
+    // Bytes from memory replace what is there, like a file.
+    storage
+        .put_bytes(&key, bytes::Bytes::from_static(bytes))
+        .unwrap();
     object_read_suite(storage, bytes);
     let again = storage.put_if_absent(&key, &src);
     assert!(
@@ -263,6 +275,17 @@ pub fn keyed_write_suite(storage: &dyn WriteStorage) {
     assert!(!storage.exists(key).unwrap());
     assert!(storage.delete("runs/ab/new").unwrap());
     assert!(!storage.delete("runs/ab/new").unwrap());
+
+    // Bytes from memory, in one request, replacing what is there.
+    storage
+        .put_bytes(key, bytes::Bytes::from_static(b"from memory"))
+        .unwrap();
+    keyed_read_suite(storage, key, b"from memory");
+    storage
+        .put_bytes(key, bytes::Bytes::from_static(b"again"))
+        .unwrap();
+    assert_eq!(storage.hash(key).unwrap(), Some(Oid::of_bytes(b"again")));
+    assert!(storage.delete(key).unwrap());
 }
 
 /// Sixteen writers race compare-and-swap on one key and `put_if_absent` on another:

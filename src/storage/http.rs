@@ -190,19 +190,34 @@ impl HttpStorage {
         src: &Path,
         condition: Option<(&str, String)>,
     ) -> Result<(), StorageError> {
-        let route = self.route(key)?;
-        let file = File::open(src)
-            .map_err(|e| self.io(key, e.kind(), format!("{}: {e}", src.display())))?;
+        let local = |e: io::Error| self.io(key, e.kind(), format!("{}: {e}", src.display()));
+        let file = File::open(src).map_err(local)?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let body = reqwest::blocking::Body::sized(file, len);
+        // The server checks the bytes it receives against this, as it does an object's.
+        let oid = match self.route(key)? {
+            Route::Key(_) => Some(crate::oid::hash_file(src).map_err(local)?.0),
+            _ => None,
+        };
+        self.send_upload(key, body, len, oid, condition)
+    }
+
+    /// Sends one PUT of `body` (`len` bytes; `oid` its hash, for keys) under `key`.
+    fn send_upload(
+        &self,
+        key: &str,
+        body: reqwest::blocking::Body,
+        len: u64,
+        oid: Option<Oid>,
+        condition: Option<(&str, String)>,
+    ) -> Result<(), StorageError> {
+        let route = self.route(key)?;
         let mut request = self
             .client
             .put(self.url(route.path()))
             .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(reqwest::blocking::Body::sized(file, len));
-        if let Route::Key(_) = route {
-            // The server checks the bytes it receives against this, as it does an object's.
-            let (oid, _) = crate::oid::hash_file(src)
-                .map_err(|e| self.io(key, e.kind(), format!("{}: {e}", src.display())))?;
+            .body(body);
+        if let Some(oid) = oid {
             request = request.header("x-czc-oid", oid.to_string());
         }
         let only_if_absent = matches!(condition, Some(("if-none-match", _)));
@@ -456,6 +471,15 @@ impl ReadStorage for HttpStorage {
 impl WriteStorage for HttpStorage {
     fn put(&self, key: &str, src: &Path) -> Result<(), StorageError> {
         self.upload(key, src, None)
+    }
+
+    fn put_bytes(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        let oid = match self.route(key)? {
+            Route::Key(_) => Some(Oid::of_bytes(&bytes)),
+            _ => None,
+        };
+        let len = bytes.len() as u64;
+        self.send_upload(key, reqwest::blocking::Body::from(bytes), len, oid, None)
     }
 
     fn delete(&self, key: &str) -> Result<bool, StorageError> {

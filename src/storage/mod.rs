@@ -236,6 +236,20 @@ pub trait ReadStorage: Send + Sync {
 pub trait WriteStorage: ReadStorage {
     /// Uploads `src` under `key`, replacing what is there.
     fn put(&self, key: &str, src: &Path) -> Result<(), StorageError>;
+    /// Uploads `bytes` under `key`, replacing what is there, in one request where the
+    /// backend can (packs are built in memory). Default: through a temp file and
+    /// [`put`](WriteStorage::put).
+    fn put_bytes(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        use std::io::Write;
+        let local = |source| StorageError::Io {
+            storage: self.describe(),
+            key: key.into(),
+            source,
+        };
+        let mut temp = tempfile::NamedTempFile::new().map_err(local)?;
+        temp.write_all(&bytes).map_err(local)?;
+        self.put(key, temp.path())
+    }
     /// Deletes the key; `false` if it was not there.
     fn delete(&self, key: &str) -> Result<bool, StorageError>;
     /// Uploads only if the key does not exist yet.
@@ -253,10 +267,6 @@ pub trait WriteStorage: ReadStorage {
     fn put_if_newer(&self, key: &str, src: &Path) -> Result<bool, StorageError>;
     /// Deletes only if the key still holds the bytes hashing to `expected`.
     fn delete_if_hash_matches(&self, key: &str, expected: &Oid) -> Result<(), StorageError>;
-    /// [`put_if_absent`](WriteStorage::put_if_absent) for many `(key, file)` pairs, in
-    /// parallel on the current rayon pool, retrying transient failures; one result per
-    /// pair, `progress` called with each file's size as it is done. Backends override it
-    /// to batch what they can (a folder makes the whole batch durable at once).
     /// Tells the storage these keys were just wanted again (a push found them already
     /// there), so a `gc --remote` grace period counts from now: another clone's gc must
     /// not delete what this clone has just come to need. Default: nothing to refresh.
@@ -287,6 +297,10 @@ pub trait WriteStorage: ReadStorage {
         let _ = (live, grace, dry_run);
         Ok(crate::packs::PackGcReport::default())
     }
+    /// [`put_if_absent`](WriteStorage::put_if_absent) for many `(key, file)` pairs, in
+    /// parallel on the current rayon pool, retrying transient failures; one result per
+    /// pair, `progress` called with each file's size as it is done. Backends override it
+    /// to batch what they can (a folder makes the whole batch durable at once).
     fn put_many_if_absent(
         &self,
         items: &[(String, PathBuf)],

@@ -1310,6 +1310,29 @@ impl WriteStorage for S3Storage {
         self.upload(key, src, PutMode::Overwrite, &|_| {})
     }
 
+    fn put_bytes(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        let location = self.location(key)?;
+        let oid = Oid::of_bytes(&bytes);
+        if let Some(wanted) = super::object_key_oid(key) {
+            if wanted != oid {
+                return Err(self.io(
+                    key,
+                    ErrorKind::InvalidData,
+                    format!("the bytes hash to {oid}, not to the object key's oid"),
+                ));
+            }
+        }
+        let store = self.store.clone();
+        let options = put_options(&oid, PutMode::Overwrite);
+        self.run(async move {
+            store
+                .put_opts(&location, PutPayload::from_bytes(bytes), options)
+                .await
+        })
+        .map(|_| ())
+        .map_err(|err| self.error(key, err))
+    }
+
     fn delete(&self, key: &str) -> Result<bool, StorageError> {
         // S3 answers a delete of a missing key with success: look first.
         if self.head(key)?.is_none() {

@@ -1532,11 +1532,11 @@ fn gc_remote_deletes_dead_packs_and_recipes_repacks_mostly_dead_ones_and_a_kille
 }
 
 #[test]
-fn a_pack_whose_completed_upload_was_answered_with_an_error_is_found_there_and_not_lost() {
+fn a_pack_whose_upload_landed_but_was_answered_with_errors_is_found_there_and_not_lost() {
     let server = S3Server::start(&["team"]);
     let proxy = FaultProxy::start(&server.endpoint);
     let env = through(&proxy, &server);
-    // Twelve 1 MiB files: one pack over 8 MiB, so a multipart upload.
+    // Twelve 1 MiB files: one pack, sent in one request.
     let names: Vec<String> = (0..12).map(|n| format!("f{n}.bin")).collect();
     for (n, name) in names.iter().enumerate() {
         env.write(name, bytes(130 + n as u64, 1 << 20));
@@ -1544,12 +1544,26 @@ fn a_pack_whose_completed_upload_was_answered_with_an_error_is_found_there_and_n
     let mut save = vec!["save"];
     save.extend(names.iter().map(String::as_str));
     env.czc().args(&save).assert().success();
-    // The completion lands, but its answer is an error: the retried completion finds
-    // no such upload any more.
-    proxy.inject("POST", "?uploadId=", 1, Fault::StatusAfter(500));
+    // Every write of the pack lands, and every answer is an error, retries included:
+    // the pack of the right size is there, so the push goes on to its index.
+    proxy.inject("PUT", ".pack", 100, Fault::StatusAfter(500));
     let out = env.czc().arg("push").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(proxy.applied().len(), 1, "{:?}", proxy.applied());
+    let applied = proxy.applied();
+    assert!(
+        applied.len() > 1,
+        "the pack's write was retried: {applied:?}"
+    );
+    assert!(
+        applied.iter().all(|request| request.starts_with("PUT ")),
+        "{applied:?}"
+    );
+    let multipart: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|request| request.starts_with("POST") || request.contains("uploadId"))
+        .collect();
+    assert!(multipart.is_empty(), "a pack is one request: {multipart:?}");
     fs::remove_dir_all(&env.cache).unwrap();
     for name in &names {
         fs::remove_file(env.path(name)).unwrap();
