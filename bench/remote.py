@@ -4,6 +4,7 @@
     python3 bench/remote.py              # 1 GiB file, 20,000 small files
     python3 bench/remote.py --quick      # 256 MiB, 5,000 files
     python3 bench/remote.py --rtt 20     # S3 20 ms away (bench/netproxy.py), --mbit to cap
+    python3 bench/remote.py --skip-dvc   # s5cmd but not DVC (most of the time at 100,000 files)
 
 (`python3 bench/run.py` runs these after the local ones.) For a folder of small files and
 for one big file, to a folder remote and to an S3-compatible server (the tests' s3s
@@ -11,7 +12,7 @@ server, `cargo run --release --example s3server`, on a loopback port):
   * czc push into an empty remote, and a no-op push (everything there; target < 2 s)
   * czc pull into a fresh clone (config + markers) with an empty cache
   * cp of the big file to and from the folder remote (target: push within 1.5x of cp)
-  * peak heap (RssAnon) of push and pull of the big file (target < 200 MiB)
+  * peak heap (RssAnon) of push and pull of the big file, and of the small files to S3 (target < 200 MiB)
   * the same with dvc push / dvc pull (target: czc at least 5x faster on small files)
 Every push goes to a fresh remote location, so nothing is skipped that should not be.
 """
@@ -85,7 +86,7 @@ class S3Server:
 
 
 def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, with_dvc, size_mib, files,
-               network=None):
+               network=None, skip_dvc=False):
     """Returns the rows of the remote table; `network=(rtt_ms, mbit)` puts the S3 server
     behind bench/netproxy.py."""
     s3_root = work / "s3-root"
@@ -170,7 +171,7 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
                     noop = timed([czc, "push"], proj, czc_env, runs=runs)
                     pull = statistics.median(timed_fresh(pull_step) for _ in range(runs))
                 row = {"push": push, "noop": noop, "pull": pull}
-                if data == "big":
+                if data == "big" or kind == "s3":
                     configure(fresh("rss"))
                     row["push_rss"] = peak_rss_anon([czc, "push"], proj, czc_env)
                     cmd, clone, clone_env = fresh_clone()
@@ -199,6 +200,8 @@ def run_remote(czc, s3_binary, work, env, big_src, small_src, runs, other_runs, 
             if s5_copies:
                 row["pull_cp"] = row["pull"] + statistics.median(s5_copies)
             results[("s5cmd", data, "s3")] = row
+            if skip_dvc:
+                continue
 
             # ---------- DVC ----------
             dproj = work / f"dvc-remote-{data}"
@@ -265,7 +268,7 @@ def print_table(results, size_mib, files, runs, other_runs, max_kib=4, network="
                 s5 = get("s5cmd", data, kind, "pull_cp" if (data, step) == ("big", "pull") else step)
                 target = ""
                 if data == "small" and step in ("push", "pull"):
-                    target = "≥ 10× s5cmd, ≥ 30× DVC" if network else "≥ 5× faster than DVC"
+                    target = "≥ 10× s5cmd, ≥ 30× DVC" if network and kind == "s3" else "≥ 5× faster than DVC"
                 if data == "big" and kind == "s3" and step == "pull":
                     target = "≤ 1.2× s5cmd + cp"
                 if data == "small" and step == "noop":
@@ -274,12 +277,13 @@ def print_table(results, size_mib, files, runs, other_runs, max_kib=4, network="
                     target = "≤ 1.5× cp"
                 print(f"| {label} {names[data]} | {kind} | {fmt_s(mine)} | {fmt_s(floor)} | {ratio(mine, floor)} "
                       f"| {fmt_s(s5)} | {speedup(mine, s5)} | {fmt_s(dvc)} | {speedup(mine, dvc)} | {target} |")
-    for kind in ["folder", "s3"]:
-        push_rss = get("czc", "big", kind, "push_rss")
-        pull_rss = get("czc", "big", kind, "pull_rss")
-        if push_rss is not None:
-            print(f"| peak heap (RssAnon) push / pull {names['big']} | {kind} | "
-                  f"{push_rss / 1024:.1f} / {pull_rss / 1024:.1f} MiB | — | — | — | — | — | — | < 200 MiB |")
+    for data in ["small", "big"]:
+        for kind in ["folder", "s3"]:
+            push_rss = get("czc", data, kind, "push_rss")
+            pull_rss = get("czc", data, kind, "pull_rss")
+            if push_rss is not None:
+                print(f"| peak heap (RssAnon) push / pull {names[data]} | {kind} | "
+                      f"{push_rss / 1024:.1f} / {pull_rss / 1024:.1f} MiB | — | — | — | — | — | — | < 200 MiB |")
 
 
 def main():
@@ -291,6 +295,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="256 MiB and 5,000 files")
     parser.add_argument("--work", default=os.environ.get("CZC_BENCH_DIR", "/tmp/czc-bench") + "-remote")
     parser.add_argument("--skip-others", action="store_true", help="skip DVC and s5cmd")
+    parser.add_argument("--skip-dvc", action="store_true", help="skip DVC (s5cmd still runs)")
     parser.add_argument("--max-kib", type=int, default=4, help="small files are 1 KiB to this")
     parser.add_argument("--rtt", type=float, default=0,
                         help="round trip in ms added in front of the S3 server (bench/netproxy.py)")
@@ -321,7 +326,7 @@ def main():
     started = time.perf_counter()
     results = run_remote(str(czc), s3_binary, work, env, big_src, small_src, args.runs, args.other_runs,
                          not args.skip_others, args.size_mib, args.files,
-                         network=(args.rtt, args.mbit))
+                         network=(args.rtt, args.mbit), skip_dvc=args.skip_dvc)
     network = ""
     if args.rtt:
         network = (f"; S3 through bench/netproxy.py, {args.rtt:g} ms round trip"

@@ -378,27 +378,37 @@ pub fn push(
             .par_iter()
             .map(|(oid, for_path)| cache.object_file(oid, for_path))
             .collect();
-        // The uploads own the paths; per object only its size (or why not) stays here.
+        // The uploads own the paths; per object only its size (or why not) stays here,
+        // small while the uploads hold their buffers.
         let mut uploads: Vec<(String, PathBuf)> = Vec::with_capacity(located.len());
-        let sizes: Vec<Result<u64>> = located
-            .into_iter()
-            .zip(&todo)
-            .map(|(item, (oid, _))| {
-                let (path, size) = item?;
-                uploads.push((oid.object_key(), path));
-                Ok(size)
-            })
-            .collect();
-        let bytes = sizes.iter().filter_map(|size| size.as_ref().ok()).sum();
-        cache.progress().add_work(uploads.len() as u64, bytes);
+        let mut sizes: Vec<u64> = Vec::with_capacity(located.len());
+        let mut not_found: HashMap<usize, Error> = HashMap::new();
+        for (index, (item, (oid, _))) in located.into_iter().zip(&todo).enumerate() {
+            match item {
+                Ok((path, size)) => {
+                    uploads.push((oid.object_key(), path));
+                    sizes.push(size);
+                }
+                Err(err) => {
+                    not_found.insert(index, err);
+                    sizes.push(0);
+                }
+            }
+        }
+        cache
+            .progress()
+            .add_work(uploads.len() as u64, sizes.iter().sum());
         let uploaded = storage.put_many_if_absent(&uploads, cache.progress());
         drop(uploads);
         let mut uploaded = uploaded.into_iter();
         sizes
             .into_iter()
             .zip(&todo)
-            .map(|(size, (oid, for_path))| {
-                let size = size?;
+            .enumerate()
+            .map(|(index, (size, (oid, for_path)))| {
+                if let Some(err) = not_found.remove(&index) {
+                    return Err(err);
+                }
                 match uploaded.next().expect("one result per upload") {
                     Ok(()) => Ok(Some(size)),
                     // Someone else pushed it meanwhile: the remote has it.

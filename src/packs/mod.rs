@@ -44,7 +44,7 @@ pub const REFRESH_AFTER: Duration = Duration::from_secs(3600);
 /// packs: this many uploads are in flight at once.
 const CHUNK_WORKERS: usize = 2;
 /// Packs built (in memory) and uploaded at once by a push of small objects.
-const PACKS_AT_ONCE: usize = 3;
+const PACKS_AT_ONCE: usize = 2;
 /// Pack indexes fetched at once when a remote's packs are listed.
 const INDEX_READS: usize = 16;
 
@@ -1270,8 +1270,6 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
             .filter(|i| !packable(*i) && !chunked(*i))
             .collect();
         let loose_items: Vec<(String, PathBuf)> = loose.iter().map(|i| items[*i].clone()).collect();
-        let mut results: Vec<Option<Result<(), StorageError>>> =
-            (0..items.len()).map(|_| None).collect();
         // Each pack is built in memory: at most PACKS_AT_ONCE of them, however many
         // threads the caller's pool has.
         let build_all = || -> Vec<Vec<Result<(), StorageError>>> {
@@ -1295,6 +1293,9 @@ impl<S: WriteStorage> WriteStorage for Packed<S> {
         } else {
             build_all()
         };
+        // Allocated only now: the packs in memory are the peak.
+        let mut results: Vec<Option<Result<(), StorageError>>> =
+            (0..items.len()).map(|_| None).collect();
         for (group, outcome) in groups.iter().zip(packed) {
             for (index, result) in group.iter().zip(outcome) {
                 results[*index] = Some(result);
