@@ -1313,15 +1313,8 @@ impl WriteStorage for S3Storage {
     fn put_bytes(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
         let location = self.location(key)?;
         let oid = Oid::of_bytes(&bytes);
-        if let Some(wanted) = super::object_key_oid(key) {
-            if wanted != oid {
-                return Err(self.io(
-                    key,
-                    ErrorKind::InvalidData,
-                    format!("the bytes hash to {oid}, not to the object key's oid"),
-                ));
-            }
-        }
+        check_object_bytes(key, &oid, Path::new("the bytes to upload"))
+            .map_err(|e| self.io(key, e.kind(), e.to_string()))?;
         let store = self.store.clone();
         let options = put_options(&oid, PutMode::Overwrite);
         self.run(async move {
